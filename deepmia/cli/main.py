@@ -31,13 +31,15 @@ def _root(
 
 def _register() -> None:
     # Command modules are a fixed list (no import-by-path from configuration).
-    from deepmia.cli import catalog, dataset, deid, demo, imaging
+    from deepmia.cli import catalog, dataset, deid, demo, imaging, process, quality
 
     imaging.register(app)
     deid.register(app)
     dataset.register(app)
     catalog.register(app)
     demo.register(app)
+    process.register(app)
+    quality.register(app)
 
 
 _register()
