@@ -19,7 +19,7 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
-from deepmia.errors import ReadError, UnsupportedFormatError, WriteError
+from deepmia.errors import MissingDependencyError, ReadError, UnsupportedFormatError, WriteError
 from deepmia.image import Image
 from deepmia.registry import Registry
 
@@ -100,7 +100,14 @@ def format_of(path: str | PathLike[str], *, must_exist: bool = True) -> str:
 
 def _load(name: str) -> Format:
     if name not in formats and name in _BUILTIN_MODULES:
-        importlib.import_module(_BUILTIN_MODULES[name][1])
+        module = _BUILTIN_MODULES[name][1]
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise MissingDependencyError(
+                f"the {name} reader/writer could not be loaded: {exc}",
+                fix="reinstall deepmia with its dependencies: bash scripts/install.sh",
+            ) from exc
     return formats.get(name)
 
 
