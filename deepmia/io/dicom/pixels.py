@@ -1,0 +1,216 @@
+"""Decoding DICOM pixel data into values: codecs, the Modality LUT, colour, and the VOI LUT.
+
+Decoding goes through pydicom's pixel backends (NumPy for native data, pylibjpeg, GDCM, pyjpegls), with a
+zero-copy :func:`numpy.frombuffer` fast path for uncompressed little-endian monochrome data. When no installed
+backend handles a transfer syntax, :class:`~deepmia.errors.MissingCodecError` names it and the package to
+install. Values are returned as stored unless a Modality LUT changes them: an identity rescale keeps the integer
+dtype (never silently 8-bit or float).
+"""
+
+from __future__ import annotations
+
+from os import PathLike
+from typing import Any
+
+import numpy as np
+
+from deepmia.errors import CorruptFileError, MissingCodecError
+
+__all__ = ["decode_frames", "apply_modality_lut", "apply_voi_lut", "frame_rescale"]
+
+# Transfer syntaxes that carry native (uncompressed) little-endian pixel data.
+_NATIVE_LE = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99"}
+
+# Which package to install for each compressed transfer syntax family.
+_CODEC_PACKAGES = {
+    "1.2.840.10008.1.2.4.50": "pylibjpeg-libjpeg (or python-gdcm)",
+    "1.2.840.10008.1.2.4.51": "pylibjpeg-libjpeg (or python-gdcm)",
+    "1.2.840.10008.1.2.4.57": "pylibjpeg-libjpeg (or python-gdcm)",
+    "1.2.840.10008.1.2.4.70": "pylibjpeg-libjpeg (or python-gdcm)",
+    "1.2.840.10008.1.2.4.80": "pyjpegls or pylibjpeg-libjpeg (or python-gdcm)",
+    "1.2.840.10008.1.2.4.81": "pyjpegls or pylibjpeg-libjpeg (or python-gdcm)",
+    "1.2.840.10008.1.2.4.90": "pylibjpeg-openjpeg (or python-gdcm)",
+    "1.2.840.10008.1.2.4.91": "pylibjpeg-openjpeg (or python-gdcm)",
+    "1.2.840.10008.1.2.4.201": "pylibjpeg-openjpeg",
+    "1.2.840.10008.1.2.4.202": "pylibjpeg-openjpeg",
+    "1.2.840.10008.1.2.4.203": "pylibjpeg-openjpeg",
+    "1.2.840.10008.1.2.5": "pylibjpeg-rle (or python-gdcm)",
+    "1.2.840.10008.1.2.8.1": "pydicom>=3.1 (Deflated Image Frame Compression is not decoded by pydicom 3.0)",
+}
+
+
+def _transfer_syntax(ds: Any) -> str:
+    meta = getattr(ds, "file_meta", None)
+    return str(meta.get("TransferSyntaxUID", "1.2.840.10008.1.2")) if meta is not None else "1.2.840.10008.1.2"
+
+
+def _ts_name(uid: str) -> str:
+    from pydicom.uid import UID
+
+    name = UID(uid).name
+    return f"{name} ({uid})" if name and name != uid else uid
+
+
+def _fast_native(ds: Any) -> np.ndarray | None:
+    """Frames ``(F, rows, cols)`` straight from the bytes of native little-endian monochrome data, else None."""
+    if _transfer_syntax(ds) not in _NATIVE_LE or "PixelData" not in ds:
+        return None
+    bits = int(ds.get("BitsAllocated", 0))
+    if bits not in (8, 16, 32) or int(ds.get("SamplesPerPixel", 1)) != 1:
+        return None
+    if str(ds.get("PhotometricInterpretation", "")).strip() not in ("MONOCHROME1", "MONOCHROME2"):
+        return None
+    stored = int(ds.get("BitsStored", bits))
+    signed = int(ds.get("PixelRepresentation", 0)) == 1
+    if stored != bits and signed:
+        return None  # sign extension of packed values: let pydicom do it
+    dtype = np.dtype(f"<{'i' if signed else 'u'}{bits // 8}")
+    rows, cols, frames = int(ds.Rows), int(ds.Columns), int(ds.get("NumberOfFrames", 1) or 1)
+    raw = ds.PixelData
+    need = rows * cols * frames * dtype.itemsize
+    if len(raw) < need:
+        return None  # pydicom raises the precise truncation error
+    arr = np.frombuffer(raw, dtype=dtype, count=rows * cols * frames).reshape(frames, rows, cols)
+    if stored != bits:
+        arr = arr & np.array((1 << stored) - 1, dtype=dtype)
+    return arr
+
+
+def decode_frames(ds: Any, *, path: str | PathLike[str] | None = None) -> np.ndarray:
+    """Decode every frame of ``ds`` into ``(F, rows, cols)`` or ``(F, rows, cols, 3)`` (colour as RGB).
+
+    YBR data is converted to RGB and palette colour is looked up into RGB. Values are stored values: the
+    Modality LUT is applied separately (:func:`apply_modality_lut`).
+
+    Raises:
+        MissingCodecError: No installed decoder handles the transfer syntax (names the package to install).
+        CorruptFileError: The file has no pixel data, or it is truncated or damaged.
+    """
+    fast = _fast_native(ds)
+    if fast is not None:
+        return fast
+    if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+        raise CorruptFileError("the DICOM file holds no pixel data (not an image)", path=path)
+    from pydicom.pixels import apply_color_lut
+
+    ts = _transfer_syntax(ds)
+    try:
+        arr = ds.pixel_array
+    except NotImplementedError as exc:
+        package = _CODEC_PACKAGES.get(ts, "pylibjpeg with its plugins, or python-gdcm")
+        raise MissingCodecError(
+            f"no installed decoder handles the transfer syntax {_ts_name(ts)}: {exc}".replace("\n", " "),
+            path=path,
+            fix=f"install {package}",
+        ) from exc
+    except (ValueError, RuntimeError, AttributeError, KeyError, TypeError, OSError) as exc:
+        raise CorruptFileError(
+            f"cannot decode the pixel data ({_ts_name(ts)}): {exc}".replace("\n", " "), path=path
+        ) from exc
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    samples = int(ds.get("SamplesPerPixel", 1))
+    photometric = str(ds.get("PhotometricInterpretation", "")).strip()
+    if photometric == "PALETTE COLOR":
+        arr = apply_color_lut(arr, ds)
+        samples = 3
+    arr = np.asarray(arr)
+    want = 3 if samples > 1 else 2
+    if arr.ndim == want:
+        arr = arr[None]
+    if arr.shape[0] != frames and frames > 1:
+        raise CorruptFileError(f"decoded {arr.shape[0]} frames, header says NumberOfFrames={frames}", path=path)
+    return arr
+
+
+def frame_rescale(ds: Any, frame: int = 0) -> tuple[float, float]:
+    """RescaleSlope and RescaleIntercept of one frame (from functional groups in enhanced objects)."""
+    item = None
+    for seq in ("PerFrameFunctionalGroupsSequence", "SharedFunctionalGroupsSequence"):
+        groups = ds.get(seq)
+        if not groups:
+            continue
+        group = groups[frame] if seq.startswith("PerFrame") and frame < len(groups) else groups[0]
+        pvt = group.get("PixelValueTransformationSequence")
+        if pvt:
+            item = pvt[0]
+            break
+    source = item if item is not None else ds
+    slope = source.get("RescaleSlope", 1.0)
+    intercept = source.get("RescaleIntercept", 0.0)
+    return float(slope if slope not in (None, "") else 1.0), float(intercept if intercept not in (None, "") else 0.0)
+
+
+def _integer_dtype_for(lo: float, hi: float) -> np.dtype:
+    for dt in (np.uint8, np.int8, np.uint16, np.int16, np.uint32, np.int32):
+        info = np.iinfo(dt)
+        if info.min <= lo and hi <= info.max:
+            return np.dtype(dt)
+    return np.dtype(np.int64)
+
+
+def _stored_range(ds: Any, dtype: np.dtype) -> tuple[int, int]:
+    """Range of stored values from BitsStored and PixelRepresentation (else the dtype's range)."""
+    info = np.iinfo(dtype)
+    bits = ds.get("BitsStored")
+    if not bits:
+        return int(info.min), int(info.max)
+    bits = int(bits)
+    if int(ds.get("PixelRepresentation", 0)) == 1:
+        return max(-(1 << (bits - 1)), int(info.min)), min((1 << (bits - 1)) - 1, int(info.max))
+    return 0, min((1 << bits) - 1, int(info.max))
+
+
+def apply_modality_lut(arr: np.ndarray, ds: Any, *, slopes: Any = None, intercepts: Any = None) -> np.ndarray:
+    """Stored values -> modality values (e.g. CT Hounsfield units) for frames ``(F, rows, cols)``.
+
+    Uses the Modality LUT Sequence when present, else RescaleSlope/RescaleIntercept (per frame when given).
+    An integral rescale (slope 1, integer intercept) keeps an integer dtype wide enough for the result;
+    any other rescale returns float32. Colour data is returned unchanged.
+
+    Args:
+        arr: Stored values, frames first.
+        ds: The dataset the values came from.
+        slopes: Per-frame slopes (default: from the dataset).
+        intercepts: Per-frame intercepts (default: from the dataset).
+    """
+    if arr.ndim == 4 or "FloatPixelData" in ds or "DoubleFloatPixelData" in ds:
+        return arr
+    if "ModalityLUTSequence" in ds:
+        from pydicom.pixels import apply_modality_lut as _pd_modality_lut
+
+        return np.asarray(_pd_modality_lut(arr, ds))
+    if slopes is None:
+        pairs = [frame_rescale(ds, i) for i in range(arr.shape[0])]
+        slopes = [p[0] for p in pairs]
+        intercepts = [p[1] for p in pairs]
+    slopes = np.asarray(slopes, dtype=np.float64)
+    intercepts = np.asarray(intercepts, dtype=np.float64)
+    if np.all(slopes == 1.0) and np.all(intercepts == 0.0):
+        return arr
+    if np.all(slopes == 1.0) and np.all(intercepts == np.round(intercepts)) and np.issubdtype(arr.dtype, np.integer):
+        lo, hi = _stored_range(ds, arr.dtype)
+        dt = _integer_dtype_for(lo + intercepts.min(), hi + intercepts.max())
+        if np.all(intercepts == intercepts[0]):
+            return arr.astype(dt) + dt.type(intercepts[0])
+        return arr.astype(dt) + intercepts.astype(dt)[:, None, None]
+    shape = (-1,) + (1,) * (arr.ndim - 1)
+    return (arr.astype(np.float32) * slopes.astype(np.float32).reshape(shape)) + intercepts.astype(np.float32).reshape(
+        shape
+    )
+
+
+def apply_voi_lut(arr: np.ndarray, ds: Any, *, index: int = 0, prefer_lut: bool = True) -> np.ndarray:
+    """Apply the VOI LUT (or window centre/width) of ``ds`` to modality values, for display.
+
+    A thin wrapper over :func:`pydicom.pixels.apply_voi_lut`; it is never applied on read, because it
+    throws away the quantitative values.
+
+    Args:
+        arr: Modality values (after :func:`apply_modality_lut`).
+        ds: The dataset holding the VOI LUT Sequence or WindowCenter/WindowWidth.
+        index: Which of several VOI transforms to use.
+        prefer_lut: Use the VOI LUT Sequence rather than the window when both are present.
+    """
+    from pydicom.pixels import apply_voi_lut as _pd_voi
+
+    return np.asarray(_pd_voi(arr, ds, index=index, prefer_lut=prefer_lut))
