@@ -10,18 +10,70 @@ import numpy as np
 from deepmia.errors import CorruptFileError, GeometryError
 from deepmia.image import Image, Kind
 from deepmia.io import Format, register_format
+from deepmia.io._common import build_image
 
 
 def _rgb_to_channels(data: np.ndarray) -> np.ndarray:
-    names = data.dtype.names or ()
+    """RGB24 / RGBA32 structured voxels as channels.
+
+    An alpha that is fully opaque everywhere carries nothing and is dropped (RGBA32 files converted from RGB
+    DICOM have it); any other alpha is kept as a 4th channel.
+    """
+    names = list(data.dtype.names or ())
+    if len(names) == 4 and np.all(data[names[3]] == np.iinfo(data[names[3]].dtype).max):
+        names = names[:3]
     return np.stack([data[n] for n in names], axis=0)
 
 
-def read(path: Path, *, kind: Kind = "intensity", **_: Any) -> Image:
+def _affine(header: Any, raw: Any, path: Path) -> tuple[np.ndarray, str]:
+    """The voxel-to-RAS+ affine the header declares, and where it came from, refusing rather than guessing.
+
+    NIfTI's order: the sform when ``sform_code > 0``, else the qform when ``qform_code > 0``, else (method 1
+    of the standard, as niftilib and ITK do) the voxel sizes ``pixdim`` with no rotation and origin 0. A
+    declared sform or qform that is not finite or singular is an error; it never falls back to the other.
+    ``raw`` is the header as stored: nibabel's loaded ``header`` has zero voxel sizes already replaced by 1 mm.
+    """
+    if int(header["sform_code"]) > 0:
+        affine, source = header.get_sform(), "sform"
+    else:
+        n = max(1, min(3, int(header["dim"][0])))
+        pixdim = np.asarray(raw["pixdim"][1 : 1 + n], dtype=float)  # as in the file, before nibabel's fixes
+        source = "qform" if int(header["qform_code"]) > 0 else "pixdim"
+        if not np.all(np.isfinite(pixdim)) or np.any(pixdim == 0):  # nibabel would silently use 1 mm
+            raise GeometryError(
+                f"the header has no sform and its voxel sizes pixdim {pixdim.tolist()} are zero or not finite",
+                path=path, fix="fix pixdim in the file; deepmia will not guess the geometry",
+            )
+        if source == "qform":
+            affine = header.get_qform()
+        else:
+            affine = np.diag([*np.abs(pixdim), *np.ones(3 - n), 1.0])
+    affine = np.asarray(affine, dtype=float)
+    m = affine[:3, :3]
+    if not np.all(np.isfinite(affine)) or np.any(np.linalg.norm(m, axis=0) == 0) or abs(np.linalg.det(m)) < 1e-12:
+        raise GeometryError(
+            f"the header's {source} {np.round(affine, 4).tolist()} is singular or not finite", path=path,
+            fix="fix the sform/qform in the file; deepmia will not guess the geometry",
+        )
+    return affine, source
+
+
+def read(path: Path, *, kind: Kind | None = None, **_: Any) -> Image:
     """Read a NIfTI file. 4D series (fMRI, DTI) become channels; RGB NIfTI becomes 3 channels.
 
-    The affine is the sform when its code is set, else the qform (nibabel's ``get_best_affine``).
-    Scaling (``scl_slope``/``scl_inter``) is applied. Label images keep their integer dtype.
+    The affine is the sform when its code is set, else the qform, else the voxel sizes (see :func:`_affine`);
+    a declared but singular or non-finite one is refused. Scaling (``scl_slope``/``scl_inter``) is applied.
+    A 2D image (stored with a singleton third axis, as every NIfTI file has three) reads back as a 3D
+    ``(C, X, Y, 1)`` volume: NIfTI cannot tell a 2D picture from a one-slice volume.
+
+    Args:
+        path: A ``.nii`` or ``.nii.gz`` file.
+        kind: ``"label"`` or ``"intensity"``; ``None`` follows the header (``intent_code`` 1002, NIFTI_INTENT_LABEL,
+            means label), else intensity. Label images keep or get an integer dtype.
+
+    Raises:
+        CorruptFileError: The file is damaged, or a label image holds non-integer values.
+        GeometryError: The declared affine is singular or not finite.
     """
     import nibabel as nib
 
@@ -30,14 +82,14 @@ def read(path: Path, *, kind: Kind = "intensity", **_: Any) -> Image:
         data = np.asanyarray(nii.dataobj)
     except Exception as exc:  # nibabel raises many types for damaged files
         raise CorruptFileError(f"not a readable NIfTI file: {exc}", path=path) from exc
-    affine = np.asarray(nii.header.get_best_affine(), dtype=float)
-    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
-        raise GeometryError(
-            f"the header's affine {np.round(affine, 4).tolist()} is singular or not finite", path=path,
-            fix="fix the sform/qform in the file; deepmia will not guess the geometry",
-        )
+    header = nii.header
+    with nib.openers.ImageOpener(str(path)) as fobj:
+        raw = header.__class__.from_fileobj(fobj, check=False)
+    affine, source = _affine(header, raw, path)
     if data.dtype.names:  # RGB24 / RGBA32 structured dtype
         arr = _rgb_to_channels(data)
+        if arr.ndim == 3:
+            arr = arr[..., None]
     else:
         while data.ndim > 4 and data.shape[-1] == 1:
             data = data[..., 0]
@@ -51,14 +103,10 @@ def read(path: Path, *, kind: Kind = "intensity", **_: Any) -> Image:
             arr = np.moveaxis(data[:, :, :, 0], -1, 0)
         else:
             raise CorruptFileError(f"unsupported NIfTI data shape {data.shape}", path=path)
-    if kind == "label" and not np.issubdtype(arr.dtype, np.integer):
-        rounded = np.rint(arr)
-        if not np.array_equal(rounded, arr):
-            raise CorruptFileError("label image holds non-integer values", path=path)
-        arr = rounded.astype(np.int16 if rounded.max(initial=0) < 32768 and rounded.min(initial=0) >= -32768 else np.int32)
-    header = nii.header
-    meta = {"format": "nifti", "description": header.get("descrip", b"").tobytes().decode("latin-1").strip("\x00 ")}
-    return Image(np.ascontiguousarray(arr), affine, kind=kind, meta=meta)
+    file_kind = "label" if int(header.get("intent_code", 0)) == 1002 else None
+    meta = {"format": "nifti", "affine_source": source,
+            "description": header.get("descrip", b"").tobytes().decode("latin-1").strip("\x00 ")}
+    return build_image(arr, affine, kind=kind, file_kind=file_kind, meta=meta, path=path)
 
 
 def write(image: Image, path: Path, **_: Any) -> None:

@@ -1,0 +1,366 @@
+"""PNG, JPEG and TIFF: 2D pictures and TIFF stacks.
+
+Axis convention (the one ITK uses for 2D files): the array is ``(C, X, Y)`` where ``X`` is the column index
+(left to right, the picture's width) and ``Y`` the row index (top to bottom, its height); ``array[c, x, y]``
+is ``picture[y, x, c]``. Writing an image shows ``X`` across and ``Y`` down, so a picture read and written
+back is pixel-identical and upright. Multi-page TIFF files and TIFF stacks are volumes ``(C, X, Y, Z)`` with
+one page per ``Z``.
+
+Geometry: like ITK, pixel ``(0, 0)`` sits at the origin with LPS-identity directions, so the RAS+ affine is
+``diag(-sx, -sy, sz, 1)``. Spacing comes from PNG ``pHYs``, JPEG JFIF density or TIFF resolution tags (and
+ImageJ ``spacing``/``unit``) when present and non-zero, else 1 mm. Files written by deepmia also carry the
+full affine and the image kind (a PNG ``tEXt`` chunk, TIFF JSON metadata), so they round-trip exactly;
+JPEG keeps only the spacing, and its pixels are lossy.
+
+Pixel types are kept: 16-bit PNG/TIFF stay uint16 (16-bit colour PNGs go through OpenCV because Pillow
+reduces them to 8 bits), float TIFF stays float. RGB gives 3 channels, RGBA 4, grey+alpha 2, palette
+images are expanded to RGB (RGBA with transparency), CMYK JPEG to RGB, 1-bit images to bool.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deepmia.errors import CorruptFileError, DeepmiaError, UnsupportedFormatError, WriteError
+from deepmia.image import LPS_TO_RAS, Image, Kind
+from deepmia.io import Format, register_format
+from deepmia.io._common import KIND_KEY, build_image
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_TEXT_KEY = "deepmia"
+_MM_PER_UNIT = {"inch": 25.4, "centimeter": 10.0, "cm": 10.0, "mm": 1.0, "millimeter": 1.0, "meter": 1000.0,
+                "micron": 1e-3, "um": 1e-3, "\u00b5m": 1e-3, "nm": 1e-6}
+
+
+# ----------------------------------------------------------------------------------------------- geometry
+def _default_affine(spacing: tuple[float, ...]) -> np.ndarray:
+    """ITK's geometry for a raster file: origin 0, LPS-identity directions, expressed in RAS+."""
+    sp = [1.0, 1.0, 1.0]
+    sp[: len(spacing)] = [float(s) for s in spacing]
+    return LPS_TO_RAS @ np.diag(sp + [1.0])
+
+
+def _spacing_mm(resolution: float | None, mm_per_unit: float | None) -> float:
+    """Pixel spacing in mm from pixels per unit; 1 mm when the file gives no usable resolution."""
+    if not resolution or not mm_per_unit or not np.isfinite(resolution) or resolution <= 0:
+        return 1.0
+    return mm_per_unit / resolution
+
+
+def _stored(meta: dict[str, Any] | None, spacing: tuple[float, ...], shape_nd: int) -> tuple[np.ndarray, str | None]:
+    """Affine and kind: those deepmia stored in the file if present (and of the right dimension), else defaults."""
+    if meta and "affine" in meta:
+        affine = np.asarray(meta["affine"], dtype=float)
+        if affine.shape == (4, 4) and int(meta.get("spatial_dims", shape_nd)) == shape_nd:
+            return affine, meta.get(KIND_KEY)
+    return _default_affine(spacing), (meta or {}).get(KIND_KEY)
+
+
+def _build(arr_hw_c: np.ndarray, path: Path, kind: Kind | None, affine: np.ndarray, file_kind: str | None,
+           fmt: str) -> Image:
+    """``([Z,] Y, X, C)`` pixels to an Image ``(C, X, Y[, Z])``."""
+    nd = arr_hw_c.ndim - 1
+    order = (nd, 1, 0) if nd == 2 else (nd, 2, 1, 0)
+    return build_image(np.transpose(arr_hw_c, order), affine, kind=kind, file_kind=file_kind, meta={"format": fmt},
+                       path=path)
+
+
+def _to_picture(image: Image) -> np.ndarray:
+    """Image ``(C, X, Y[, Z])`` to ``([Z,] Y, X, C)`` pixels."""
+    nd = image.spatial_dims
+    return np.ascontiguousarray(np.transpose(image.array, (2, 1, 0) if nd == 2 else (3, 2, 1, 0)))
+
+
+def _stored_meta(image: Image) -> dict[str, Any]:
+    return {"affine": np.asarray(image.affine).tolist(), "spatial_dims": image.spatial_dims, KIND_KEY: image.kind}
+
+
+# ------------------------------------------------------------------------------------------------- checks
+def _check_2d(image: Image, path: Path, fmt: str) -> None:
+    if image.spatial_dims != 2:
+        raise WriteError(
+            f"{fmt} holds 2D pictures, not a {image.spatial_dims}D volume of shape {image.spatial_shape}",
+            path=path, fix="write .tif (one page per slice), .nii.gz, .nrrd or .mha, or extract a slice first",
+        )
+
+
+def _check_channels(image: Image, path: Path, fmt: str, allowed: tuple[int, ...]) -> None:
+    if image.num_channels not in allowed:
+        raise WriteError(
+            f"{fmt} cannot hold {image.num_channels} channels (allowed: {', '.join(map(str, allowed))})",
+            path=path, fix="write .tif, .nii.gz, .nrrd or .mha, or select channels first",
+        )
+
+
+def _integral_as(image: Image, path: Path, fmt: str, dtypes: tuple[type, ...]) -> np.ndarray:
+    """Pixels in one of ``dtypes``: kept as they are, or, for label images, losslessly narrowed. Else refused."""
+    arr = image.array
+    if arr.dtype == bool or arr.dtype in [np.dtype(d) for d in dtypes]:
+        return arr
+    if image.kind == "label" and np.issubdtype(arr.dtype, np.integer):
+        lo, hi = int(arr.min(initial=0)), int(arr.max(initial=0))
+        for d in dtypes:
+            info = np.iinfo(d)
+            if info.min <= lo and hi <= info.max:
+                return arr.astype(d)
+    names = "/".join(np.dtype(d).name for d in dtypes)
+    raise WriteError(
+        f"{fmt} stores {names} pixels, not {arr.dtype}",
+        path=path,
+        fix=f"convert explicitly (e.g. image.with_array(image.array.astype(np.{np.dtype(dtypes[-1]).name}))) "
+        "after choosing how to rescale, or write .tif/.nii.gz which keep the type",
+    )
+
+
+# ---------------------------------------------------------------------------------------------------- PNG
+def _png_chunks(path: Path) -> dict[bytes, list[bytes]]:
+    """The PNG's small metadata chunks (IHDR, pHYs, tEXt), checking the signature and chunk structure."""
+    data = path.read_bytes()
+    if not data.startswith(_PNG_SIGNATURE):
+        raise CorruptFileError("not a PNG file (the PNG signature is missing)", path=path)
+    chunks: dict[bytes, list[bytes]] = {}
+    pos = len(_PNG_SIGNATURE)
+    while pos + 8 <= len(data):
+        length, ctype = struct.unpack(">I4s", data[pos : pos + 8])
+        end = pos + 12 + length
+        if end > len(data):
+            raise CorruptFileError(f"truncated PNG: chunk {ctype!r} runs past the end of the file", path=path)
+        if ctype in (b"IHDR", b"pHYs", b"tEXt"):
+            chunks.setdefault(ctype, []).append(data[pos + 8 : pos + 8 + length])
+        if ctype == b"IEND":
+            break
+        pos = end
+    else:
+        raise CorruptFileError("truncated PNG: no IEND chunk", path=path)
+    if b"IHDR" not in chunks or len(chunks[b"IHDR"][0]) != 13:
+        raise CorruptFileError("PNG without a valid IHDR header", path=path)
+    return chunks
+
+
+def _png_chunk(ctype: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + ctype + payload + struct.pack(">I", zlib.crc32(ctype + payload))
+
+
+def _read_png(path: Path, kind: Kind | None) -> Image:
+    chunks = _png_chunks(path)
+    _, _, bit_depth, color_type = struct.unpack(">IIBB", chunks[b"IHDR"][0][:10])
+    if bit_depth == 16 and color_type in (2, 4, 6):  # 16-bit colour: Pillow would reduce it to 8 bits
+        import cv2
+
+        raw = cv2.imdecode(np.frombuffer(path.read_bytes(), np.uint8), cv2.IMREAD_UNCHANGED)
+        if raw is None:
+            raise CorruptFileError("OpenCV could not decode this 16-bit PNG", path=path)
+        pixels = raw[..., [0, 3]] if color_type == 4 else raw[..., [2, 1, 0, 3][: raw.shape[-1]]]
+    else:
+        pixels = _pillow_pixels(path, "PNG")
+    spacing = (1.0, 1.0)
+    if b"pHYs" in chunks and len(chunks[b"pHYs"][0]) == 9:
+        ppx, ppy, unit = struct.unpack(">IIB", chunks[b"pHYs"][0])
+        mm = 1000.0 if unit == 1 else None  # unit 1 = metre; 0 = aspect ratio only
+        spacing = (_spacing_mm(ppx, mm), _spacing_mm(ppy, mm))
+    stored = None
+    for text in chunks.get(b"tEXt", []):
+        key, _, value = text.partition(b"\x00")
+        if key == _TEXT_KEY.encode():
+            try:
+                stored = json.loads(value.decode("latin-1"))
+            except ValueError as exc:
+                raise CorruptFileError(f"damaged deepmia metadata in the PNG: {exc}", path=path) from exc
+    affine, file_kind = _stored(stored, spacing, 2)
+    return _build(pixels, path, kind, affine, file_kind, "png")
+
+
+def _write_png(image: Image, path: Path, **_: Any) -> None:
+    _check_2d(image, path, "PNG")
+    _check_channels(image, path, "PNG", (1, 2, 3, 4))
+    arr = _integral_as(image, path, "PNG", (np.uint8, np.uint16))
+    pic = _to_picture(image.with_array(arr))
+    if pic.dtype == np.uint16 and pic.shape[-1] in (3, 4):
+        import cv2
+
+        ok, encoded = cv2.imencode(".png", pic[..., [2, 1, 0, 3][: pic.shape[-1]]])
+        if not ok:
+            raise WriteError("OpenCV could not encode the 16-bit colour PNG", path=path)
+        blob = encoded.tobytes()
+    elif pic.dtype == np.uint16 and pic.shape[-1] == 2:
+        raise WriteError("PNG writers here cannot store 16-bit grey+alpha", path=path,
+                         fix="write the two channels as separate PNGs, or write .tif")
+    else:
+        blob = _pillow_encode(pic, "PNG")
+    sx, sy = image.spacing
+    meta = [_png_chunk(b"pHYs", struct.pack(">IIB", round(1000.0 / sx), round(1000.0 / sy), 1)),
+            _png_chunk(b"tEXt", _TEXT_KEY.encode() + b"\x00" + json.dumps(_stored_meta(image)).encode("latin-1"))]
+    ihdr_end = len(_PNG_SIGNATURE) + 25
+    body = b"".join(c for c in _split_chunks(blob[ihdr_end:]) if c[4:8] not in (b"pHYs", b"tEXt"))
+    path.write_bytes(blob[:ihdr_end] + b"".join(meta) + body)
+
+
+def _split_chunks(data: bytes) -> list[bytes]:
+    out, pos = [], 0
+    while pos + 8 <= len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        out.append(data[pos : pos + 12 + length])
+        pos += 12 + length
+    return out
+
+
+# ---------------------------------------------------------------------------------------- Pillow helpers
+def _pillow_pixels(path: Path, fmt: str) -> np.ndarray:
+    """Pixels ``(Y, X, C)`` decoded by Pillow, keeping bit depth; palette -> RGB(A), CMYK -> RGB."""
+    from PIL import Image as PILImage
+    from PIL import UnidentifiedImageError
+
+    try:
+        with PILImage.open(path) as pic:
+            if pic.format != fmt:
+                raise CorruptFileError(f"not a {fmt} file (its content is {pic.format})", path=path)
+            if pic.mode == "P":
+                pic = pic.convert("RGBA" if "transparency" in pic.info else "RGB")
+            elif pic.mode in ("CMYK", "YCbCr"):
+                pic = pic.convert("RGB")
+            elif pic.mode == "PA":
+                pic = pic.convert("RGBA")
+            pixels = np.asarray(pic)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        if isinstance(exc, DeepmiaError):
+            raise
+        raise CorruptFileError(f"not a readable {fmt} file: {exc}", path=path) from exc
+    return pixels[..., None] if pixels.ndim == 2 else pixels
+
+
+def _pillow_encode(pic: np.ndarray, fmt: str, **options: Any) -> bytes:
+    """Encode ``(Y, X, C)`` pixels with Pillow."""
+    from PIL import Image as PILImage
+
+    c = pic.shape[-1]
+    if pic.dtype == bool:
+        src = PILImage.fromarray(pic[..., 0]) if c == 1 else PILImage.fromarray(pic.astype(np.uint8) * 255)
+    elif pic.dtype == np.uint16:
+        src = PILImage.fromarray(pic[..., 0]) if c == 1 else None  # Pillow picks mode I;16
+    else:
+        src = PILImage.fromarray(pic[..., 0] if c == 1 else pic)  # L, LA, RGB or RGBA from the shape
+    if src is None:
+        raise ValueError(f"cannot encode {c}-channel {pic.dtype} pixels")
+    buffer = io.BytesIO()
+    src.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+# --------------------------------------------------------------------------------------------------- JPEG
+def _read_jpeg(path: Path, kind: Kind | None) -> Image:
+    from PIL import Image as PILImage
+
+    pixels = _pillow_pixels(path, "JPEG")
+    spacing = (1.0, 1.0)
+    try:
+        with PILImage.open(path) as pic:
+            unit, dpi = pic.info.get("jfif_unit"), pic.info.get("dpi")
+    except OSError as exc:
+        raise CorruptFileError(f"not a readable JPEG file: {exc}", path=path) from exc
+    if dpi and unit in (1, 2):  # Pillow reports dots per inch for both units
+        spacing = (_spacing_mm(float(dpi[0]), 25.4), _spacing_mm(float(dpi[1]), 25.4))
+    return _build(pixels, path, kind, _default_affine(spacing), None, "jpeg")
+
+
+def _write_jpeg(image: Image, path: Path, *, quality: int = 95, **_: Any) -> None:
+    """JPEG is lossy: pixels change slightly (``quality`` 1-100); only spacing is stored, not the affine."""
+    _check_2d(image, path, "JPEG")
+    _check_channels(image, path, "JPEG", (1, 3))
+    arr = _integral_as(image, path, "JPEG", (np.uint8,))
+    pic = _to_picture(image.with_array(arr.astype(np.uint8)))
+    sx, sy = image.spacing
+    path.write_bytes(_pillow_encode(pic, "JPEG", quality=quality, dpi=(25.4 / sx, 25.4 / sy)))
+
+
+# --------------------------------------------------------------------------------------------------- TIFF
+def _tiff_axes(axes: str, shape: tuple[int, ...], path: Path) -> tuple[tuple[int, ...], int, bool]:
+    """How to lay out a tifffile series as ``([Z,] Y, X[, C], singletons...)``.
+
+    Returns the axis permutation, the number of leading axes to keep, and whether the series is a volume.
+    """
+    spatial = [a for a in axes if a not in "YXSC"]
+    extra = [a for a in spatial if shape[axes.index(a)] > 1]
+    if len(extra) > 1 or ("S" in axes and "C" in axes and shape[axes.index("C")] > 1):
+        raise UnsupportedFormatError(
+            f"TIFF with axes {axes!r} and shape {shape} has more than one non-spatial axis", path=path,
+            fix="split it into one file per time point or channel first (e.g. with tifffile)",
+        )
+    z = extra[0] if extra else None
+    chan = "S" if "S" in axes else ("C" if "C" in axes else None)
+    order = ([axes.index(z)] if z else []) + [axes.index("Y"), axes.index("X")] + ([axes.index(chan)] if chan else [])
+    squeeze = [i for i, a in enumerate(axes) if i not in order]
+    return tuple(order + squeeze), len(order), z is not None
+
+
+def _read_tiff(path: Path, kind: Kind | None) -> Image:
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            data = series.asarray()
+            axes = series.axes
+            page = tif.pages[0]
+            resolution = getattr(page, "resolution", (0.0, 0.0))
+            unit = page.tags["ResolutionUnit"].value if "ResolutionUnit" in page.tags else 2
+            imagej = tif.imagej_metadata or {}
+            shaped = tif.shaped_metadata[0] if tif.is_shaped and tif.shaped_metadata else None
+    except (tifffile.TiffFileError, OSError, ValueError, KeyError, IndexError) as exc:
+        raise CorruptFileError(f"not a readable TIFF file: {exc}", path=path) from exc
+    order, keep, volume = _tiff_axes(axes, data.shape, path)
+    pixels = np.transpose(data, order).reshape([data.shape[i] for i in order[:keep]])
+    if pixels.ndim == (3 if volume else 2):
+        pixels = pixels[..., None]
+    mm = {2: 25.4, 3: 10.0}.get(int(unit))
+    if int(unit) == 1 and imagej.get("unit"):  # ImageJ: resolution in its own unit
+        mm = _MM_PER_UNIT.get(str(imagej["unit"]).lower())
+    spacing = [_spacing_mm(resolution[0], mm), _spacing_mm(resolution[1], mm)]
+    if volume:
+        z_mm = _MM_PER_UNIT.get(str(imagej.get("unit", "")).lower())
+        spacing.append(float(imagej["spacing"]) * z_mm if z_mm and imagej.get("spacing") else 1.0)
+    affine, file_kind = _stored(shaped, tuple(spacing), 3 if volume else 2)
+    return _build(pixels, path, kind, affine, file_kind, "tiff")
+
+
+def _write_tiff(image: Image, path: Path, *, compression: str | None = "zlib", **_: Any) -> None:
+    """TIFF keeps any dtype and channel count; volumes are written one page per slice, with the affine."""
+    import tifffile
+
+    arr = image.array.astype(np.uint8) if image.dtype == bool else image.array
+    if arr.dtype == np.float16 or np.iscomplexobj(arr):
+        raise WriteError(f"TIFF writing here does not support {arr.dtype}", path=path,
+                         fix="convert to float32 first")
+    pic = _to_picture(image.with_array(arr))
+    c = pic.shape[-1]
+    if c == 1:
+        pic = pic[..., 0]
+    photometric = "rgb" if c in (3, 4) and pic.dtype in (np.uint8, np.uint16) else "minisblack"
+    axes = ("ZYX" if image.spatial_dims == 3 else "YX") + ("S" if c > 1 else "")
+    sx, sy = image.spacing[:2]
+    tifffile.imwrite(
+        path, pic, photometric=photometric, planarconfig="contig" if c > 1 else None,
+        extrasamples=["unassalpha"] if photometric == "rgb" and c == 4 else None,
+        compression=compression, resolution=(10.0 / sx, 10.0 / sy), resolutionunit="CENTIMETER",
+        metadata={"axes": axes, **_stored_meta(image)},
+    )
+
+
+# ------------------------------------------------------------------------------------------- registration
+def _reader(fn):
+    def read(path: Path, *, kind: Kind | None = None, **_: Any) -> Image:
+        return fn(path, kind)
+
+    read.__doc__ = f"Read a file into an Image ``(C, X, Y[, Z])``; ``kind`` None follows the file. ({fn.__name__})"
+    return read
+
+
+register_format(Format("png", (".png",), read=_reader(_read_png), write=_write_png))
+register_format(Format("jpeg", (".jpg", ".jpeg"), read=_reader(_read_jpeg), write=_write_jpeg))
+register_format(Format("tiff", (".tif", ".tiff"), read=_reader(_read_tiff), write=_write_tiff))
