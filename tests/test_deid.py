@@ -150,7 +150,7 @@ def test_same_key_same_pseudonyms_other_key_other_ones(runs):
     assert a == b
     assert a.keys() == c.keys()
     for rel in a:
-        assert all(x != y for x, y in zip(a[rel][:4], c[rel][:4]))
+        assert all(x != y for x, y in zip(a[rel][:4], c[rel][:4], strict=True))
 
 
 def test_single_file_into_a_folder_and_to_a_file(shared_data, tmp_path):

@@ -68,7 +68,8 @@ def deid(
         for f in flagged:
             err_console.print(f"  {f.source}: {f.burned_in_risk}")
     if counts["failed"]:
-        raise WriteError(f"{counts['failed']} DICOM files could not be de-identified", path=src, fix=f"see {report_path}")
+        failed = counts["failed"]
+        raise WriteError(f"{failed} DICOM files could not be de-identified", path=src, fix=f"see {report_path}")
 
 
 def register(app: typer.Typer) -> None:

@@ -203,9 +203,33 @@ def test_reference_dataset_and_bad_references(tmp_path):
     ref.Modality = "CT"
     files = write_series(Image(np.zeros((1, 2, 2, 1), np.int16)), tmp_path / "a", reference=ref)
     ds = pydicom.dcmread(files[0])
-    assert (ds.PatientID, ds.StudyInstanceUID, ds.SOPClassUID) == ("P1", ref.StudyInstanceUID, pydicom.uid.CTImageStorage)
+    expected = ("P1", ref.StudyInstanceUID, pydicom.uid.CTImageStorage)
+    assert (ds.PatientID, ds.StudyInstanceUID, ds.SOPClassUID) == expected
     with pytest.raises(WriteError, match="does not exist"):
         write_series(Image(np.zeros((1, 2, 2, 1), np.int16)), tmp_path / "b", reference=tmp_path / "missing")
     (tmp_path / "not.dcm").write_text("hello")
     with pytest.raises(WriteError, match="not a DICOM file"):
         write_series(Image(np.zeros((1, 2, 2, 1), np.int16)), tmp_path / "c", reference=tmp_path / "not.dcm")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "int16", "label", "rgb"])
+def test_round_trip_through_deepmia_read_image(tmp_path, dtype):
+    rng = np.random.default_rng(11)
+    shape = (3 if dtype == "rgb" else 1, 8, 6, 4)
+    kind = "label" if dtype == "label" else "intensity"
+    arr = {
+        "float32": lambda: rng.normal(0, 1, shape).astype(np.float32),
+        "int16": lambda: rng.integers(-1000, 1000, shape).astype(np.int16),
+        "label": lambda: rng.integers(0, 4, shape).astype(np.uint8),
+        "rgb": lambda: rng.integers(0, 255, shape).astype(np.uint8),
+    }[dtype]()
+    image = Image(arr, random_affine(5, (True, False, True)), kind=kind, meta={"modality": "CT", "patient_id": "P7"})
+    write_image(image, tmp_path / "series", format="dicom")
+    back = read_image(tmp_path / "series")
+    assert back.meta["patient_id"] == "P7"
+    values, affine = aligned(back, image)
+    np.testing.assert_allclose(affine, image.affine, atol=0.01)
+    if dtype == "float32":
+        assert np.max(np.abs(values - arr)) <= quantisation_tolerance(arr)
+    else:
+        np.testing.assert_array_equal(values, arr)

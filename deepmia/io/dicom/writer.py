@@ -1,6 +1,6 @@
-"""Writing an :class:`~deepmia.image.Image` as a derived DICOM series: one file per slice.
+r"""Writing an :class:`~deepmia.image.Image` as a derived DICOM series: one file per slice.
 
-The series is a *derived* one (``ImageType = DERIVED\\SECONDARY``): it keeps the Patient, General Study, General
+The series is a *derived* one (``ImageType = DERIVED\SECONDARY``): it keeps the Patient, General Study, General
 Equipment and Frame of Reference modules of a reference (the series it was computed from), gets new Series and SOP
 Instance UIDs, and points back at its source with ``ReferencedSeriesSequence`` and ``SourceImageSequence``.
 
@@ -375,7 +375,7 @@ def write_series(
     """
     import pydicom
     from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
 
     out = Path(folder)
     if out.exists() and not out.is_dir():
