@@ -100,41 +100,52 @@ def read_header(path: str) -> dict[str, Any]:
         ``{"ok": True, ...header fields}`` or ``{"ok": False, "kind": ..., "problem": ...}`` where kind is
         ``not_dicom``, ``corrupt``, ``incomplete`` (no study/series/instance UID) or ``unreadable``.
     """
-    import pydicom
     from pydicom.errors import InvalidDicomError
 
     if len(path) > MAX_PATH:
         return _problem(path, "unreadable", f"path longer than the catalog's {MAX_PATH} characters")
-    forced = False
     try:
         size = os.path.getsize(path)
-        with open(path, "rb") as fp, warnings.catch_warnings():
-            try:
-                warnings.simplefilter("ignore")  # non-conformant values are common; what matters is checked below
-                ds = pydicom.dcmread(fp, stop_before_pixels=True)
-            except InvalidDicomError:
-                # No 128-byte preamble + "DICM": still DICOM if a forced read finds the identifying UIDs.
-                fp.seek(0)
-                ds = pydicom.dcmread(fp, stop_before_pixels=True, force=True)
-                forced = True
-            missing = [k for k in ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID") if not ds.get(k)]
-            if missing and forced:
-                return _problem(path, "not_dicom", "not a DICOM file (no DICM header and no DICOM UIDs)")
-            if missing:
-                return _problem(path, "incomplete", f"DICOM file without {', '.join(missing)}; cannot be indexed")
-            ts = ds.file_meta.get("TransferSyntaxUID") if ds.file_meta else None
-            truncation = None if ts == DEFLATED_TS else _check_pixel_element(fp, ds, size)
-            if truncation:
-                return _problem(path, "corrupt", truncation)
-            fields = _header_fields(ds)
+        fp = open(path, "rb")  # noqa: SIM115 -- closed below; open errors are told apart from parse errors
     except PermissionError as exc:
         return _problem(path, "unreadable", f"permission denied ({exc.strerror})")
+    except OSError as exc:
+        return _problem(path, "unreadable", f"cannot open: {exc.strerror or exc}")
+    try:
+        with fp, warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # non-conformant values are common; what matters is checked below
+            return _parse(fp, path, size)
     except InvalidDicomError as exc:
         return _problem(path, "not_dicom", f"not a DICOM file ({exc})")
-    except OSError as exc:
-        return _problem(path, "unreadable", f"cannot read: {exc.strerror or exc}")
     except Exception as exc:  # noqa: BLE001 -- pydicom raises many types on damaged files; each is recorded
-        return _problem(path, "corrupt", f"damaged DICOM header: {type(exc).__name__}: {exc}")
+        return _problem(path, "corrupt", f"damaged DICOM file: {type(exc).__name__}: {exc}")
+
+
+def _parse(fp, path: str, size: int) -> dict[str, Any]:
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    forced = False
+    try:
+        ds = pydicom.dcmread(fp, stop_before_pixels=True)
+    except InvalidDicomError:
+        # No 128-byte preamble + "DICM": still DICOM if a forced read finds the identifying UIDs.
+        fp.seek(0)
+        ds = pydicom.dcmread(fp, stop_before_pixels=True, force=True)
+        forced = True
+    meta_length = ds.file_meta.get("FileMetaInformationGroupLength") if ds.file_meta else None
+    if not forced and meta_length is not None and 144 + int(meta_length) > size:  # preamble+DICM+group length
+        return _problem(path, "corrupt", "file ends inside its file meta information (truncated)")
+    missing = [k for k in ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID") if not ds.get(k)]
+    if missing and forced:
+        return _problem(path, "not_dicom", "not a DICOM file (no DICM header and no DICOM UIDs)")
+    if missing:
+        return _problem(path, "incomplete", f"DICOM file without {', '.join(missing)}; cannot be indexed")
+    ts = ds.file_meta.get("TransferSyntaxUID") if ds.file_meta else None
+    truncation = None if ts == DEFLATED_TS else _check_pixel_element(fp, ds, size)
+    if truncation:
+        return _problem(path, "corrupt", truncation)
+    fields = _header_fields(ds)
     fields.update(path=path, ok=True, transfer_syntax_uid=None if ts is None else str(ts))
     return fields
 
