@@ -314,7 +314,7 @@ class Dataset:
             if spec.splits is not None:
                 raise DatasetError(
                     f"splits are stored both in {DATASET_FILE} and in {SPLITS_FILE}", path=root,
-                    fix=f"keep one of them",
+                    fix="keep one of them",
                 )
             ds.spec.splits = _parse(Splits, _read_json(splits_path), splits_path)
             check_leakage(ds.spec.splits, ds.patient_of, path=splits_path)
