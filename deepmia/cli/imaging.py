@@ -57,12 +57,12 @@ def convert(
         options["series_uid"] = series_uid
     if resample:
         options["resample"] = True
-    image = read_image(src, **options)
     fmt = None
     if not dst.suffix or str(dst).endswith("/"):
         fmt = "dicom"
     else:
-        format_of(dst, must_exist=False)
+        format_of(dst, must_exist=False)  # an unknown output suffix fails before the (slow) read
+    image = read_image(src, **options)
     write_image(image, dst, format=fmt)
     console.print(f"wrote {dst}: {image!r}")
 
