@@ -46,6 +46,8 @@ def resolve_kind(arr: np.ndarray, kind: Kind | None, file_kind: str | None, path
 def build_image(arr: np.ndarray, affine: np.ndarray, *, kind: Kind | None, file_kind: str | None,
                 meta: dict[str, Any], path: Path) -> Image:
     """An :class:`Image` from pixels read from ``path``; errors (bad geometry, non-integer labels) name the file."""
+    if not arr.dtype.isnative:  # big-endian files: keep the type, in this machine's byte order
+        arr = arr.astype(arr.dtype.newbyteorder("="))
     arr, resolved = resolve_kind(arr, kind, file_kind, path)
     try:
         return Image(np.ascontiguousarray(arr), affine, kind=resolved, meta=meta)

@@ -14,7 +14,8 @@ JPEG keeps only the spacing, and its pixels are lossy.
 
 Pixel types are kept: 16-bit PNG/TIFF stay uint16 (16-bit colour PNGs go through OpenCV because Pillow
 reduces them to 8 bits), float TIFF stays float. RGB gives 3 channels, RGBA 4, grey+alpha 2, palette
-images are expanded to RGB (RGBA with transparency), CMYK JPEG to RGB, 1-bit images to bool.
+images are expanded to RGB (RGBA with transparency), CMYK JPEG to RGB, 1-bit images to bool. A JPEG's EXIF
+orientation tag is not applied: pixels are used as stored (``meta["exif_orientation"]`` records a tag other than 1).
 """
 
 from __future__ import annotations
@@ -148,7 +149,12 @@ def _png_chunk(ctype: bytes, payload: bytes) -> bytes:
     return struct.pack(">I", len(payload)) + ctype + payload + struct.pack(">I", zlib.crc32(ctype + payload))
 
 
-def _read_png(path: Path, kind: Kind | None) -> Image:
+def read_png(path: Path, *, kind: Kind | None = None, **_: Any) -> Image:
+    """Read a PNG file into ``(C, X, Y)``; ``kind`` None follows the file (deepmia's metadata), else intensity.
+
+    Raises:
+        CorruptFileError: The file is damaged, truncated or not a PNG file.
+    """
     chunks = _png_chunks(path)
     _, _, bit_depth, color_type = struct.unpack(">IIBB", chunks[b"IHDR"][0][:10])
     if bit_depth == 16 and color_type in (2, 4, 6):  # 16-bit colour: Pillow would reduce it to 8 bits
@@ -177,7 +183,13 @@ def _read_png(path: Path, kind: Kind | None) -> Image:
     return _build(pixels, path, kind, affine, file_kind, "png")
 
 
-def _write_png(image: Image, path: Path, **_: Any) -> None:
+def write_png(image: Image, path: Path, **_: Any) -> None:
+    """Write a 2D uint8/uint16/bool image with 1-4 channels, with spacing (pHYs) and affine and kind (tEXt).
+
+    Raises:
+        WriteError: A volume, a float or signed image (label images are narrowed when lossless), or more than
+            4 channels.
+    """
     _check_2d(image, path, "PNG")
     _check_channels(image, path, "PNG", (1, 2, 3, 4))
     arr = _integral_as(image, path, "PNG", (np.uint8, np.uint16))
@@ -254,7 +266,12 @@ def _pillow_encode(pic: np.ndarray, fmt: str, **options: Any) -> bytes:
 
 
 # --------------------------------------------------------------------------------------------------- JPEG
-def _read_jpeg(path: Path, kind: Kind | None) -> Image:
+def read_jpeg(path: Path, *, kind: Kind | None = None, **_: Any) -> Image:
+    """Read a JPEG file into ``(C, X, Y)`` (pixels as stored; the EXIF orientation is recorded, not applied).
+
+    Raises:
+        CorruptFileError: The file is damaged, truncated or not a JPEG file.
+    """
     from PIL import Image as PILImage
 
     pixels = _pillow_pixels(path, "JPEG")
@@ -262,14 +279,18 @@ def _read_jpeg(path: Path, kind: Kind | None) -> Image:
     try:
         with PILImage.open(path) as pic:
             unit, dpi = pic.info.get("jfif_unit"), pic.info.get("dpi")
+            orientation = pic.getexif().get(0x0112)
     except OSError as exc:
         raise CorruptFileError(f"not a readable JPEG file: {exc}", path=path) from exc
     if dpi and unit in (1, 2):  # Pillow reports dots per inch for both units
         spacing = (_spacing_mm(float(dpi[0]), 25.4), _spacing_mm(float(dpi[1]), 25.4))
-    return _build(pixels, path, kind, _default_affine(spacing), None, "jpeg")
+    image = _build(pixels, path, kind, _default_affine(spacing), None, "jpeg")
+    if orientation not in (None, 1):
+        image.meta["exif_orientation"] = int(orientation)
+    return image
 
 
-def _write_jpeg(image: Image, path: Path, *, quality: int = 95, **_: Any) -> None:
+def write_jpeg(image: Image, path: Path, *, quality: int = 95, **_: Any) -> None:
     """JPEG is lossy: pixels change slightly (``quality`` 1-100); only spacing is stored, not the affine."""
     _check_2d(image, path, "JPEG")
     _check_channels(image, path, "JPEG", (1, 3))
@@ -299,7 +320,12 @@ def _tiff_axes(axes: str, shape: tuple[int, ...], path: Path) -> tuple[tuple[int
     return tuple(order + squeeze), len(order), z is not None
 
 
-def _read_tiff(path: Path, kind: Kind | None) -> Image:
+def read_tiff(path: Path, *, kind: Kind | None = None, **_: Any) -> Image:
+    """Read a TIFF file into ``(C, X, Y)``, or a multi-page one into ``(C, X, Y, Z)``; ``kind`` None follows the file.
+
+    Raises:
+        CorruptFileError: The file is damaged, truncated or not a TIFF file.
+    """
     import tifffile
 
     try:
@@ -329,7 +355,7 @@ def _read_tiff(path: Path, kind: Kind | None) -> Image:
     return _build(pixels, path, kind, affine, file_kind, "tiff")
 
 
-def _write_tiff(image: Image, path: Path, *, compression: str | None = "zlib", **_: Any) -> None:
+def write_tiff(image: Image, path: Path, *, compression: str | None = "zlib", **_: Any) -> None:
     """TIFF keeps any dtype and channel count; volumes are written one page per slice, with the affine."""
     import tifffile
 
@@ -352,15 +378,6 @@ def _write_tiff(image: Image, path: Path, *, compression: str | None = "zlib", *
     )
 
 
-# ------------------------------------------------------------------------------------------- registration
-def _reader(fn):
-    def read(path: Path, *, kind: Kind | None = None, **_: Any) -> Image:
-        return fn(path, kind)
-
-    read.__doc__ = f"Read a file into an Image ``(C, X, Y[, Z])``; ``kind`` None follows the file. ({fn.__name__})"
-    return read
-
-
-register_format(Format("png", (".png",), read=_reader(_read_png), write=_write_png))
-register_format(Format("jpeg", (".jpg", ".jpeg"), read=_reader(_read_jpeg), write=_write_jpeg))
-register_format(Format("tiff", (".tif", ".tiff"), read=_reader(_read_tiff), write=_write_tiff))
+register_format(Format("png", (".png",), read=read_png, write=write_png))
+register_format(Format("jpeg", (".jpg", ".jpeg"), read=read_jpeg, write=write_jpeg))
+register_format(Format("tiff", (".tif", ".tiff"), read=read_tiff, write=write_tiff))

@@ -124,3 +124,14 @@ def test_real_ct_geometry_matches_nibabel(shared_data):
     img = read_image(path)
     np.testing.assert_allclose(img.affine, nii.affine)
     assert img.spatial_shape == nii.shape and img.dtype == nii.get_data_dtype()
+
+
+def test_big_endian_file_keeps_its_type_in_native_order(tmp_path):
+    data = np.arange(60, dtype=">i2").reshape(3, 4, 5)
+    header = nib.Nifti1Header(endianness=">")
+    header.set_data_dtype(np.int16)
+    nib.save(nib.Nifti1Image(data, GOOD, header=header), tmp_path / "be.nii")
+    assert np.asanyarray(nib.load(tmp_path / "be.nii").dataobj).dtype == np.dtype(">i2")  # really big-endian
+    img = read_image(tmp_path / "be.nii")
+    assert img.dtype == np.int16 and img.dtype.isnative
+    np.testing.assert_array_equal(img.array[0], data)

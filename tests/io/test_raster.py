@@ -181,3 +181,12 @@ def test_truncated_tiff_is_corrupt(tmp_path, shared_data):
     (tmp_path / "cut.tif").write_bytes(blob[: len(blob) // 2])
     with pytest.raises(CorruptFileError, match=r"cut\.tif"):
         read_image(tmp_path / "cut.tif")
+
+
+def test_jpeg_exif_orientation_is_recorded_not_applied(tmp_path):
+    pic = _picture(np.uint8, rows=16, cols=24)
+    exif = PILImage.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    PILImage.fromarray(pic).save(tmp_path / "e.jpg", exif=exif, quality=100)
+    img = read_image(tmp_path / "e.jpg")
+    assert img.shape == (1, 24, 16) and img.meta["exif_orientation"] == 6
