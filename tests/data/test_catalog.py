@@ -92,7 +92,8 @@ def test_schema_is_migrated_and_matches_models(catalog):
 
 
 @pytest.mark.shared_data
-def test_scan_mr_study_matches_pydicom(catalog, shared_data):
+def test_scan_mr_study_matches_pydicom(catalog, shared_data, monkeypatch):
+    monkeypatch.setattr(scan_module, "MIN_FILES_FOR_POOL", 1)  # parse in worker processes even for this small tree
     root = shared_data / "dicom" / "mr_study"
     expected_series, expected_studies, raw_ids = Counter(), set(), set()
     for path in sorted(root.rglob("*.dcm")):

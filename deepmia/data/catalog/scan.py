@@ -41,7 +41,7 @@ DEFLATED_TS = "1.2.840.10008.1.2.1.99"  # the whole dataset is deflated: byte of
 LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT", b"SV", b"UV"}
 ITEM, SEQUENCE_END = (0xFFFE, 0xE000), (0xFFFE, 0xE0DD)
 MAX_PATH = 1024  # length of the path columns
-MIN_FILES_FOR_POOL = 32  # below this, starting worker processes costs more than it saves
+MIN_FILES_FOR_POOL = 512  # starting worker processes takes about a second: below this it costs more than it saves
 
 
 @dataclass
