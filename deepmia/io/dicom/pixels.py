@@ -16,7 +16,7 @@ import numpy as np
 
 from deepmia.errors import CorruptFileError, MissingCodecError
 
-__all__ = ["decode_frames", "apply_modality_lut", "apply_voi_lut", "frame_rescale"]
+__all__ = ["is_native", "decode_frames", "apply_modality_lut", "apply_voi_lut", "frame_rescale"]
 
 # Transfer syntaxes that carry native (uncompressed) little-endian pixel data.
 _NATIVE_LE = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99"}
@@ -49,6 +49,11 @@ def _ts_name(uid: str) -> str:
 
     name = UID(uid).name
     return f"{name} ({uid})" if name and name != uid else uid
+
+
+def is_native(ds: Any) -> bool:
+    """Whether the pixel data of ``ds`` is uncompressed little-endian (decoded by a zero-copy view)."""
+    return _transfer_syntax(ds) in _NATIVE_LE
 
 
 def _fast_native(ds: Any) -> np.ndarray | None:

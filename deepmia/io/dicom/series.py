@@ -24,7 +24,7 @@ from deepmia.errors import CorruptFileError, GeometryError, ReadError, SeriesErr
 from deepmia.image import Image
 from deepmia.io.dicom.geometry import FramePlane, StackGeometry, resample_to_regular, stack_geometry
 from deepmia.io.dicom.mosaic import is_mosaic, mosaic_layout, unmosaic
-from deepmia.io.dicom.pixels import apply_modality_lut, decode_frames, frame_rescale
+from deepmia.io.dicom.pixels import apply_modality_lut, decode_frames, frame_rescale, is_native
 
 __all__ = ["SeriesInfo", "SeriesList", "list_series", "read_series", "read_file"]
 
@@ -339,11 +339,12 @@ def _assemble(
         return _values_of(ds, p, lay)
 
     items = [(p, ds, lay) for (p, ds), lay in zip(datasets, layouts, strict=True)]
-    if len(items) > 1:
+    compressed = any(not is_native(ds) for _, ds, _ in items)
+    if len(items) > 1 and compressed:  # codecs run in C; native data is a zero-copy view, threads only cost
         with ThreadPoolExecutor(max_workers=_workers()) as pool:
             values = list(pool.map(decode, items))
     else:
-        values = [decode(items[0])]
+        values = [decode(item) for item in items]
     meta = _meta_of(datasets[0][1])
     sample = values[0]
     rgb = sample.ndim == 4
