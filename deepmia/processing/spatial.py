@@ -1,0 +1,197 @@
+"""Spatial steps that change the grid: resample, resize, reorient, crop_foreground, pad.
+
+Every step returns a new image whose affine maps the new voxels to the same world positions: a landmark keeps
+its world coordinates (RAS+, mm). Label images are resampled by nearest neighbour and keep their dtype.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Annotated, Literal
+
+import numpy as np
+from pydantic import Field
+
+from deepmia.errors import InvalidArgumentError
+from deepmia.image import Image
+from deepmia.processing._steps import as_float, step
+
+__all__ = ["resample", "resize", "reorient", "crop_foreground", "pad", "ANISOTROPY_RATIO"]
+
+#: Spacing ratio (largest / smallest) above which the coarse axis is interpolated on its own (nnU-Net's rule).
+ANISOTROPY_RATIO = 3.0
+
+_ORDERS = {"nearest": 0, "linear": 1, "cubic": 3}
+Interpolation = Literal["nearest", "linear", "cubic"]
+
+
+def _per_axis(name: str, value: float | Sequence[float], ndim: int) -> np.ndarray:
+    v = np.atleast_1d(np.asarray(value, dtype=float))
+    if v.size == 1:
+        v = np.repeat(v, ndim)
+    if v.size != ndim:
+        raise InvalidArgumentError(f"{name} needs 1 or {ndim} values for a {ndim}D image, got {v.size}")
+    return v
+
+
+def _zoom_pass(a: np.ndarray, ratio: np.ndarray, shape: Sequence[int], order: int) -> np.ndarray:
+    from scipy import ndimage as ndi
+
+    offset = 0.5 * ratio - 0.5  # keeps the outer corners of the field of view fixed
+    return ndi.affine_transform(a, ratio, offset=offset, output_shape=tuple(shape), order=order, mode="nearest")
+
+
+def _regrid(image: Image, new_shape: Sequence[int], order: int, order_z: int | None) -> Image:
+    """Resample onto a grid with ``new_shape`` covering the same field of view (corners fixed)."""
+    nd = image.spatial_dims
+    old = np.asarray(image.spatial_shape, dtype=float)
+    new = np.asarray(new_shape, dtype=int)
+    ratio = old / new  # old voxels per new voxel
+    label = image.kind == "label"
+    if label:
+        order, order_z = 0, 0
+    spacing = np.asarray(image.spacing)
+    coarse = int(np.argmax(spacing))
+    separate = order_z is not None and order > 0 and spacing.max() / spacing.min() > ANISOTROPY_RATIO and nd == 3
+    chans = []
+    for c in range(image.num_channels):
+        a = image.array[c] if label else as_float(image.array[c])
+        if separate:
+            r1 = ratio.copy()
+            r1[coarse] = 1.0
+            s1 = new.copy()
+            s1[coarse] = a.shape[coarse]
+            a = _zoom_pass(a, r1, s1, order)
+            r2 = np.ones(nd)
+            r2[coarse] = ratio[coarse]
+            a = _zoom_pass(a, r2, new, order_z)
+        else:
+            a = _zoom_pass(a, ratio, new, order)
+        chans.append(a)
+    scale = np.eye(4)
+    scale[:nd, :nd] = np.diag(ratio)
+    scale[:nd, 3] = 0.5 * ratio - 0.5
+    return image.with_geometry(np.stack(chans), image.affine @ scale)
+
+
+@step("resample", accepts_labels=True)
+def resample(
+    image: Image,
+    *,
+    spacing: float | tuple[float, ...] = 1.0,
+    interpolation: Interpolation = "linear",
+    order_z: Annotated[int | None, Field(ge=0, le=5)] = 0,
+) -> Image:
+    """Resample to a voxel ``spacing`` in mm (one value, or one per axis), keeping the field of view.
+
+    Anisotropy-aware (as nnU-Net): when the largest spacing exceeds 3x the smallest, the in-plane axes are
+    interpolated with ``interpolation`` and the coarse axis separately with spline order ``order_z``
+    (0 = nearest, which avoids smearing across thick slices; ``None`` interpolates all axes together).
+    Label images always use nearest neighbour and keep their dtype.
+    """
+    target = _per_axis("spacing", spacing, image.spatial_dims)
+    if np.any(target <= 0):
+        raise InvalidArgumentError(f"resample: spacing must be positive, got {target.tolist()}")
+    extent = np.asarray(image.spatial_shape) * np.asarray(image.spacing)
+    new_shape = np.maximum(1, np.round(extent / target)).astype(int)
+    return _regrid(image, new_shape, _ORDERS[interpolation], order_z)
+
+
+@step("resize", accepts_labels=True)
+def resize(image: Image, *, shape: tuple[int, ...], interpolation: Interpolation = "linear") -> Image:
+    """Resize to ``shape`` voxels covering the same field of view (the spacing changes; labels: nearest)."""
+    target = _per_axis("shape", shape, image.spatial_dims).astype(int)
+    if np.any(target < 1):
+        raise InvalidArgumentError(f"resize: shape must be positive, got {target.tolist()}")
+    return _regrid(image, target, _ORDERS[interpolation], None)
+
+
+@step("reorient", accepts_labels=True)
+def reorient(image: Image, *, code: str = "RAS") -> Image:
+    """Permute and flip the voxel axes so they point along ``code`` (e.g. ``RAS``, ``LPS``, ``PIR``).
+
+    No interpolation: voxels are reordered and the affine updated, so world positions are unchanged.
+    2D images take a two-letter code for their in-plane axes.
+    """
+    import nibabel.orientations as nio
+
+    nd = image.spatial_dims
+    code = code.upper()
+    if len(code) != nd or len({c for c in code}) != nd:
+        raise InvalidArgumentError(f"reorient: code {code!r} must have {nd} distinct letters for a {nd}D image")
+    pairs = {"L": "R", "R": "L", "A": "P", "P": "A", "S": "I", "I": "S"}
+    if any(c not in pairs for c in code) or len({c if c in "RAS" else pairs[c] for c in code}) != nd:
+        raise InvalidArgumentError(f"reorient: {code!r} is not an axis code; use one letter from each of L/R, A/P, S/I")
+    current = nio.io_orientation(image.affine)
+    if nd == 2:
+        third = nio.ornt2axcodes(current)[2]
+        code = code + third
+    wanted = nio.axcodes2ornt(tuple(code))
+    transform = nio.ornt_transform(current, wanted)
+    if nd == 2 and transform[2, 0] != 2:
+        raise InvalidArgumentError(f"reorient: {code[:2]!r} would move the slice axis of a 2D image")
+    shape3 = image.spatial_shape + (1,) * (3 - nd)
+    arrays = [nio.apply_orientation(image.array[c].reshape(shape3), transform) for c in range(image.num_channels)]
+    out = np.stack([a.reshape(a.shape[:nd]) for a in arrays])
+    affine = image.affine @ nio.inv_ornt_aff(transform, shape3)
+    return image.with_geometry(np.ascontiguousarray(out), affine)
+
+
+def _translate(image: Image, array: np.ndarray, start: Sequence[int]) -> Image:
+    shift = np.eye(4)
+    shift[: len(start), 3] = start
+    return image.with_geometry(array, image.affine @ shift)
+
+
+@step("crop_foreground", accepts_labels=True)
+def crop_foreground(
+    image: Image,
+    *,
+    threshold: float = 0.0,
+    margin: Annotated[float, Field(ge=0)] = 0.0,
+) -> Image:
+    """Crop to the bounding box of voxels above ``threshold`` (any channel), plus ``margin`` mm on each side.
+
+    An image with no voxel above the threshold is returned whole.
+    """
+    fg = np.any(image.array > threshold, axis=0)
+    if not fg.any():
+        return image.with_array(image.array.copy())
+    idx = np.nonzero(fg)
+    pad = np.ceil(margin / np.asarray(image.spacing)).astype(int)
+    lo = np.maximum(0, np.array([i.min() for i in idx]) - pad)
+    hi = np.minimum(np.asarray(image.spatial_shape), np.array([i.max() for i in idx]) + 1 + pad)
+    sl = (slice(None),) + tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=False))
+    return _translate(image, np.ascontiguousarray(image.array[sl]), lo)
+
+
+@step("pad", accepts_labels=True)
+def pad(
+    image: Image,
+    *,
+    margin: int | tuple[int, ...] = 0,
+    shape: tuple[int, ...] | None = None,
+    mode: Literal["constant", "edge", "reflect"] = "constant",
+    value: float = 0.0,
+) -> Image:
+    """Pad by ``margin`` voxels on both sides of each axis, and/or centred up to at least ``shape``.
+
+    ``mode`` is ``constant`` (fill with ``value``; label images always get 0), ``edge`` or ``reflect``.
+    """
+    nd = image.spatial_dims
+    m = _per_axis("margin", margin, nd).astype(int)
+    if np.any(m < 0):
+        raise InvalidArgumentError(f"pad: margin must be >= 0, got {m.tolist()}")
+    before, after = m.copy(), m.copy()
+    if shape is not None:
+        target = _per_axis("shape", shape, nd).astype(int)
+        extra = np.maximum(0, target - (np.asarray(image.spatial_shape) + 2 * m))
+        before += extra // 2
+        after += extra - extra // 2
+    widths = [(0, 0)] + [(int(b), int(a)) for b, a in zip(before, after, strict=False)]
+    if mode == "constant":
+        fill = 0 if image.kind == "label" else value
+        out = np.pad(image.array, widths, mode="constant", constant_values=fill)
+    else:
+        out = np.pad(image.array, widths, mode=mode)
+    return _translate(image, out, -before)
