@@ -165,7 +165,7 @@ def read_png(path: Path, *, kind: Kind | None = None, **_: Any) -> Image:
             raise CorruptFileError("OpenCV could not decode this 16-bit PNG", path=path)
         pixels = raw[..., [0, 3]] if color_type == 4 else raw[..., [2, 1, 0, 3][: raw.shape[-1]]]
     else:
-        pixels = _pillow_pixels(path, "PNG")
+        pixels, _ = _pillow_pixels(path, "PNG")
     spacing = (1.0, 1.0)
     if b"pHYs" in chunks and len(chunks[b"pHYs"][0]) == 9:
         ppx, ppy, unit = struct.unpack(">IIB", chunks[b"pHYs"][0])
@@ -224,8 +224,11 @@ def _split_chunks(data: bytes) -> list[bytes]:
 
 
 # ---------------------------------------------------------------------------------------- Pillow helpers
-def _pillow_pixels(path: Path, fmt: str) -> np.ndarray:
-    """Pixels ``(Y, X, C)`` decoded by Pillow, keeping bit depth; palette -> RGB(A), CMYK -> RGB."""
+def _pillow_pixels(path: Path, fmt: str) -> tuple[np.ndarray, dict[str, Any]]:
+    """Pixels ``(Y, X, C)`` decoded by Pillow, keeping bit depth (palette -> RGB(A), CMYK -> RGB), and its info.
+
+    The info is Pillow's ``info`` dict plus ``exif_orientation`` (EXIF tag 0x0112, or None).
+    """
     from PIL import Image as PILImage
     from PIL import UnidentifiedImageError
 
@@ -233,6 +236,7 @@ def _pillow_pixels(path: Path, fmt: str) -> np.ndarray:
         with PILImage.open(path) as pic:
             if pic.format != fmt:
                 raise CorruptFileError(f"not a {fmt} file (its content is {pic.format})", path=path)
+            info = {**pic.info, "exif_orientation": pic.getexif().get(0x0112) if fmt == "JPEG" else None}
             if pic.mode == "P":
                 pic = pic.convert("RGBA" if "transparency" in pic.info else "RGB")
             elif pic.mode in ("CMYK", "YCbCr"):
@@ -244,7 +248,7 @@ def _pillow_pixels(path: Path, fmt: str) -> np.ndarray:
         if isinstance(exc, DeepmiaError):
             raise
         raise CorruptFileError(f"not a readable {fmt} file: {exc}", path=path) from exc
-    return pixels[..., None] if pixels.ndim == 2 else pixels
+    return (pixels[..., None] if pixels.ndim == 2 else pixels), info
 
 
 def _pillow_encode(pic: np.ndarray, fmt: str, **options: Any) -> bytes:
@@ -272,16 +276,9 @@ def read_jpeg(path: Path, *, kind: Kind | None = None, **_: Any) -> Image:
     Raises:
         CorruptFileError: The file is damaged, truncated or not a JPEG file.
     """
-    from PIL import Image as PILImage
-
-    pixels = _pillow_pixels(path, "JPEG")
+    pixels, info = _pillow_pixels(path, "JPEG")
     spacing = (1.0, 1.0)
-    try:
-        with PILImage.open(path) as pic:
-            unit, dpi = pic.info.get("jfif_unit"), pic.info.get("dpi")
-            orientation = pic.getexif().get(0x0112)
-    except OSError as exc:
-        raise CorruptFileError(f"not a readable JPEG file: {exc}", path=path) from exc
+    unit, dpi, orientation = info.get("jfif_unit"), info.get("dpi"), info["exif_orientation"]
     if dpi and unit in (1, 2):  # Pillow reports dots per inch for both units
         spacing = (_spacing_mm(float(dpi[0]), 25.4), _spacing_mm(float(dpi[1]), 25.4))
     image = _build(pixels, path, kind, _default_affine(spacing), None, "jpeg")
