@@ -50,7 +50,8 @@ def timed(fn: Callable[[Path], np.ndarray], files: list[Path], truth: list[np.nd
         decoded = [fn(f) for f in files]
         times.append((time.perf_counter() - start) / len(files))
     if truth is not None:
-        correct = all(d.dtype == t.dtype and np.array_equal(d.reshape(t.shape), t) for d, t in zip(decoded, truth))
+        pairs = zip(decoded, truth, strict=True)
+        correct = all(d.dtype == t.dtype and np.array_equal(d.reshape(t.shape), t) for d, t in pairs)
     return statistics.median(times) * 1000, correct
 
 
@@ -67,7 +68,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         png8, png16 = [], []
-        for i, (t8, t16) in enumerate(zip(truth8, truth16)):
+        for i, (t8, t16) in enumerate(zip(truth8, truth16, strict=True)):
             png8.append(Path(tmp) / f"{i}_8.png")
             png16.append(Path(tmp) / f"{i}_16.png")
             cv2.imwrite(str(png8[-1]), t8[..., ::-1])
