@@ -13,7 +13,7 @@ from deepmia.metrics.bootstrap import bootstrap_ci
 
 
 class Accumulator(ABC):
-    """Collects per-case results with :meth:`update`, summarises them with :meth:`aggregate`, empties with :meth:`reset`.
+    """Collects per-case results (:meth:`update`), summarises them (:meth:`aggregate`), forgets them (:meth:`reset`).
 
     Subclasses compute a case's result with a pure kernel function in :meth:`update` and keep only what
     :meth:`aggregate` needs (per-case rows, or small per-case arrays), never whole volumes.

@@ -491,7 +491,12 @@ class ClassificationAccumulator(Accumulator):
                 }
             out["per_label"] = per_label
             out["auroc"] = auroc_report(
-                truth, prob, class_names=self.class_names, level=self.level, n_resamples=self.n_resamples, seed=self.seed
+                truth,
+                prob,
+                class_names=self.class_names,
+                level=self.level,
+                n_resamples=self.n_resamples,
+                seed=self.seed,
             )
             return out
         y = _labels(truth)
@@ -503,7 +508,9 @@ class ClassificationAccumulator(Accumulator):
             accuracy=accuracy(y, pred),
             balanced_accuracy=balanced_accuracy(y, pred),
             f1_macro=f1_score(y, pred, average="macro", n_classes=k),
-            f1_per_class=dict(zip(self.class_names, f1_score(y, pred, average="none", n_classes=k).tolist())),
+            f1_per_class=dict(
+                zip(self.class_names, f1_score(y, pred, average="none", n_classes=k).tolist(), strict=True)
+            ),
             confusion_matrix=confusion_matrix(y, pred, n_classes=k).tolist(),
             ece=ece,
             calibration_bins=bins.as_dict(),

@@ -135,7 +135,13 @@ def _coco_accumulate(entries: Sequence[_ImageClass]) -> tuple[np.ndarray, np.nda
 def _coco_summary(per_class: Mapping[str, tuple[np.ndarray, np.ndarray] | None]) -> dict[str, Any]:
     valid = {k: v for k, v in per_class.items() if v is not None}
     if not valid:
-        return {"map": float("nan"), "map50": float("nan"), "map75": float("nan"), "ar100": float("nan"), "per_class": {}}
+        return {
+            "map": float("nan"),
+            "map50": float("nan"),
+            "map75": float("nan"),
+            "ar100": float("nan"),
+            "per_class": {},
+        }
     prec = np.stack([p for p, _ in valid.values()])  # (K, T, R)
     rec = np.stack([r for _, r in valid.values()])  # (K, T)
     return {
@@ -144,7 +150,12 @@ def _coco_summary(per_class: Mapping[str, tuple[np.ndarray, np.ndarray] | None])
         "map75": float(prec[:, 5].mean()),
         "ar100": float(rec.mean()),
         "per_class": {
-            name: {"ap": float(p.mean()), "ap50": float(p[0].mean()), "ap75": float(p[5].mean()), "ar100": float(r.mean())}
+            name: {
+                "ap": float(p.mean()),
+                "ap50": float(p[0].mean()),
+                "ap75": float(p[5].mean()),
+                "ar100": float(r.mean()),
+            }
             for name, (p, r) in valid.items()
         },
     }
@@ -157,9 +168,7 @@ class _FrocImage:
     n_gt: int
 
 
-def _froc_match(
-    pred: np.ndarray, scores: np.ndarray, gt: np.ndarray, *, hit: str, iou_threshold: float
-) -> _FrocImage:
+def _froc_match(pred: np.ndarray, scores: np.ndarray, gt: np.ndarray, *, hit: str, iou_threshold: float) -> _FrocImage:
     if gt.shape[0] == 0:
         return _FrocImage(np.zeros(0), scores.copy(), 0)
     if hit == "iou":

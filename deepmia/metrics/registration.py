@@ -120,9 +120,7 @@ def _field(displacement: Any, spacing: Any, units: str) -> tuple[np.ndarray, np.
     return u, sp
 
 
-def jacobian_determinant(
-    displacement: Any, *, spacing: Sequence[float] | float, units: str = "mm"
-) -> np.ndarray:
+def jacobian_determinant(displacement: Any, *, spacing: Sequence[float] | float, units: str = "mm") -> np.ndarray:
     """Voxel-wise Jacobian determinant of ``phi(x) = x + u(x)``.
 
     Derivatives are central differences inside the grid and one-sided at its faces (``numpy.gradient``), so

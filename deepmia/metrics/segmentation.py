@@ -80,8 +80,10 @@ class ClassScores:
 
 
 def _check_spacing(spacing: Sequence[float] | float, ndim: int) -> np.ndarray:
-    sp = np.broadcast_to(np.asarray(spacing, dtype=float), (ndim,)) if np.ndim(spacing) == 0 else np.asarray(
-        spacing, dtype=float
+    sp = (
+        np.broadcast_to(np.asarray(spacing, dtype=float), (ndim,))
+        if np.ndim(spacing) == 0
+        else np.asarray(spacing, dtype=float)
     )
     if sp.shape != (ndim,) or not np.all(np.isfinite(sp)) or np.any(sp <= 0):
         raise InvalidArgumentError(
@@ -246,16 +248,40 @@ def segmentation_metrics(
     _check_spacing(spacing, pred.ndim)
     names = _label_names(labels, pred, ref)
     pred, ref = pred.view(np.uint8) if pred.dtype == bool else pred, ref.view(np.uint8) if ref.dtype == bool else ref
+    boxes = _label_boxes(pred, ref, names)
     out = {}
     for label in names:
         tol = tolerance_mm[label] if isinstance(tolerance_mm, Mapping) else tolerance_mm
+        box = boxes.get(label, tuple(slice(0, 0) for _ in pred.shape))
         out[label] = binary_segmentation_metrics(
-            pred == label,
-            ref == label,
+            pred[box] == label,
+            ref[box] == label,
             spacing=spacing,
             tolerance_mm=tol,
             percentile=percentile,
         )
+    return out
+
+
+def _label_boxes(pred: np.ndarray, ref: np.ndarray, labels: Mapping[int, str]) -> dict[int, tuple[slice, ...]]:
+    """Bounding box (one voxel margin, clipped to the array) of each label in either map, from one pass per map.
+
+    Cropping to it changes no metric: overlaps are counted inside it, and the margin keeps the erosion, hence
+    the surfaces, identical (outside the array is background either way).
+    """
+    wanted = [k for k in labels if k > 0]
+    if not wanted:
+        return {k: tuple(slice(None) for _ in pred.shape) for k in labels}
+    top = max(wanted)
+    per_map = [ndimage.find_objects(np.where(m > top, 0, m).clip(0), max_label=top) for m in (pred, ref)]
+    out: dict[int, tuple[slice, ...]] = {k: tuple(slice(None) for _ in pred.shape) for k in labels if k <= 0}
+    for k in wanted:
+        found = [objs[k - 1] for objs in per_map if objs[k - 1] is not None]
+        if found:
+            out[k] = tuple(
+                slice(max(min(b[a].start for b in found) - 1, 0), min(max(b[a].stop for b in found) + 1, n))
+                for a, n in enumerate(pred.shape)
+            )
     return out
 
 
@@ -301,7 +327,12 @@ class SegmentationAccumulator(Accumulator):
         self._cases: list[str] = []
 
     def update(
-        self, prediction: np.ndarray, reference: np.ndarray, *, spacing: Sequence[float] | float, case_id: str | None = None
+        self,
+        prediction: np.ndarray,
+        reference: np.ndarray,
+        *,
+        spacing: Sequence[float] | float,
+        case_id: str | None = None,
     ) -> dict[int, ClassScores]:
         """Score one case and remember its per-class rows.
 

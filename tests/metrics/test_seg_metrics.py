@@ -14,14 +14,14 @@ from deepmia.metrics.segmentation import (
 
 
 def ball(shape, spacing, centre_mm, radius_mm):
-    grids = np.meshgrid(*[np.arange(n) * s for n, s in zip(shape, spacing)], indexing="ij")
-    return sum((g - c) ** 2 for g, c in zip(grids, centre_mm)) <= radius_mm**2
+    grids = np.meshgrid(*[np.arange(n) * s for n, s in zip(shape, spacing, strict=True)], indexing="ij")
+    return sum((g - c) ** 2 for g, c in zip(grids, centre_mm, strict=True)) <= radius_mm**2
 
 
 @pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (0.8, 1.0, 2.0)])
 def test_concentric_spheres_have_known_distances(spacing):
     shape = (64, 64, 40)
-    centre = [n * s / 2 for n, s in zip(shape, spacing)]
+    centre = [n * s / 2 for n, s in zip(shape, spacing, strict=True)]
     outer, inner = ball(shape, spacing, centre, 20.0), ball(shape, spacing, centre, 16.0)
     s = binary_segmentation_metrics(inner, outer, spacing=spacing, tolerance_mm=1.0)
     # every surface point is 4 mm from the other sphere, up to one voxel of discretisation
