@@ -50,6 +50,7 @@ _EXPORTS = {
         "jacobian_determinant",
         "jacobian_statistics",
         "inverse_consistency_error",
+        "RegistrationAccumulator",
     ),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}

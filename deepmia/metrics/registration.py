@@ -18,6 +18,7 @@ from scipy import ndimage
 
 from deepmia._validate import look_up_option
 from deepmia.errors import InvalidArgumentError
+from deepmia.metrics._base import Accumulator, default_case_id
 from deepmia.metrics.segmentation import _check_spacing, segmentation_metrics
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "jacobian_determinant",
     "jacobian_statistics",
     "inverse_consistency_error",
+    "RegistrationAccumulator",
 ]
 
 
@@ -227,3 +229,105 @@ def inverse_consistency_error(
         "p95": float(np.percentile(values, 95)),
         "max": float(values.max()),
     }
+
+
+class RegistrationAccumulator(Accumulator):
+    """Per-pair registration metrics over a dataset, summarised with bootstrap intervals over pairs.
+
+    Each :meth:`update` scores one registered pair with whatever it is given: warped and fixed label maps
+    (Dice/HD95 per structure), a displacement field (Jacobian statistics), landmarks (TRE). Columns a pair
+    lacks are NaN and counted, not averaged.
+
+    Args:
+        labels: Structures scored in the label maps (or ``{label: name}``); ``None`` scores every label found.
+        n_resamples: Bootstrap resamples (0: no intervals).
+        level: Interval coverage.
+        method: ``"percentile"`` or ``"bca"``.
+        seed: Bootstrap seed.
+    """
+
+    COLUMNS = ("mean_dice", "mean_hd95", "folding_fraction", "jacobian_std", "std_log_jacobian", "tre_mean")
+
+    def __init__(
+        self,
+        labels: Sequence[int] | Mapping[int, str] | None = None,
+        *,
+        n_resamples: int = 2000,
+        level: float = 0.95,
+        method: str = "percentile",
+        seed: int = 0,
+    ) -> None:
+        self.labels = labels
+        super().__init__(n_resamples=n_resamples, level=level, method=method, seed=seed)
+
+    def reset(self) -> None:
+        """Forget every pair."""
+        self._rows: list[dict[str, Any]] = []
+
+    def update(
+        self,
+        *,
+        spacing: Sequence[float] | float,
+        warped_label: np.ndarray | None = None,
+        fixed_label: np.ndarray | None = None,
+        displacement: np.ndarray | None = None,
+        units: str = "mm",
+        mask: np.ndarray | None = None,
+        fixed_points: Any = None,
+        warped_points: Any = None,
+        points_in_voxels: bool = False,
+        case_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Score one pair; every group of inputs is optional, but at least one must be given.
+
+        Args:
+            spacing: Fixed-grid voxel size in mm.
+            warped_label: Moving labels warped onto the fixed grid.
+            fixed_label: Fixed labels.
+            displacement: Field ``(D, X, Y[, Z])`` on the fixed grid.
+            units: Units of ``displacement``.
+            mask: Region for the Jacobian statistics.
+            fixed_points: Fixed landmarks ``(N, D)``.
+            warped_points: Moving landmarks mapped into the fixed image.
+            points_in_voxels: Landmarks are voxel indices (converted with ``spacing``), else mm.
+            case_id: Name of the pair.
+
+        Returns:
+            The pair's row (per-structure Dice and HD95 under ``"per_label"``).
+        """
+        row: dict[str, Any] = {"case_id": default_case_id(case_id, len(self._rows))}
+        row.update({c: float("nan") for c in self.COLUMNS})
+        given = False
+        if (warped_label is None) != (fixed_label is None):
+            raise InvalidArgumentError("label overlap needs both warped_label and fixed_label")
+        if warped_label is not None:
+            overlap = label_overlap(warped_label, fixed_label, spacing=spacing, labels=self.labels)
+            row.update(mean_dice=overlap["mean_dice"], mean_hd95=overlap["mean_hd95"], per_label=overlap["per_label"])
+            given = True
+        if displacement is not None:
+            jac = jacobian_statistics(displacement, spacing=spacing, units=units, mask=mask)
+            row.update(
+                folding_fraction=jac["folding_fraction"], jacobian_std=jac["std"], std_log_jacobian=jac["std_log"]
+            )
+            given = True
+        if (fixed_points is None) != (warped_points is None):
+            raise InvalidArgumentError("TRE needs both fixed_points and warped_points")
+        if fixed_points is not None:
+            tre = target_registration_error(fixed_points, warped_points, spacing=spacing if points_in_voxels else None)
+            row["tre_mean"] = tre["mean"]
+            given = True
+        if not given:
+            raise InvalidArgumentError("nothing to score: give label maps, a displacement field or landmarks")
+        self._rows.append(row)
+        return row
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per pair (without the per-structure detail)."""
+        return [{k: v for k, v in r.items() if k != "per_label"} for r in self._rows]
+
+    def aggregate(self) -> dict[str, Any]:
+        """``{"n_pairs", column: summary}`` for each column (see :func:`deepmia.metrics._base.summarise`)."""
+        out: dict[str, Any] = {"n_pairs": len(self._rows)}
+        for column in self.COLUMNS:
+            out[column] = self.summarise([r[column] for r in self._rows])
+        return out

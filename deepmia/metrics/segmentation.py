@@ -23,6 +23,8 @@ Empty masks (each result says which case it is, in ``pred_empty`` / ``gt_empty``
 :class:`SegmentationAccumulator` never averages those silently: overlap metrics leave out classes where both
 masks are empty (reported as ``n_both_empty``), distance metrics average only cases where both are present
 (``n_one_empty`` and the ``inf`` count are reported), like nnU-Net and MONAI's ``ignore_empty``.
+MONAI itself returns NaN (both empty) or inf/NaN with a warning (one empty) for the distances, and computes
+them in float32 (differences from ours up to about 1e-5 mm).
 """
 
 from __future__ import annotations

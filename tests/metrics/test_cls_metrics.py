@@ -142,3 +142,17 @@ def test_accumulator_binary_report():
 def test_auroc_needs_both_classes():
     with pytest.raises(InvalidArgumentError, match="both classes"):
         roc_auc(np.ones(5, int), np.arange(5.0))
+
+
+@pytest.mark.shared_data
+def test_auroc_and_delong_on_pneumoniamnist_intensity_score(shared_data):
+    """Real labels with a crude real score (mean image intensity): AUROC equals scikit-learn, CI holds it."""
+    data = np.load(shared_data / "medmnist" / "pneumoniamnist.npz")
+    y, images = data["test_labels"].ravel(), data["test_images"]
+    score = images.reshape(len(y), -1).mean(axis=1)
+    ci = delong_ci(y, score)
+    assert ci["auc"] == pytest.approx(sklearn_metrics.roc_auc_score(y, score))
+    assert ci["ci_low"] < ci["auc"] < ci["ci_high"]
+    report = auroc_report(y, np.stack([1 - score / 255, score / 255], axis=1), n_resamples=300)
+    boot = report["per_class"]["1"]["bootstrap"]
+    assert boot["high"] - boot["low"] == pytest.approx(ci["ci_high"] - ci["ci_low"], rel=0.3)

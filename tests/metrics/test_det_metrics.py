@@ -175,3 +175,33 @@ def test_accumulator_bootstrap_and_bad_input():
         acc.update({"boxes": [[0, 0, 1, 1]], "scores": [0.5], "labels": [7]}, {"boxes": [], "labels": []})
     with pytest.raises(InvalidArgumentError, match="scores"):
         acc.update({"boxes": [[0, 0, 1, 1]], "labels": [0]}, {"boxes": [], "labels": []})
+
+
+@pytest.mark.shared_data
+def test_coco_matches_pycocotools_on_bccd_test_boxes(shared_data):
+    """Real BCCD ground truth (test list) with simulated detections: jittered boxes, misses, false positives."""
+    pytest.importorskip("pycocotools")
+    import xml.etree.ElementTree as ET
+
+    root = shared_data / "bccd" / "BCCD"
+    names = {"RBC": 0, "WBC": 1, "Platelets": 2}
+    rng = np.random.default_rng(11)
+    preds, gts = [], []
+    for stem in (root / "ImageSets" / "Main" / "test.txt").read_text().split():
+        objects = ET.parse(root / "Annotations" / f"{stem}.xml").findall("object")
+        boxes = np.array(
+            [[float(o.find("bndbox").find(k).text) for k in ("xmin", "ymin", "xmax", "ymax")] for o in objects]
+        ).reshape(-1, 4)
+        labels = np.array([names[o.find("name").text.strip()] for o in objects], int)
+        gts.append({"boxes": boxes, "labels": labels})
+        keep = rng.random(len(labels)) < 0.9
+        det = boxes[keep] + rng.normal(0, 6, (keep.sum(), 4))
+        det[:, 2:] = np.maximum(det[:, 2:], det[:, :2] + 1)
+        fp_xy = rng.uniform(0, 600, (3, 2))
+        det = np.concatenate([det, np.concatenate([fp_xy, fp_xy + 40], axis=1)])
+        det_labels = np.concatenate([labels[keep], rng.integers(0, 3, 3)])
+        preds.append({"boxes": det, "scores": rng.random(len(det_labels)), "labels": det_labels})
+    ev = pycocotools_eval(preds, gts, 3)
+    ours = coco_evaluate(preds, gts, class_names={0: "RBC", 1: "WBC", 2: "Platelets"})
+    assert len(gts) > 50 and ours["map50"] > 0.3
+    assert [ours["map"], ours["map50"], ours["map75"], ours["ar100"]] == pytest.approx(ev.stats[[0, 1, 2, 8]], abs=1e-6)

@@ -111,3 +111,20 @@ def test_bad_fields_are_refused():
         jacobian_determinant(np.zeros((3, 4, 4, 4)), spacing=1.0, units="cm")
     with pytest.raises(InvalidArgumentError, match="spacing"):
         jacobian_determinant(np.zeros((3, 4, 4, 4)), spacing=(1.0, 1.0))
+
+
+def test_accumulator_summarises_pairs_and_counts_missing_columns():
+    from deepmia.metrics.registration import RegistrationAccumulator
+
+    fixed = np.zeros((16, 16, 8), np.uint8)
+    fixed[3:9, 3:9, 2:6] = 1
+    acc = RegistrationAccumulator([1], n_resamples=100)
+    acc.update(spacing=SPACING, warped_label=fixed, fixed_label=fixed, displacement=np.zeros((3, 16, 16, 8)))
+    acc.update(spacing=SPACING, warped_label=np.roll(fixed, 2, axis=1), fixed_label=fixed, case_id="shifted")
+    out = acc.aggregate()
+    assert out["n_pairs"] == 2
+    assert out["mean_dice"]["n"] == 2 and out["mean_dice"]["mean"] == pytest.approx((1 + 4 / 6) / 2)
+    assert out["folding_fraction"]["n"] == 1 and out["folding_fraction"]["n_nan"] == 1
+    assert acc.rows()[1]["case_id"] == "shifted"
+    with pytest.raises(InvalidArgumentError, match="nothing to score"):
+        acc.update(spacing=SPACING)
