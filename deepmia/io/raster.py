@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from deepmia.errors import CorruptFileError, DeepmiaError, UnsupportedFormatError, WriteError
+from deepmia.errors import CorruptFileError, DeepmiaError, MissingCodecError, UnsupportedFormatError, WriteError
 from deepmia.image import LPS_TO_RAS, Image, Kind
 from deepmia.io import Format, register_format
 from deepmia.io._common import KIND_KEY, build_image
@@ -336,6 +336,11 @@ def read_tiff(path: Path, *, kind: Kind | None = None, **_: Any) -> Image:
             imagej = tif.imagej_metadata or {}
             shaped = tif.shaped_metadata[0] if tif.is_shaped and tif.shaped_metadata else None
     except (tifffile.TiffFileError, OSError, ValueError, KeyError, IndexError) as exc:
+        if "requires the 'imagecodecs' package" in str(exc):
+            raise MissingCodecError(
+                f"this TIFF's compression needs a decoder that is not installed ({exc})",
+                path=path, fix="pip install imagecodecs",
+            ) from exc
         raise CorruptFileError(f"not a readable TIFF file: {exc}", path=path) from exc
     order, keep, volume = _tiff_axes(axes, data.shape, path)
     pixels = np.transpose(data, order).reshape([data.shape[i] for i in order[:keep]])

@@ -190,3 +190,20 @@ def test_jpeg_exif_orientation_is_recorded_not_applied(tmp_path):
     PILImage.fromarray(pic).save(tmp_path / "e.jpg", exif=exif, quality=100)
     img = read_image(tmp_path / "e.jpg")
     assert img.shape == (1, 24, 16) and img.meta["exif_orientation"] == 6
+
+
+def test_missing_tiff_codec_is_named(tmp_path, monkeypatch):
+    import tifffile
+
+    from deepmia.errors import MissingCodecError
+    from deepmia.io import read_image
+
+    path = tmp_path / "lzw.tif"
+    tifffile.imwrite(path, np.arange(64, dtype=np.uint8).reshape(8, 8), compression="lzw")
+
+    def no_codec(*args, **kwargs):
+        raise ValueError("<COMPRESSION.LZW: 5> requires the 'imagecodecs' package")
+
+    monkeypatch.setattr(tifffile.TiffPage, "asarray", no_codec)
+    with pytest.raises(MissingCodecError, match="imagecodecs"):
+        read_image(path)
