@@ -244,9 +244,14 @@ def as_float(array: np.ndarray) -> np.ndarray:
     return array if array.dtype in (np.float32, np.float64) else array.astype(np.float32)
 
 
+def stack_channels(channels: Sequence[np.ndarray]) -> np.ndarray:
+    """Stack per-channel arrays into ``(C, ...)``; a single channel becomes a view, not a copy."""
+    return channels[0][None] if len(channels) == 1 else np.stack(channels)
+
+
 def map_channels(image: Image, fn: Callable[[np.ndarray], np.ndarray], *, kind: str | None = None) -> Image:
     """Apply ``fn`` to each channel's spatial array and return a new image with the same geometry."""
-    out = np.stack([fn(image.array[c]) for c in range(image.num_channels)])
+    out = stack_channels([fn(image.array[c]) for c in range(image.num_channels)])
     return image.with_array(out, kind=kind)  # type: ignore[arg-type]
 
 

@@ -54,8 +54,11 @@ def window(
     low, high = center - width / 2, center + width / 2
 
     def run(a: np.ndarray) -> np.ndarray:
-        a = np.clip(as_float(a), low, high)
-        return (a - low) / (high - low) if scale else a
+        out = np.clip(as_float(a), low, high)
+        if scale:  # in place: one allocation, faster than the plain numpy expression
+            out -= low
+            out /= high - low
+        return out
 
     return map_channels(image, run)
 
@@ -148,7 +151,9 @@ def normalize(
         values = a[m] if m is not None else a
         if method == "zscore":
             mu, sd = float(values.mean()), float(values.std())
-            return (a - mu) / (sd if sd > 0 else 1.0)
+            out = a - mu
+            out /= sd if sd > 0 else 1.0
+            return out
         if method == "hu":
             lo, hi = hu_min, hu_max
         elif method == "percentile":
@@ -157,6 +162,9 @@ def normalize(
             lo, hi = float(values.min()), float(values.max())
         if hi <= lo:
             return np.zeros_like(a)
-        return (np.clip(a, lo, hi) - lo) / (hi - lo)
+        out = np.clip(a, lo, hi)
+        out -= lo
+        out /= hi - lo
+        return out
 
     return map_channels(image, run)

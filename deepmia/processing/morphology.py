@@ -18,7 +18,7 @@ import numpy as np
 from pydantic import Field
 
 from deepmia.image import Image
-from deepmia.processing._steps import step
+from deepmia.processing._steps import stack_channels, step
 
 __all__ = [
     "ellipsoid",
@@ -74,10 +74,17 @@ def _grey_op(a: np.ndarray, op: str, fp: np.ndarray) -> np.ndarray:
 
 def _per_label(a: np.ndarray, fn) -> np.ndarray:
     """Apply a boolean ``fn`` to each non-zero label of ``a``; earlier labels win where results overlap."""
+    if a.dtype == bool:
+        return fn(a)
+    if np.issubdtype(a.dtype, np.unsignedinteger) and a.dtype.itemsize <= 2:
+        values = np.flatnonzero(np.bincount(a.ravel()))  # much faster than np.unique on small label sets
+    else:
+        values = np.unique(a)
+    values = [v for v in values if v != 0]
+    if len(values) == 1:  # binary mask: no bookkeeping
+        return (fn(a == values[0]) * a.dtype.type(values[0])).astype(a.dtype, copy=False)
     out = np.zeros_like(a)
-    for v in np.unique(a):
-        if v == 0:
-            continue
+    for v in values:
         m = fn(a == v) & (out == 0)
         out[m] = v
     return out
@@ -90,11 +97,11 @@ def _morph(image: Image, op: str, radius: float) -> Image:
         a = image.array[c]
         if fp.size == 1:
             chans.append(a.copy())
-        elif image.kind == "label" or a.dtype == bool:
+        elif image.kind == "label" or a.dtype == bool:  # per label, binary kernels
             chans.append(_per_label(a, lambda m: binary_op(m, op, radius, image.spacing)))
         else:
             chans.append(_grey_op(a, op, fp))
-    return image.with_array(np.stack(chans))
+    return image.with_array(stack_channels(chans))
 
 
 Radius = Annotated[float, Field(ge=0, le=1000)]
@@ -139,7 +146,7 @@ def fill_holes(image: Image, *, slicewise: bool = False) -> Image:
         return ndi.binary_fill_holes(m)
 
     arr = _label_array(image)
-    return Image(np.stack([_per_label(a, fill) for a in arr]), image.affine, kind="label", meta=image.meta)
+    return Image(stack_channels([_per_label(a, fill) for a in arr]), image.affine, kind="label", meta=image.meta)
 
 
 @step("largest_component", accepts_labels=True)
@@ -166,7 +173,7 @@ def largest_component(image: Image, *, per_label: bool = True, connectivity: Lit
             chans.append(_per_label(a, keep))
         else:
             chans.append(np.where(keep(a != 0), a, 0).astype(a.dtype))
-    return Image(np.stack(chans), image.affine, kind="label", meta=image.meta)
+    return Image(stack_channels(chans), image.affine, kind="label", meta=image.meta)
 
 
 @step("components", accepts_labels=True)
@@ -193,7 +200,7 @@ def components(
                 new_id += 1
                 remap[old + 1] = new_id
         chans.append(remap[lab])
-    return Image(np.stack(chans), image.affine, kind="label", meta=image.meta)
+    return Image(stack_channels(chans), image.affine, kind="label", meta=image.meta)
 
 
 def component_table(labels: Image, intensity: Image | None = None, *, connected: bool = False) -> list[dict[str, Any]]:

@@ -15,7 +15,7 @@ from pydantic import Field
 
 from deepmia.errors import InvalidArgumentError
 from deepmia.image import Image
-from deepmia.processing._steps import as_float, preset_or_values, step
+from deepmia.processing._steps import as_float, preset_or_values, stack_channels, step
 
 __all__ = [
     "HU_RANGES",
@@ -49,7 +49,7 @@ def _labels_from(image: Image, fn, name: str) -> Image:
         lab, thr = fn(as_float(image.array[c]))
         labels.append(lab)
         thresholds.append([float(t) for t in np.atleast_1d(thr)])
-    out = Image(np.stack(labels), image.affine, kind="label", meta=image.meta)
+    out = Image(stack_channels(labels), image.affine, kind="label", meta=image.meta)
     out.meta["thresholds"] = thresholds
     out.meta["segmentation"] = name
     return out

@@ -121,3 +121,14 @@ def test_resample_rejects_wrong_number_of_spacings():
         spatial.resample(img, spacing=(1.0, 2.0))
     with pytest.raises(InvalidArgumentError, match="positive"):
         spatial.resample(img, spacing=0)
+
+
+@pytest.mark.parametrize("order,interpolation", [(0, "nearest"), (1, "linear")])
+def test_resample_kernel_equals_scipy_affine_transform(noisy_volume, order, interpolation):
+    out = spatial.resample(noisy_volume, spacing=(0.6, 0.9, 2.5), interpolation=interpolation, order_z=None)
+    ratio = np.asarray(noisy_volume.spatial_shape) / np.asarray(out.spatial_shape)
+    ref = ndi.affine_transform(
+        noisy_volume.array[0], ratio, offset=0.5 * ratio - 0.5, output_shape=out.spatial_shape, order=order,
+        mode="nearest",
+    )
+    np.testing.assert_allclose(out.array[0], ref, atol=1e-3)
