@@ -56,22 +56,38 @@ def is_native(ds: Any) -> bool:
     return _transfer_syntax(ds) in _NATIVE_LE
 
 
-def _fast_native(ds: Any) -> np.ndarray | None:
-    """Frames ``(F, rows, cols)`` straight from the bytes of native little-endian monochrome data, else None."""
+def _pixel_bytes(ds: Any) -> bytes:
+    """The PixelData bytes of native little-endian data, without pydicom's element conversion when possible."""
+    raw = ds.get_item(0x7FE00010)
+    value = getattr(raw, "value", None)
+    if isinstance(value, bytes) and getattr(raw, "is_little_endian", True) and raw.VR in (None, "OB", "OW", "OB or OW"):
+        return value
+    return ds.PixelData
+
+
+def _fast_native(ds: Any, h: dict[str, Any] | None = None) -> np.ndarray | None:
+    """Frames ``(F, rows, cols)`` straight from the bytes of native little-endian monochrome data, else None.
+
+    ``h`` holds the dataset's header values (:func:`deepmia.io.dicom._header.header_values`), read if not given.
+    """
     if _transfer_syntax(ds) not in _NATIVE_LE or "PixelData" not in ds:
         return None
-    bits = int(ds.get("BitsAllocated", 0))
-    if bits not in (8, 16, 32) or int(ds.get("SamplesPerPixel", 1)) != 1:
+    if h is None:
+        from deepmia.io.dicom._header import header_values
+
+        h = header_values(ds)
+    bits = int(h["BitsAllocated"] or 0)
+    if bits not in (8, 16, 32) or int(h["SamplesPerPixel"] or 1) != 1:
         return None
-    if str(ds.get("PhotometricInterpretation", "")).strip() not in ("MONOCHROME1", "MONOCHROME2"):
+    if str(h["PhotometricInterpretation"] or "") not in ("MONOCHROME1", "MONOCHROME2"):
         return None
-    stored = int(ds.get("BitsStored", bits))
-    signed = int(ds.get("PixelRepresentation", 0)) == 1
+    stored = int(h["BitsStored"] or bits)
+    signed = h["PixelRepresentation"] == 1
     if stored != bits and signed:
         return None  # sign extension of packed values: let pydicom do it
     dtype = np.dtype(f"<{'i' if signed else 'u'}{bits // 8}")
-    rows, cols, frames = int(ds.Rows), int(ds.Columns), int(ds.get("NumberOfFrames", 1) or 1)
-    raw = ds.PixelData
+    rows, cols, frames = int(h["Rows"]), int(h["Columns"]), int(h["NumberOfFrames"] or 1)
+    raw = _pixel_bytes(ds)
     need = rows * cols * frames * dtype.itemsize
     if len(raw) < need:
         return None  # pydicom raises the precise truncation error
@@ -81,17 +97,24 @@ def _fast_native(ds: Any) -> np.ndarray | None:
     return arr
 
 
-def decode_frames(ds: Any, *, path: str | PathLike[str] | None = None) -> np.ndarray:
+def decode_frames(
+    ds: Any, *, path: str | PathLike[str] | None = None, header: dict[str, Any] | None = None
+) -> np.ndarray:
     """Decode every frame of ``ds`` into ``(F, rows, cols)`` or ``(F, rows, cols, 3)`` (colour as RGB).
 
     YBR data is converted to RGB and palette colour is looked up into RGB. Values are stored values: the
     Modality LUT is applied separately (:func:`apply_modality_lut`).
 
+    Args:
+        ds: The dataset.
+        path: Its file, for error messages.
+        header: Its :func:`deepmia.io.dicom._header.header_values`, when the caller already has them.
+
     Raises:
         MissingCodecError: No installed decoder handles the transfer syntax (names the package to install).
         CorruptFileError: The file has no pixel data, or it is truncated or damaged.
     """
-    fast = _fast_native(ds)
+    fast = _fast_native(ds, header)
     if fast is not None:
         return fast
     if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):

@@ -22,8 +22,9 @@ import numpy as np
 
 from deepmia.errors import CorruptFileError, GeometryError, ReadError, SeriesError
 from deepmia.image import Image
+from deepmia.io.dicom._header import header_values
 from deepmia.io.dicom.geometry import FramePlane, StackGeometry, resample_to_regular, stack_geometry
-from deepmia.io.dicom.mosaic import is_mosaic, mosaic_layout, unmosaic
+from deepmia.io.dicom.mosaic import mosaic_layout, unmosaic
 from deepmia.io.dicom.pixels import apply_modality_lut, decode_frames, frame_rescale, is_native
 
 __all__ = ["SeriesInfo", "SeriesList", "list_series", "read_series", "read_file"]
@@ -189,6 +190,18 @@ def list_series(folder: str | PathLike[str], *, recursive: bool = True) -> Serie
     return SeriesList(out, skipped)
 
 
+# Read files in threads only when they are big enough for the file reads (which release the GIL) to matter:
+# measured on 2 cores, 40 files of 4 KiB read 25% faster one after another, 20 files of 150 KiB 15% faster in threads.
+_THREADED_READ_BYTES = 64 * 1024
+
+
+def _mean_size(files: Sequence[Path]) -> float:
+    try:
+        return sum(p.stat().st_size for p in files) / len(files)
+    except OSError:
+        return 0.0  # a missing file is reported by the read itself
+
+
 def _workers() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
@@ -215,39 +228,40 @@ def _fg_item(ds: Any, frame: int, seq: str) -> Any:
     return None
 
 
-def _order_key(ds: Any, frame_item: Any, frame: int) -> tuple[Any, ...]:
-    temporal = ds.get("TemporalPositionIdentifier")
+def _order_key(h: dict[str, Any], frame_item: Any, frame: int) -> tuple[Any, ...]:
     if frame_item is not None:
         fc = frame_item.get("FrameContentSequence")
         if fc:
             dims = fc[0].get("DimensionIndexValues")
             if dims is not None:
                 return (0, tuple(int(v) for v in (dims if isinstance(dims, Sequence) else [dims])), frame)
-    inst = ds.get("InstanceNumber")
-    return (
-        int(temporal) if temporal not in (None, "") else 0,
-        int(inst) if inst not in (None, "") else 0,
-        frame,
-    )
+    temporal, inst = h["TemporalPositionIdentifier"], h["InstanceNumber"]
+    return (int(temporal) if temporal is not None else 0, int(inst) if inst is not None else 0, frame)
 
 
-def _frames_of(ds: Any, path: Path) -> tuple[list[FramePlane], dict[str, Any] | None]:
-    """The frame planes of one dataset, and the mosaic layout when it is a Siemens mosaic."""
-    rows, cols = int(ds.Rows), int(ds.Columns)
-    n = int(ds.get("NumberOfFrames", 1) or 1)
-    image_type = "\\".join(str(v) for v in ds.get("ImageType", []))
+def _listed(value: Any) -> list[Any]:
+    return [] if value is None else value if isinstance(value, list) else [value]
+
+
+def _frames_of(ds: Any, path: Path, h: dict[str, Any]) -> tuple[list[FramePlane], dict[str, Any] | None]:
+    """The frame planes of one dataset (``h``: its :func:`header_values`), and the mosaic layout if any."""
+    rows, cols = int(h["Rows"]), int(h["Columns"])
+    n = int(h["NumberOfFrames"] or 1)
+    image_type = "\\".join(str(v) for v in _listed(h["ImageType"]))
     src = str(path)
-    iop = _floats(ds.get("ImageOrientationPatient"))
-    ipp = _floats(ds.get("ImagePositionPatient"))
-    ps = _floats(ds.get("PixelSpacing"))
-    slice_spacing = ds.get("SpacingBetweenSlices") or ds.get("SliceThickness")
-    extra = {"slice_spacing": float(slice_spacing) if slice_spacing not in (None, "") else None}
-    if n == 1 and is_mosaic(ds) and iop is not None and ps is not None and ipp is not None:
+    iop = _floats(h["ImageOrientationPatient"])
+    ipp = _floats(h["ImagePositionPatient"])
+    ps = _floats(h["PixelSpacing"])
+    slice_spacing = h["SpacingBetweenSlices"] or h["SliceThickness"]
+    extra = {"slice_spacing": float(slice_spacing) if slice_spacing is not None else None}
+    series_number = h["SeriesNumber"]
+    mosaic = "MOSAIC" in [str(v).upper() for v in _listed(h["ImageType"])]
+    if n == 1 and mosaic and iop is not None and ps is not None and ipp is not None:
         lay = mosaic_layout(ds, path=path)
         planes = [
             FramePlane(
                 lay["position"] + k * lay["step"], iop, (ps[0], ps[1]), lay["rows"], lay["columns"], src,
-                _order_key(ds, None, 0), image_type, ds.get("SeriesNumber"),
+                _order_key(h, None, 0), image_type, series_number,
                 {"slice_spacing": float(np.linalg.norm(lay["step"]))},
             )
             for k in range(lay["count"])
@@ -270,35 +284,39 @@ def _frames_of(ds: Any, path: Path) -> tuple[list[FramePlane], dict[str, Any] | 
                     _floats(pos.get("ImagePositionPatient")) if pos is not None else ipp,
                     _floats(ori.get("ImageOrientationPatient")) if ori is not None else iop,
                     tuple(fps) if fps is not None else (tuple(ps) if ps is not None else None),
-                    rows, cols, src, _order_key(ds, frame_item, f), image_type, ds.get("SeriesNumber"), fextra,
+                    rows, cols, src, _order_key(h, frame_item, f), image_type, series_number, fextra,
                 )
             )
         return planes, None
     if n > 1 and ipp is not None and iop is not None and extra["slice_spacing"]:
         # Legacy multi-frame (e.g. NM, old MR): frames are equally spaced along the normal.
         normal = np.cross(iop[:3], iop[3:])
-        step = normal / np.linalg.norm(normal) * float(ds.get("SpacingBetweenSlices") or extra["slice_spacing"])
+        step = normal / np.linalg.norm(normal) * float(h["SpacingBetweenSlices"] or extra["slice_spacing"])
         return [
             FramePlane(ipp + f * step, iop, tuple(ps) if ps is not None else None, rows, cols, src,
-                       _order_key(ds, None, f), image_type, ds.get("SeriesNumber"), extra)
+                       _order_key(h, None, f), image_type, series_number, extra)
             for f in range(n)
         ], None
     return [
         FramePlane(ipp if n == 1 else None, iop, tuple(ps) if ps is not None else None, rows, cols, src,
-                   _order_key(ds, None, f), image_type, ds.get("SeriesNumber"), extra)
+                   _order_key(h, None, f), image_type, series_number, extra)
         for f in range(n)
     ], None
 
 
-def _values_of(ds: Any, path: Path, mosaic: dict[str, Any] | None) -> np.ndarray:
+def _values_of(ds: Any, path: Path, mosaic: dict[str, Any] | None, h: dict[str, Any]) -> np.ndarray:
     """Decoded modality values of every frame (mosaics cut into tiles)."""
-    arr = decode_frames(ds, path=path)
+    arr = decode_frames(ds, path=path, header=h)
     n = arr.shape[0]
     if "ModalityLUTSequence" in ds:
         arr = apply_modality_lut(arr, ds)
-    else:
+    elif "PerFrameFunctionalGroupsSequence" in ds or "SharedFunctionalGroupsSequence" in ds:
         pairs = [frame_rescale(ds, f) for f in range(n)]
         arr = apply_modality_lut(arr, ds, slopes=[p[0] for p in pairs], intercepts=[p[1] for p in pairs])
+    else:  # one rescale for every frame: read it once
+        slope = h["RescaleSlope"] if h["RescaleSlope"] is not None else 1.0
+        intercept = h["RescaleIntercept"] if h["RescaleIntercept"] is not None else 0.0
+        arr = apply_modality_lut(arr, ds, slopes=[float(slope)] * n, intercepts=[float(intercept)] * n)
     if mosaic is not None:
         arr = unmosaic(arr[0], mosaic)
     return arr
@@ -328,18 +346,19 @@ def _assemble(
     planes: list[FramePlane] = []
     owners: list[tuple[int, int]] = []  # (dataset index, frame index) of each plane
     layouts = []
+    heads = [header_values(ds) for _, ds in datasets]
     for d, (p, ds) in enumerate(datasets):
-        frames, layout = _frames_of(ds, p)
+        frames, layout = _frames_of(ds, p, heads[d])
         layouts.append(layout)
         planes.extend(frames)
         owners.extend((d, f) for f in range(len(frames)))
 
-    def decode(item: tuple[Path, Any, Any]) -> np.ndarray:
-        p, ds, lay = item
-        return _values_of(ds, p, lay)
+    def decode(item: tuple[Path, Any, Any, dict[str, Any]]) -> np.ndarray:
+        p, ds, lay, h = item
+        return _values_of(ds, p, lay, h)
 
-    items = [(p, ds, lay) for (p, ds), lay in zip(datasets, layouts, strict=True)]
-    compressed = any(not is_native(ds) for _, ds, _ in items)
+    items = [(p, ds, lay, h) for (p, ds), lay, h in zip(datasets, layouts, heads, strict=True)]
+    compressed = any(not is_native(ds) for _, ds, _, _ in items)
     if len(items) > 1 and compressed:  # codecs run in C; native data is a zero-copy view, threads only cost
         with ThreadPoolExecutor(max_workers=_workers()) as pool:
             values = list(pool.map(decode, items))
@@ -453,8 +472,11 @@ def read_series(
     def full(p: Path) -> tuple[Path, Any]:
         return p, _dcmread(p, header_only=False)
 
-    with ThreadPoolExecutor(max_workers=_workers()) as pool:
-        results = list(pool.map(full, files))
+    if len(files) > 1 and _mean_size(files) >= _THREADED_READ_BYTES:
+        with ThreadPoolExecutor(max_workers=_workers()) as pool:
+            results = list(pool.map(full, files))
+    else:  # parsing small files is pure Python: threads only add overhead under the GIL
+        results = [full(p) for p in files]
     images, skipped = [], []
     for p, ds in results:
         if ds is None:
