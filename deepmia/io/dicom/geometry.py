@@ -105,6 +105,9 @@ def _check_uniform(frames: Sequence[FramePlane], where: str) -> None:
 
 
 def _check_orientation(frames: Sequence[FramePlane], where: str) -> np.ndarray:
+    first = np.asarray(frames[0].orientation, dtype=float)
+    if np.allclose(np.array([f.orientation for f in frames], dtype=float), first, atol=ORIENTATION_TOL):
+        return first  # the usual case, checked at once
     groups: list[tuple[np.ndarray, list[int]]] = []
     for i, f in enumerate(frames):
         for iop, members in groups:

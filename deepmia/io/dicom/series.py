@@ -340,15 +340,15 @@ def _meta_of(ds: Any) -> dict[str, Any]:
 
 
 def _assemble(
-    datasets: list[tuple[Path, Any]], *, where: Path, resample: bool, single_file: bool, min_slices: int = 3
+    datasets: list[tuple[Path, Any, dict[str, Any]]], *, where: Path, resample: bool, single_file: bool,
+    min_slices: int = 3,
 ) -> Image:
-    """Decode ``datasets`` (one series) and stack their frames into an Image."""
+    """Decode ``datasets`` (one series: file, dataset, its header values) and stack their frames into an Image."""
     planes: list[FramePlane] = []
     owners: list[tuple[int, int]] = []  # (dataset index, frame index) of each plane
     layouts = []
-    heads = [header_values(ds) for _, ds in datasets]
-    for d, (p, ds) in enumerate(datasets):
-        frames, layout = _frames_of(ds, p, heads[d])
+    for d, (p, ds, h) in enumerate(datasets):
+        frames, layout = _frames_of(ds, p, h)
         layouts.append(layout)
         planes.extend(frames)
         owners.extend((d, f) for f in range(len(frames)))
@@ -357,7 +357,7 @@ def _assemble(
         p, ds, lay, h = item
         return _values_of(ds, p, lay, h)
 
-    items = [(p, ds, lay, h) for (p, ds), lay, h in zip(datasets, layouts, heads, strict=True)]
+    items = [(p, ds, lay, h) for (p, ds, h), lay in zip(datasets, layouts, strict=True)]
     compressed = any(not is_native(ds) for _, ds, _, _ in items)
     if len(items) > 1 and compressed:  # codecs run in C; native data is a zero-copy view, threads only cost
         with ThreadPoolExecutor(max_workers=_workers()) as pool:
@@ -416,11 +416,12 @@ def _assemble(
 
 
 def _pick_series(
-    read: list[tuple[Path, Any]], where: Path, series_uid: str | None
-) -> list[tuple[Path, Any]]:
-    groups: dict[str, list[tuple[Path, Any]]] = {}
-    for p, ds in read:
-        groups.setdefault(str(ds.get("SeriesInstanceUID", "")), []).append((p, ds))
+    read: list[tuple[Path, Any, dict[str, Any]]], where: Path, series_uid: str | None
+) -> list[tuple[Path, Any, dict[str, Any]]]:
+    groups: dict[str, list[tuple[Path, Any, dict[str, Any]]]] = {}
+    for item in read:
+        uid = item[2]["SeriesInstanceUID"]
+        groups.setdefault(str(uid) if uid is not None else "", []).append(item)
     if series_uid is not None:
         if series_uid not in groups:
             raise SeriesError(
@@ -490,7 +491,7 @@ def read_series(
         if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
             skipped.append((str(p), "DICOM object without pixel data"))
             continue
-        images.append((p, ds))
+        images.append((p, ds, header_values(ds)))
     if not images:
         raise SeriesError("no DICOM images found", path=where, fix="check the folder holds DICOM image files")
     chosen = _pick_series(images, where, series_uid)
@@ -515,4 +516,4 @@ def read_file(path: str | PathLike[str], *, resample: bool = False) -> Image:
         raise CorruptFileError("not a DICOM file (no DICM preamble, and it does not parse as DICOM)", path=p)
     if "Rows" not in ds:
         raise CorruptFileError("the DICOM file holds no image (no Rows/Columns)", path=p)
-    return _assemble([(p, ds)], where=p, resample=resample, single_file=True, min_slices=2)
+    return _assemble([(p, ds, header_values(ds))], where=p, resample=resample, single_file=True, min_slices=2)
