@@ -6,6 +6,7 @@ its world coordinates (RAS+, mm). Label images are resampled by nearest neighbou
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Annotated, Literal
 
@@ -37,17 +38,37 @@ def _per_axis(name: str, value: float | Sequence[float], ndim: int) -> np.ndarra
 def _zoom_pass(a: np.ndarray, ratio: np.ndarray, shape: Sequence[int], order: int) -> np.ndarray:
     """Resample ``a`` onto ``shape`` voxels of ``ratio`` old voxels each, outer corners fixed (SimpleITK kernel).
 
-    SimpleITK's resampler gave the same values as ``scipy.ndimage.affine_transform`` (to 1e-12 for linear,
-    identical for nearest) 2.5x faster on a 1.4 M-voxel CT, so it is used on a plain index grid here.
+    Linear interpolation of float arrays uses torch's ``interpolate`` (``align_corners=False`` is exactly this grid,
+    with edge clamping like ``mode="nearest"``): 3-4x faster than SimpleITK on the 1.4 M-voxel example CT, equal to
+    ``scipy.ndimage.affine_transform`` to float32 rounding. Nearest and cubic (B-spline) use SimpleITK's resampler
+    on a plain index grid, which gave scipy's values (identical for nearest) 2.5x faster than scipy.
     """
+    if order == 1 and a.dtype in (np.float32, np.float64):
+        import torch
+
+        mode = "bilinear" if a.ndim == 2 else "trilinear"
+        out = torch.nn.functional.interpolate(
+            torch.from_numpy(np.ascontiguousarray(a))[None, None],
+            size=tuple(int(n) for n in shape),
+            mode=mode,
+            align_corners=False,
+        )
+        return out[0, 0].numpy()
     import SimpleITK as sitk
 
     src = sitk.GetImageFromArray(a.view(np.uint8) if a.dtype == bool else a)  # ITK axes are ours reversed
     interp = {0: sitk.sitkNearestNeighbor, 1: sitk.sitkLinear, 3: sitk.sitkBSpline}[order]
     r = np.asarray(ratio, dtype=float)[::-1]
     out = sitk.Resample(
-        src, [int(n) for n in shape][::-1], sitk.Transform(), interp, [float(v) for v in 0.5 * r - 0.5],
-        [float(v) for v in r], np.eye(a.ndim).ravel().tolist(), 0.0, src.GetPixelID(),
+        src,
+        [int(n) for n in shape][::-1],
+        sitk.Transform(),
+        interp,
+        [float(v) for v in 0.5 * r - 0.5],
+        [float(v) for v in r],
+        np.eye(a.ndim).ravel().tolist(),
+        0.0,
+        src.GetPixelID(),
     )
     res = sitk.GetArrayFromImage(out)
     return res.view(bool) if a.dtype == bool else res
@@ -119,6 +140,26 @@ def resize(image: Image, *, shape: tuple[int, ...], interpolation: Interpolation
     return _regrid(image, target, _ORDERS[interpolation], None)
 
 
+def _axis_orientation(affine: np.ndarray) -> np.ndarray:
+    """``nibabel.orientations.io_orientation`` of ``affine``, without its SVD when the voxel axes are world axes.
+
+    For an axis-aligned affine (one non-zero per column, in distinct rows) the answer is read off the signs;
+    anything else (oblique) goes through nibabel.
+    """
+    import nibabel.orientations as nio
+
+    rows = affine[:3, :3].tolist()
+    ornt = []
+    for j in range(3):
+        hits = [i for i in range(3) if rows[i][j] != 0.0]
+        if len(hits) != 1:
+            return nio.io_orientation(affine)
+        ornt.append((hits[0], 1.0 if rows[hits[0]][j] > 0 else -1.0))
+    if len({axis for axis, _ in ornt}) != 3:
+        return nio.io_orientation(affine)
+    return np.array(ornt)
+
+
 @step("reorient", accepts_labels=True)
 def reorient(image: Image, *, code: str = "RAS") -> Image:
     """Permute and flip the voxel axes so they point along ``code`` (e.g. ``RAS``, ``LPS``, ``PIR``).
@@ -135,7 +176,7 @@ def reorient(image: Image, *, code: str = "RAS") -> Image:
     pairs = {"L": "R", "R": "L", "A": "P", "P": "A", "S": "I", "I": "S"}
     if any(c not in pairs for c in code) or len({c if c in "RAS" else pairs[c] for c in code}) != nd:
         raise InvalidArgumentError(f"reorient: {code!r} is not an axis code; use one letter from each of L/R, A/P, S/I")
-    current = nio.io_orientation(image.affine)
+    current = _axis_orientation(image.affine)
     if nd == 2:
         third = nio.ornt2axcodes(current)[2]
         code = code + third
@@ -146,7 +187,7 @@ def reorient(image: Image, *, code: str = "RAS") -> Image:
     shape3 = image.spatial_shape + (1,) * (3 - nd)
     arrays = [nio.apply_orientation(image.array[c].reshape(shape3), transform) for c in range(image.num_channels)]
     arrays = [a.reshape(a.shape[:nd]) for a in arrays]
-    out = stack_channels([np.ascontiguousarray(a) for a in arrays])
+    out = stack_channels([np.array(a, order="C") for a in arrays])  # a copy even when no axis moves
     affine = image.affine @ nio.inv_ornt_aff(transform, shape3)
     return image.with_geometry(out, affine)
 
@@ -155,6 +196,20 @@ def _translate(image: Image, array: np.ndarray, start: Sequence[int]) -> Image:
     shift = np.eye(4)
     shift[: len(start), 3] = start
     return image.with_geometry(array, image.affine @ shift)
+
+
+def _bounding_box(fg: np.ndarray) -> tuple[list[int], list[int]] | None:
+    """First and last index along each axis of a boolean mask (``None`` when it is empty), from ``any`` projections.
+
+    Two boolean reductions instead of ``np.nonzero``'s index arrays for every foreground voxel (0.04 ms instead of
+    7 ms on the example CT's mask); the second only over the slab of the first axis that holds foreground.
+    """
+    x = np.flatnonzero(fg.any(axis=tuple(range(1, fg.ndim))))
+    if x.size == 0:
+        return None
+    rest = fg[x[0] : x[-1] + 1].any(axis=0)  # projection onto axes 1..n-1
+    hits = [x] + [np.flatnonzero(rest.any(axis=tuple(j for j in range(rest.ndim) if j != i))) for i in range(rest.ndim)]
+    return [int(h[0]) for h in hits], [int(h[-1]) for h in hits]
 
 
 @step("crop_foreground", accepts_labels=True)
@@ -169,13 +224,13 @@ def crop_foreground(
     An image with no voxel above the threshold is returned whole.
     """
     fg = image.array[0] > threshold if image.num_channels == 1 else np.any(image.array > threshold, axis=0)
-    if not fg.any():
+    box = _bounding_box(fg)
+    if box is None:
         return image.with_array(image.array.copy())
-    idx = np.nonzero(fg)
-    pad = np.ceil(margin / np.asarray(image.spacing)).astype(int)
-    lo = np.maximum(0, np.array([i.min() for i in idx]) - pad)
-    hi = np.minimum(np.asarray(image.spatial_shape), np.array([i.max() for i in idx]) + 1 + pad)
-    sl = (slice(None),) + tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=False))
+    pad = [math.ceil(margin / s) for s in image.spacing] if margin else [0] * fg.ndim
+    lo = [max(0, f - p) for f, p in zip(box[0], pad, strict=True)]
+    hi = [min(n, e + 1 + p) for n, e, p in zip(fg.shape, box[1], pad, strict=True)]
+    sl = (slice(None),) + tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
     return _translate(image, np.ascontiguousarray(image.array[sl]), lo)
 
 

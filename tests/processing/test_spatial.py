@@ -128,7 +128,54 @@ def test_resample_kernel_equals_scipy_affine_transform(noisy_volume, order, inte
     out = spatial.resample(noisy_volume, spacing=(0.6, 0.9, 2.5), interpolation=interpolation, order_z=None)
     ratio = np.asarray(noisy_volume.spatial_shape) / np.asarray(out.spatial_shape)
     ref = ndi.affine_transform(
-        noisy_volume.array[0], ratio, offset=0.5 * ratio - 0.5, output_shape=out.spatial_shape, order=order,
+        noisy_volume.array[0],
+        ratio,
+        offset=0.5 * ratio - 0.5,
+        output_shape=out.spatial_shape,
+        order=order,
         mode="nearest",
     )
     np.testing.assert_allclose(out.array[0], ref, atol=1e-3)
+
+
+@pytest.mark.parametrize("margin", [0.0, 2.5])
+def test_crop_foreground_box_equals_nonzero_box(margin):
+    rng = np.random.default_rng(3)
+    arr = np.zeros((2, 30, 25, 12), np.float32)
+    arr[0, 5:9, 3:20, 4] = 1.0  # the box spans both channels
+    arr[1, 17, 22, 2:10] = rng.uniform(1, 2, 8)
+    img = Image(arr, np.diag([1.0, 2.0, 3.0, 1.0]))
+    out = spatial.crop_foreground(img, margin=margin)
+    idx = np.nonzero(np.any(arr > 0, axis=0))
+    pad = np.ceil(margin / np.array(img.spacing)).astype(int)
+    lo = np.maximum(0, [i.min() for i in idx] - pad)
+    hi = np.minimum(img.spatial_shape, np.array([i.max() for i in idx]) + 1 + pad)
+    np.testing.assert_array_equal(out.array, arr[:, lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]])
+    np.testing.assert_allclose(out.origin, img.voxel_to_world(lo[None])[0])
+    empty = spatial.crop_foreground(img, threshold=5.0)
+    assert empty.spatial_shape == img.spatial_shape and not np.shares_memory(empty.array, img.array)
+
+
+def test_reorient_returns_a_copy_and_matches_nibabel_orientation():
+    import nibabel.orientations as nio
+
+    img, _ = landmark_image()
+    same = spatial.reorient(img, code=img.orientation)
+    np.testing.assert_array_equal(same.array, img.array)
+    assert not np.shares_memory(same.array, img.array)
+    straight = Image(img.array, np.diag([-0.8, 1.1, -4.0, 1.0])[:, [1, 0, 2, 3]], kind="label")
+    for affine in (img.affine, straight.affine):  # oblique (nibabel's SVD path) and axis-aligned (sign read-off)
+        np.testing.assert_array_equal(spatial._axis_orientation(affine), nio.io_orientation(affine))
+    assert spatial.reorient(straight, code="RAS").orientation == "RAS"
+
+
+@pytest.mark.parametrize("shape", [(7, 9), (25, 13, 40)])
+def test_resize_linear_equals_scipy_affine_transform(shape):
+    rng = np.random.default_rng(1)
+    src = rng.normal(size=(1, 18, 21, 10)[: len(shape) + 1]).astype(np.float32)
+    img = Image(src)
+    out = spatial.resize(img, shape=shape)
+    ratio = np.asarray(img.spatial_shape) / np.asarray(shape)
+    ref = ndi.affine_transform(src[0], ratio, offset=0.5 * ratio - 0.5, output_shape=shape, order=1, mode="nearest")
+    np.testing.assert_allclose(out.array[0], ref, atol=1e-5)
+    assert out.dtype == np.float32
