@@ -25,7 +25,7 @@ from deepmia.image import Image
 from deepmia.io.dicom._header import header_values
 from deepmia.io.dicom.geometry import FramePlane, StackGeometry, resample_to_regular, stack_geometry
 from deepmia.io.dicom.mosaic import mosaic_layout, unmosaic
-from deepmia.io.dicom.pixels import apply_modality_lut, decode_frames, frame_rescale, is_native
+from deepmia.io.dicom.pixels import apply_modality_lut, decode_frames, frame_rescale
 
 __all__ = ["SeriesInfo", "SeriesList", "list_series", "read_series", "read_file"]
 
@@ -358,12 +358,9 @@ def _assemble(
         return _values_of(ds, p, lay, h)
 
     items = [(p, ds, lay, h) for (p, ds, h), lay in zip(datasets, layouts, strict=True)]
-    compressed = any(not is_native(ds) for _, ds, _, _ in items)
-    if len(items) > 1 and compressed:  # codecs run in C; native data is a zero-copy view, threads only cost
-        with ThreadPoolExecutor(max_workers=_workers()) as pool:
-            values = list(pool.map(decode, items))
-    else:
-        values = [decode(item) for item in items]
+    # One after another: the installed decoders (pylibjpeg's openjpeg/libjpeg/jpeg-ls/rle) hold the GIL, so a
+    # thread pool only added overhead (20 JPEG 2000 CT slices: 0.47 s in 2 threads, 0.42 s one after another).
+    values = [decode(item) for item in items]
     meta = _meta_of(datasets[0][1])
     sample = values[0]
     rgb = sample.ndim == 4
