@@ -7,10 +7,11 @@ once before timing so every contender starts from the same array. Each contender
 Times are the median of ``--repeats`` samples, interleaved round-robin so load on the shared 2-core machine
 hits every contender alike; one sample loops a contender for at least ``--sample-ms`` and keeps the per-call
 mean, so a sub-millisecond step is timed in its steady state rather than by whichever contender last left the
-allocator holding (or returning) a freed 5 MB buffer. ``overhead`` = deepmia / direct - 1; ``vs MONAI`` and
-``vs TorchIO`` = their time / deepmia's (above 1: deepmia is faster).
+allocator holding (or returning) a freed 5 MB buffer; the order of the contenders rotates from one sample to the
+next, so none always runs right after torch's still-spinning worker threads. ``overhead`` = deepmia / direct - 1;
+``vs MONAI`` and ``vs TorchIO`` = their time / deepmia's (above 1: deepmia is faster).
 
-Usage: python benchmarks/processing_speed.py [--data ../shared/data] [--repeats 7] [--sample-ms 20]
+Usage: python benchmarks/processing_speed.py [--data ../shared/data] [--repeats 7] [--sample-ms 50]
 """
 
 from __future__ import annotations
@@ -167,7 +168,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=HERE.parent.parent / "shared" / "data")
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--sample-ms", type=float, default=20.0, help="minimum duration of one timed sample")
+    parser.add_argument("--sample-ms", type=float, default=50.0, help="minimum duration of one timed sample")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
 
@@ -189,9 +190,12 @@ def main() -> None:
             t0 = time.perf_counter()
             case[k]()
             calls[name, k] = max(1, int(args.sample_ms / 1000 / max(time.perf_counter() - t0, 1e-6)))
-    for _ in range(args.repeats):
+    for rep in range(args.repeats):
         for name, case in cases.items():
-            for k in times[name]:
+            # rotate who goes first: torch's worker threads keep spinning for a while after MONAI/TorchIO calls
+            # and slow whatever runs next on 2 cores, so no contender may always follow them
+            ks = list(times[name])
+            for k in ks[rep % len(ks) :] + ks[: rep % len(ks)]:
                 n = calls[name, k]
                 t0 = time.perf_counter()
                 for _ in range(n):

@@ -76,13 +76,18 @@ def _per_label(a: np.ndarray, fn) -> np.ndarray:
     """Apply a boolean ``fn`` to each non-zero label of ``a``; earlier labels win where results overlap."""
     if a.dtype == bool:
         return fn(a)
-    if np.issubdtype(a.dtype, np.unsignedinteger) and a.dtype.itemsize <= 2:
+    if np.issubdtype(a.dtype, np.unsignedinteger) and a.size and a.max() <= 1:  # 0/1 mask: no label count
+        values = [1]
+    elif np.issubdtype(a.dtype, np.unsignedinteger) and a.dtype.itemsize <= 2:
         values = np.flatnonzero(np.bincount(a.ravel()))  # much faster than np.unique on small label sets
     else:
         values = np.unique(a)
     values = [v for v in values if v != 0]
     if len(values) == 1:  # binary mask: no bookkeeping
-        return (fn(a == values[0]) * a.dtype.type(values[0])).astype(a.dtype, copy=False)
+        out = fn(a == values[0]).astype(a.dtype)
+        if values[0] != 1:
+            out *= a.dtype.type(values[0])
+        return out
     out = np.zeros_like(a)
     for v in values:
         m = fn(a == v) & (out == 0)

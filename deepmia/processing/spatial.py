@@ -193,9 +193,9 @@ def reorient(image: Image, *, code: str = "RAS") -> Image:
 
 
 def _translate(image: Image, array: np.ndarray, start: Sequence[int]) -> Image:
-    shift = np.eye(4)
-    shift[: len(start), 3] = start
-    return image.with_geometry(array, image.affine @ shift)
+    affine = image.affine.copy()  # = affine @ (translation by start voxels)
+    affine[:3, 3] += affine[:3, : len(start)] @ np.asarray(start, dtype=float)
+    return image.with_geometry(array, affine)
 
 
 def _bounding_box(fg: np.ndarray) -> tuple[list[int], list[int]] | None:

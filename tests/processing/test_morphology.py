@@ -98,3 +98,16 @@ def test_component_table_volumes_bbox_centroid_mean(label_volume, noisy_volume):
     assert box["mean_intensity"] == pytest.approx(float(noisy_volume.array[0][m].mean()), rel=1e-5)
     split = mo.component_table(label_volume, connected=True)
     assert len(split) == 2 and split[0]["voxels"] >= split[1]["voxels"]
+
+
+@pytest.mark.parametrize("value", [0, 1, 3])
+def test_single_label_dilation_equals_scipy_and_keeps_value(value):
+    from scipy import ndimage as ndi
+
+    a = np.zeros((1, 20, 18, 9), np.uint8)
+    a[0, 6:11, 7:9, 3:6] = value
+    img = Image(a, np.diag([1.0, 1.5, 3.0, 1.0]), kind="label")
+    out = mo.dilate(img, radius=3.0)
+    ref = ndi.binary_dilation(a[0] != 0, mo.ellipsoid(3.0, img.spacing)).astype(np.uint8) * value
+    assert out.dtype == np.uint8
+    np.testing.assert_array_equal(out.array[0], ref)
