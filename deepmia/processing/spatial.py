@@ -201,14 +201,16 @@ def _translate(image: Image, array: np.ndarray, start: Sequence[int]) -> Image:
 def _bounding_box(fg: np.ndarray) -> tuple[list[int], list[int]] | None:
     """First and last index along each axis of a boolean mask (``None`` when it is empty), from ``any`` projections.
 
-    Two boolean reductions instead of ``np.nonzero``'s index arrays for every foreground voxel (0.04 ms instead of
-    7 ms on the example CT's mask); the second only over the slab of the first axis that holds foreground.
+    Two boolean reductions over the mask instead of ``np.nonzero``'s index arrays for every foreground voxel
+    (0.04 ms instead of 7 ms on the example CT's mask).
     """
-    x = np.flatnonzero(fg.any(axis=tuple(range(1, fg.ndim))))
-    if x.size == 0:
+    rest = fg.any(axis=0)  # projection onto axes 1..n-1
+    if not rest.any():
         return None
-    rest = fg[x[0] : x[-1] + 1].any(axis=0)  # projection onto axes 1..n-1
-    hits = [x] + [np.flatnonzero(rest.any(axis=tuple(j for j in range(rest.ndim) if j != i))) for i in range(rest.ndim)]
+    if fg.ndim == 3:
+        hits = [np.flatnonzero(fg.any(axis=(1, 2))), np.flatnonzero(rest.any(axis=1)), np.flatnonzero(rest.any(axis=0))]
+    else:
+        hits = [np.flatnonzero(fg.any(axis=1)), np.flatnonzero(rest)]
     return [int(h[0]) for h in hits], [int(h[-1]) for h in hits]
 
 
