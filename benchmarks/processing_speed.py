@@ -84,6 +84,11 @@ def build_cases(image):
         x, y, z = (np.flatnonzero(p) for p in (fg.any(axis=(1, 2)), rest.any(axis=1), rest.any(axis=0)))
         return a[x[0] : x[-1] + 1, y[0] : y[-1] + 1, z[0] : z[-1] + 1].copy()
 
+    def direct_pad():  # zeroed array plus one copy: the fastest numpy route (np.pad is 30% slower here)
+        out = np.zeros((1,) + tuple(n + 16 for n in image.spatial_shape), image.dtype)
+        out[:, 8:-8, 8:-8, 8:-8] = image.array
+        return out
+
     def direct_reorient():
         tr = nio.ornt_transform(nio.io_orientation(image.affine), nio.axcodes2ornt(("L", "P", "S")))
         return np.ascontiguousarray(nio.apply_orientation(a, tr))
@@ -145,7 +150,7 @@ def build_cases(image):
         ),
         "pad 8 voxels": dict(
             ours=lambda: spatial.pad(image, margin=8),
-            direct=lambda: np.pad(image.array, [(0, 0)] + [(8, 8)] * 3),
+            direct=direct_pad,
             monai=lambda: SpatialPad([n + 16 for n in image.spatial_shape])(t),
             torchio=lambda: tio.Pad(8)(subject),
         ),

@@ -179,3 +179,13 @@ def test_resize_linear_equals_scipy_affine_transform(shape):
     ref = ndi.affine_transform(src[0], ratio, offset=0.5 * ratio - 0.5, output_shape=shape, order=1, mode="nearest")
     np.testing.assert_allclose(out.array[0], ref, atol=1e-5)
     assert out.dtype == np.float32
+
+
+@pytest.mark.parametrize("value", [0.0, -3.5])
+def test_constant_pad_equals_numpy_pad(value):
+    rng = np.random.default_rng(2)
+    img = Image(rng.normal(size=(2, 6, 5, 4)).astype(np.float32))
+    out = spatial.pad(img, margin=(1, 0, 2), shape=(9, 8, 4), value=value)
+    widths = [(0, 0), (1, 2), (1, 2), (2, 2)]  # margin, then the extra to reach shape split low-half first
+    np.testing.assert_array_equal(out.array, np.pad(img.array, widths, constant_values=value))
+    assert out.dtype == img.dtype
