@@ -60,7 +60,7 @@ def axcodes(affine: np.ndarray) -> str:
 
 
 def _check_affine(affine: Any) -> np.ndarray:
-    a = np.asarray(affine, dtype=np.float64)
+    a = np.array(affine, dtype=np.float64)  # a copy: the Image makes it read-only, never the caller's array
     if a.shape != (4, 4):
         raise GeometryError(f"affine must be 4x4, got shape {a.shape}")
     # plain-float checks on 16 numbers: a few microseconds, versus ~25 us through numpy's small-array calls

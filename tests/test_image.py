@@ -80,3 +80,10 @@ def test_affine_is_read_only_and_with_array_checks_shape():
         img.affine[0, 0] = 5
     with pytest.raises(InvalidArgumentError, match="spatial shape"):
         img.with_array(np.zeros((1, 3, 3, 3)))
+
+
+def test_callers_affine_is_copied_not_frozen():
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    img = Image(np.zeros((1, 2, 2, 2)), affine)
+    affine[0, 0] = 5.0  # the caller's array stays writable and the image keeps its own geometry
+    assert img.spacing[0] == 2.0
