@@ -231,8 +231,8 @@ def main() -> None:
     res_dir.mkdir(exist_ok=True)
     (res_dir / "processing_speed.json").write_text(json.dumps(out, indent=2) + "\n")
 
-    def fmt(v, spec="{:.1f}"):
-        return "-" if v is None else spec.format(v)
+    def fmt(v, spec=None):  # times: 2 decimals below 10 ms, so sub-millisecond steps stay readable
+        return "-" if v is None else (spec or ("{:.2f}" if v < 10 else "{:.1f}")).format(v)
 
     lines = [
         "### Processing steps: deepmia vs the direct kernel, MONAI and TorchIO",
@@ -248,7 +248,7 @@ def main() -> None:
     ]
     for r in rows:
         lines.append(
-            f"| {r['step']} | {r['ours_ms']:.1f} | {r['direct_ms']:.1f} | {100 * r['overhead']:+.0f}% | "
+            f"| {r['step']} | {fmt(r['ours_ms'])} | {fmt(r['direct_ms'])} | {100 * r['overhead']:+.0f}% | "
             f"{fmt(r.get('monai_ms'))} | {fmt(r.get('monai_over_ours'), '{:.2f}')} | "
             f"{fmt(r.get('torchio_ms'))} | {fmt(r.get('torchio_over_ours'), '{:.2f}')} |"
         )
