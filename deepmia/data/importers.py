@@ -734,8 +734,8 @@ def import_dicom(
 ) -> ImportReport:
     """Import a DICOM folder tree: one case per series, converted to NIfTI, patient id from PatientID.
 
-    Series are found with :func:`deepmia.io.dicom.list_series` and read with
-    :func:`deepmia.io.read_image` (``series_uid=``), so geometry is converted to RAS+ exactly once. A series
+    Series are found with :func:`deepmia.io.dicom.list_series` and each is read from its own files with
+    :func:`deepmia.io.dicom.read_series`, so geometry is converted to RAS+ exactly once. A series
     that cannot be read as one volume (irregular spacing, mixed sizes, damaged files) is reported in
     ``skipped`` with the reader's reason, as are files that are not DICOM images. Case ids are
     ``<PatientID>_s<SeriesNumber>`` (the series UID's tail is added if that is not unique); the series and
@@ -753,8 +753,8 @@ def import_dicom(
         DatasetError: No DICOM series under ``src``.
     """
     from deepmia._validate import look_up_option
-    from deepmia.io import read_image, write_image
-    from deepmia.io.dicom import list_series
+    from deepmia.io import write_image
+    from deepmia.io.dicom import list_series, read_series
 
     look_up_option(task, ("unlabeled", "registration", "retrieval", "generation", "forensics"), what="task")
     _require_dir(src, "DICOM")
@@ -774,7 +774,8 @@ def import_dicom(
             case_id = f"{case_id}_{_safe_id(s.series_uid)[-8:]}"
         folder = s.files[0].parent
         try:
-            image = read_image(folder, series_uid=s.series_uid)
+            # list_series already knows the series' files: read only those, not the whole folder again
+            image = read_series(s.files, series_uid=s.series_uid)
         except DeepmiaError as exc:  # a series the reader refuses (irregular, damaged, ...) is reported
             skipped.append((f"series {s.series_uid} ({s.description or 'no description'})", exc.problem))
             continue
