@@ -26,8 +26,11 @@ LABEL_COLOURS = np.array(
 )
 
 
-def _to_ras(image: Image) -> tuple[np.ndarray, tuple[float, float, float]]:
-    """Array (C, X, Y, Z) permuted and flipped to the closest RAS axes, and its spacing in that order."""
+def to_ras_axes(image: Image) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """A volume's array ``(C, X, Y, Z)`` permuted and flipped to the closest RAS axes, and its spacing in that order.
+
+    Slice indices of :func:`slice_for_display` count along these axes (x: R, y: A, z: S).
+    """
     import nibabel.orientations as nio
 
     ornt = nio.io_orientation(image.affine)
@@ -53,7 +56,7 @@ def slice_for_display(image: Image, plane: Plane = "axial", index: int | None = 
         sx, sy = image.spacing
         return np.swapaxes(image.array, 1, 2), sy / sx  # rows = y, cols = x (as in a PNG)
     plane = look_up_option(plane, PLANES, what="plane")  # type: ignore[assignment]
-    arr, (sx, sy, sz) = _to_ras(image)
+    arr, (sx, sy, sz) = to_ras_axes(image)
     axis = {"sagittal": 1, "coronal": 2, "axial": 3}[plane]
     n = arr.shape[axis]
     i = n // 2 if index is None else int(np.clip(index, 0, n - 1))

@@ -2,7 +2,8 @@
 
 Rows are images (e.g. input and output), columns are slices: for volumes, axial slices at 25, 50 and 75% of the
 foreground's extent along the slice axis plus the central coronal and sagittal slices; 2D images show once.
-Voxels are shown with their true aspect ratio; intensities use the 1st-99th percentile window of each image and
+Slices come from :mod:`deepmia.display` (radiological convention, planes named from the affine), with their true
+aspect ratio; intensities use the 1st-99th percentile window of each image and
 label images a categorical colour map.
 """
 
@@ -13,36 +14,36 @@ from os import PathLike
 
 import numpy as np
 
+from deepmia.display import Plane, slice_for_display, to_ras_axes
 from deepmia.image import Image
 
 __all__ = ["save_montage", "representative_slices"]
 
 
-def representative_slices(image: Image) -> list[tuple[str, int, int]]:
-    """``(title, axis, index)`` of the slices shown for ``image`` (axis indexes the spatial array)."""
+def representative_slices(image: Image) -> list[tuple[str, Plane, int | None]]:
+    """``(title, plane, index)`` of the slices shown for ``image``.
+
+    Indices count along RAS axes (see :func:`deepmia.display.to_ras_axes`), so planes are named correctly
+    whatever the voxel orientation.
+    """
     if image.spatial_dims == 2:
-        return [("image", -1, 0)]
-    a = image.array[0]
+        return [("image", "axial", None)]
+    a = to_ras_axes(image)[0][0]
     fg = a != 0 if image.kind == "label" else a > np.percentile(a, 50)
     if not fg.any():
         fg = np.ones_like(fg)
     idx = np.nonzero(fg)
     lo, hi = int(idx[2].min()), int(idx[2].max())
     centre = [int(round(float(np.mean(i)))) for i in idx]
-    out = [(f"axial {q}%", 2, int(round(lo + (hi - lo) * q / 100))) for q in (25, 50, 75)]
-    out.append(("coronal", 1, centre[1]))
-    out.append(("sagittal", 0, centre[0]))
+    out: list[tuple[str, Plane, int | None]] = [
+        (f"axial {q}%", "axial", int(round(lo + (hi - lo) * q / 100))) for q in (25, 50, 75)
+    ]
+    out.append(("coronal", "coronal", centre[1]))
+    out.append(("sagittal", "sagittal", centre[0]))
     return out
 
 
-def _plane(image: Image, axis: int, index: int) -> tuple[np.ndarray, float]:
-    a = image.array[0]
-    sp = image.spacing
-    if image.spatial_dims == 2:
-        return a.T, sp[1] / sp[0]
-    keep = [d for d in range(3) if d != axis]
-    plane = np.take(a, index, axis=axis)
-    return plane.T, sp[keep[1]] / sp[keep[0]]
+_NORMAL_AXIS = {"sagittal": 0, "coronal": 1, "axial": 2}
 
 
 def save_montage(
@@ -68,22 +69,26 @@ def save_montage(
     fig, axes = plt.subplots(
         len(images), len(plan), figsize=(2.6 * len(plan), 2.6 * len(images)), dpi=110, squeeze=False
     )
+    ref_shape = to_ras_axes(ref)[0].shape[1:] if ref.spatial_dims == 3 else None
     for r, (title, img) in enumerate(images):
         arr = img.array[0]
+        shape = to_ras_axes(img)[0].shape[1:] if img.spatial_dims == 3 else None
         if img.kind == "label":
             vmin, vmax, cmap = 0, max(1, int(arr.max())), "tab20"
         else:
             vmin, vmax = (float(v) for v in np.percentile(arr, [1, 99]))
             cmap = "gray"
-        for c, (name, axis, index) in enumerate(plan):
-            if img.spatial_dims == 3:
-                index = int(round(index * (img.spatial_shape[axis] - 1) / max(1, ref.spatial_shape[axis] - 1)))
-            plane, aspect = _plane(img, axis, index)
+        for c, (name, plane_name, index) in enumerate(plan):
+            if shape is not None and ref_shape is not None and index is not None:
+                axis = _NORMAL_AXIS[plane_name]
+                index = int(round(index * (shape[axis] - 1) / max(1, ref_shape[axis] - 1)))
+            plane, aspect = slice_for_display(img, plane_name, index)
+            plane = plane[0]
             ax = axes[r, c]
             if img.kind == "label":
                 plane = np.ma.masked_equal(plane, 0)
                 ax.set_facecolor("black")
-            ax.imshow(plane, cmap=cmap, vmin=vmin, vmax=vmax, origin="lower", aspect=aspect, interpolation="nearest")
+            ax.imshow(plane, cmap=cmap, vmin=vmin, vmax=vmax, aspect=aspect, interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
