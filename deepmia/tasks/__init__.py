@@ -1,0 +1,1 @@
+"""Task packages: one per learning task, each with plan, train, predict and evaluate."""
