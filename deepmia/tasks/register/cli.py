@@ -1,0 +1,164 @@
+"""Registration commands: ``deepmia register``, ``deepmia train register``, ``deepmia evaluate register``.
+
+:func:`register` adds them to the Typer app and its ``train``/``evaluate`` groups; :func:`predict` serves
+``deepmia predict MODEL_DIR IN OUT`` for a learned registration model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from deepmia.errors import InvalidArgumentError
+
+__all__ = ["register", "predict"]
+
+
+def _read(path: Path | None, *, kind: str = "intensity"):
+    if path is None:
+        return None
+    from deepmia.io import read_image
+
+    return read_image(path, kind=kind) if kind == "label" else read_image(path)
+
+
+def _labels(text: str | None) -> list[int] | None:
+    if not text:
+        return None
+    try:
+        return [int(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise InvalidArgumentError(f"--labels must be comma-separated integers, got {text!r}") from None
+
+
+def register_command(
+    fixed: Path = typer.Argument(..., help="Fixed image (the result lives on its grid)."),
+    moving: Path = typer.Argument(..., help="Moving image to align to FIXED."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
+    method: str = typer.Option("deformable", "--method", help="rigid, affine, deformable or learned."),
+    model: Path = typer.Option(None, "--model", help="Trained model folder (for --method learned)."),
+    moving_label: Path = typer.Option(None, "--moving-label", help="Label map on MOVING's grid, warped with the image."),
+    fixed_mask: Path = typer.Option(None, "--fixed-mask", help="Mask on FIXED's grid restricting the metric."),
+    moving_mask: Path = typer.Option(None, "--moving-mask", help="Mask on MOVING's grid restricting the metric."),
+    metric: str = typer.Option(None, "--metric", help="mse, ncc or mi (default: mi for rigid/affine, mse otherwise)."),
+    deformable: str = typer.Option("demons", "--deformable", help="demons, diffeomorphic-demons or bspline."),
+    figure: bool = typer.Option(False, "--figure", help="Write checkerboard, overlay and deformation-grid PNGs."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Register MOVING to FIXED; write the warped image, the transform and (optionally) the warped label map."""
+    from deepmia.cli._common import console, print_json
+    from deepmia.tasks.register.predict import Predictor
+
+    options: dict[str, Any] = {}
+    if method != "learned":
+        options["deformable"] = deformable
+    if metric is None:
+        metric = "mi" if method in ("rigid", "affine") or (method == "deformable" and deformable == "bspline") else "mse"
+    options["metric"] = metric
+    predictor = Predictor(method=method, model_dir=model, **options)
+    summary = predictor.run(
+        _read(fixed), _read(moving), out,
+        moving_label=_read(moving_label, kind="label"), fixed_mask=_read(fixed_mask, kind="label"),
+        moving_mask=_read(moving_mask, kind="label"), figure=figure,
+    )
+    if as_json:
+        print_json(summary)
+        return
+    console.print(
+        f"{summary['method']}: {summary['metric']} {summary['metric_before']:.4g} -> {summary['metric_after']:.4g} "
+        f"in {summary['seconds']:.1f} s; wrote {', '.join(summary['files'].values())} to {out}",
+        soft_wrap=True,
+    )
+
+
+def evaluate_command(
+    run_dir: Path = typer.Argument(..., help="Output folder of deepmia register."),
+    fixed_label: Path = typer.Option(None, "--fixed-label", help="Label map of FIXED: Dice/HD95 vs warped_label."),
+    labels: str = typer.Option(None, "--labels", help="Comma-separated label values to score (default: all)."),
+    mask: Path = typer.Option(None, "--mask", help="Region of FIXED for Jacobian and consistency statistics."),
+    fixed_landmarks: Path = typer.Option(None, "--fixed-landmarks", help="CSV of x,y,z RAS mm points in FIXED."),
+    moving_landmarks: Path = typer.Option(None, "--moving-landmarks", help="Corresponding CSV points in MOVING."),
+    backward: Path = typer.Option(None, "--backward", help="Output folder of the MOVING->FIXED registration."),
+    as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
+) -> None:
+    """Score a registration: label Dice/HD95, landmark TRE, Jacobian folding and spread, inverse consistency."""
+    from deepmia.cli._common import console, print_json
+    from deepmia.tasks.register.evaluate import evaluate_run
+    from deepmia.tasks.register.transforms import points_from_file
+
+    if (fixed_landmarks is None) != (moving_landmarks is None):
+        raise InvalidArgumentError("TRE needs both --fixed-landmarks and --moving-landmarks")
+    result = evaluate_run(
+        run_dir, fixed_label=_read(fixed_label, kind="label"), labels=_labels(labels),
+        mask=_read(mask, kind="label"),
+        fixed_points=None if fixed_landmarks is None else points_from_file(fixed_landmarks),
+        moving_points=None if moving_landmarks is None else points_from_file(moving_landmarks),
+        backward_dir=backward,
+    )
+    if as_json:
+        print_json(result)
+        return
+    if "labels" in result:
+        console.print(f"mean Dice {result['labels']['mean_dice']:.4f}, mean HD95 {result['labels']['mean_hd95']:.3g} mm")
+    jac = result["jacobian"]
+    console.print(f"Jacobian: folding {100 * jac['folding_fraction']:.3f}% of voxels, std {jac['std']:.4f}")
+    if "tre" in result:
+        console.print(f"TRE: mean {result['tre']['mean']:.3f} mm (before {result['tre']['mean_before']:.3f} mm)")
+    if "inverse_consistency" in result:
+        console.print(f"inverse consistency: mean {result['inverse_consistency']['mean']:.3f} mm")
+    console.print(f"wrote {Path(run_dir) / 'metrics.json'}")
+
+
+def train_command(
+    dataset: Path = typer.Option(..., "--dataset", help="Dataset folder (deepmia dataset import) with label maps."),
+    out: Path = typer.Option(..., "--out", "-o", help="Model folder to write."),
+    time_budget: float = typer.Option(600.0, "--time-budget", help="Training wall-clock budget in seconds."),
+    epochs: int = typer.Option(40, "--epochs", help="Maximum epochs."),
+    dice_weight: float = typer.Option(1.0, "--dice-weight", help="Weight of the label-overlap term (0: unsupervised)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed."),
+) -> None:
+    """Train a VoxelMorph-style deformable registration network on the dataset's training cases."""
+    from deepmia.cli._common import console
+    from deepmia.tasks.register.train import train_registration
+
+    summary = train_registration(
+        dataset, out, time_budget_s=time_budget, max_epochs=epochs, dice_weight=dice_weight, seed=seed
+    )
+    console.print(f"trained {summary['epochs']} epochs in {summary['seconds']:.0f} s; "
+                  f"validation Dice {summary['best_val_dice']:.4f}; wrote {out}", soft_wrap=True)
+
+
+def register(*, app: typer.Typer, train: typer.Typer, evaluate: typer.Typer) -> None:
+    """Add ``register`` to ``app``, ``register`` to the ``train`` and ``evaluate`` groups."""
+    app.command("register")(register_command)
+    train.command("register")(train_command)
+    evaluate.command("register")(evaluate_command)
+
+
+def predict(model_dir: Path, src: Path, dst: Path, *, options: dict[str, Any]) -> None:
+    """``deepmia predict`` for a registration model: ``src`` is ``FIXED,MOVING`` or a folder holding both.
+
+    Args:
+        model_dir: Trained registration model.
+        src: Two comma-separated image paths (fixed first) or a folder with ``fixed.*`` and ``moving.*``.
+        dst: Output folder.
+        options: ``moving_label`` (path), ``figure`` (bool).
+    """
+    from deepmia.tasks.register.predict import Predictor
+
+    text = str(src)
+    if "," in text:
+        fixed_path, moving_path = (Path(p) for p in text.split(",", 1))
+    else:
+        found = {p.name.split(".")[0]: p for p in Path(src).glob("*") if p.is_file()}
+        if "fixed" not in found or "moving" not in found:
+            raise InvalidArgumentError("registration input must be FIXED,MOVING or a folder with fixed.* and moving.*",
+                                       fix="e.g. deepmia predict MODEL fixed.nii.gz,moving.nii.gz OUT")
+        fixed_path, moving_path = found["fixed"], found["moving"]
+    label = options.get("moving_label")
+    Predictor(method="learned", model_dir=model_dir).run(
+        _read(fixed_path), _read(moving_path), dst, moving_label=_read(Path(label), kind="label") if label else None,
+        figure=bool(options.get("figure", False)),
+    )

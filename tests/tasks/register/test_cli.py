@@ -1,0 +1,84 @@
+"""``deepmia register`` and ``deepmia evaluate register`` through the task's cli.register on a fresh Typer app."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from deepmia.errors import GeometryError
+from deepmia.io import read_image, write_image
+from deepmia.tasks.register import cli
+from deepmia.tasks.register.evaluate import as_2d_if
+
+
+@pytest.fixture(scope="module")
+def app() -> typer.Typer:
+    root = typer.Typer()
+    train, evaluate = typer.Typer(), typer.Typer()
+    root.add_typer(train, name="train")
+    root.add_typer(evaluate, name="evaluate")
+    cli.register(app=root, train=train, evaluate=evaluate)
+    return root
+
+
+@pytest.fixture(scope="module")
+def ct(shared_data):
+    return shared_data / "registration" / "ct2d_head"
+
+
+def _run(app, args):
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    assert result.exit_code == 0, result.output
+    return result
+
+
+@pytest.mark.parametrize("method", ["affine", "deformable"])
+def test_register_writes_outputs_on_fixed_grid(app, ct, tmp_path, method):
+    out = tmp_path / method
+    _run(app, ["register", ct / "CT_2D_head_fixed.mha", ct / "CT_2D_head_moving.mha", "--out", out,
+               "--method", method, "--moving-label", ct / "CT_2D_head_moving_mask.mha", "--figure"])
+    fixed = read_image(ct / "CT_2D_head_fixed.mha")
+    for name in ("warped.nii.gz", "warped_label.nii.gz"):
+        assert as_2d_if(read_image(out / name), 2).same_geometry(fixed)  # NIfTI keeps 2D as one slice
+    assert (out / ("transform.tfm" if method == "affine" else "transform.h5")).is_file()
+    for name in ("checkerboard.png", "overlay.png", "deformation_grid.png"):
+        assert (out / name).stat().st_size > 1000
+    summary = json.loads((out / "registration.json").read_text())
+    assert summary["metric_after"] > summary["metric_before"]
+
+    _run(app, ["evaluate", "register", out, "--fixed-label", ct / "CT_2D_head_fixed_mask.mha", "--backward", out])
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0.9 < metrics["labels"]["mean_dice"] <= 1.0
+    assert metrics["jacobian"]["folding_fraction"] < 0.01
+    assert metrics["inverse_consistency"]["mean"] > 0  # T followed by T itself is not the identity
+
+
+def test_label_on_another_grid_is_refused(app, ct, tmp_path):
+    label = read_image(ct / "CT_2D_head_moving_mask.mha", kind="label")
+    cropped = label.with_geometry(label.array[:, :200], label.affine)
+    write_image(cropped, tmp_path / "crop.nii.gz")
+    with pytest.raises(GeometryError, match="geometry differs"):
+        _run(app, ["register", ct / "CT_2D_head_fixed.mha", ct / "CT_2D_head_moving.mha", "--out", tmp_path / "o",
+                   "--method", "rigid", "--moving-label", tmp_path / "crop.nii.gz"])
+    assert not (tmp_path / "o" / "warped.nii.gz").exists()
+
+
+def test_landmark_tre(app, ct, tmp_path):
+    out = tmp_path / "rigid"
+    _run(app, ["register", ct / "CT_2D_head_fixed.mha", ct / "CT_2D_head_moving.mha", "--out", out, "--method", "rigid"])
+    from deepmia.tasks.register.transforms import Transform
+
+    t = Transform.read(out / "transform.tfm")
+    fixed_pts = np.array([[-20.0, 10.0, 0.0], [15.0, -30.0, 0.0], [0.0, 0.0, 0.0]])
+    np.savetxt(tmp_path / "f.csv", fixed_pts, delimiter=",")
+    np.savetxt(tmp_path / "m.csv", t.map_points(fixed_pts) + [0.5, 0.0, 0.0], delimiter=",")
+    _run(app, ["evaluate", "register", out, "--fixed-landmarks", tmp_path / "f.csv", "--moving-landmarks",
+               tmp_path / "m.csv"])
+    tre = json.loads((out / "metrics.json").read_text())["tre"]
+    assert tre["mean"] == pytest.approx(0.5, abs=1e-6)
