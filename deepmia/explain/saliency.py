@@ -1,0 +1,201 @@
+"""Saliency maps for classifiers: Grad-CAM, Grad-CAM++ (MONAI's implementations) and occlusion sensitivity.
+
+The Grad-CAM target layer is found by running the network once and taking the last module, in execution
+order, that has parameters and outputs a spatial feature map larger than one voxel (the last convolutional
+stage of any backbone); a user never names layers. Every map is returned at the network input's size,
+scaled to [0, 1], higher meaning more evidence for the class.
+
+Two sanity checks (Adebayo et al., NeurIPS 2018; the deletion test of Samek et al., 2017) are provided for
+tests and benchmarks: :func:`randomization_similarity` and :func:`occlusion_drop`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from deepmia._validate import look_up_option
+from deepmia.errors import InvalidArgumentError
+
+__all__ = [
+    "METHODS",
+    "target_layer",
+    "saliency_map",
+    "randomization_similarity",
+    "occlusion_drop",
+    "TabularBound",
+]
+
+METHODS = ("gradcam", "gradcampp", "occlusion")
+
+
+class TabularBound(nn.Module):
+    """Wrap a fusion model so it takes the image alone (the case's clinical features fixed), as MONAI's
+    explainers call ``model(x)``."""
+
+    def __init__(self, model: nn.Module, tabular: torch.Tensor) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("tabular", tabular)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of ``x`` with the bound clinical features (repeated over the batch)."""
+        return self.model(x, self.tabular.expand(x.shape[0], -1))
+
+
+def target_layer(model: nn.Module, example: torch.Tensor) -> str:
+    """Name of the last module with parameters whose output is a spatial map of more than one voxel.
+
+    Args:
+        model: The classifier, called as ``model(example)``.
+        example: One input ``(1, C, *spatial)``.
+
+    Raises:
+        InvalidArgumentError: No module produces a spatial map (not a convolutional network).
+    """
+    dims = example.dim()
+    order: list[str] = []
+    hooks = []
+
+    def hook(name: str) -> Any:
+        def record(_module: nn.Module, _inputs: Any, output: Any) -> None:
+            if isinstance(output, torch.Tensor) and output.dim() == dims and int(np.prod(output.shape[2:])) > 1:
+                order.append(name)
+        return record
+
+    for name, module in model.named_modules():
+        if name and any(True for _ in module.parameters()):
+            hooks.append(module.register_forward_hook(hook(name)))
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        for h in hooks:
+            h.remove()
+    if not order:
+        raise InvalidArgumentError(f"{type(model).__name__} has no layer with a spatial output to explain")
+    return order[-1]
+
+
+def _normalize(m: np.ndarray) -> np.ndarray:
+    lo, hi = float(m.min()), float(m.max())
+    return (m - lo) / (hi - lo) if hi > lo else np.zeros_like(m)
+
+
+def saliency_map(
+    model: nn.Module,
+    x: torch.Tensor,
+    *,
+    method: str = "gradcam",
+    class_index: int,
+    layer: str | None = None,
+    mask_size: int | Sequence[int] | None = None,
+    activation: str = "softmax",
+) -> np.ndarray:
+    """A saliency map ``(*spatial)`` in [0, 1] of one image ``x`` ``(1, C, *spatial)`` for ``class_index``.
+
+    Args:
+        model: The classifier in eval mode, called as ``model(x)`` (wrap fusion models in :class:`TabularBound`).
+        x: The network input.
+        method: ``"gradcam"``, ``"gradcampp"`` or ``"occlusion"``.
+        class_index: The class to explain.
+        layer: Grad-CAM target layer (default: :func:`target_layer`).
+        mask_size: Occlusion patch size (default: a seventh of each axis, at least 3).
+        activation: ``"softmax"`` or ``"sigmoid"`` (occlusion measures the drop in this probability).
+
+    Raises:
+        InvalidArgumentError: Unknown method, or ``x`` is not a single image.
+    """
+    from monai.visualize import GradCAM, GradCAMpp, OcclusionSensitivity
+
+    method = look_up_option(method, METHODS, what="saliency method")
+    if x.dim() < 4 or x.shape[0] != 1:
+        raise InvalidArgumentError(f"saliency_map explains one image (1, C, *spatial), got {tuple(x.shape)}")
+    model.eval()
+    x = x.float()
+    if method == "occlusion":
+        spatial = x.shape[2:]
+        size = mask_size or [max(3, int(np.ceil(s / 7))) for s in spatial]
+        act = (lambda z: z.softmax(1)) if activation == "softmax" else torch.sigmoid
+        occ = OcclusionSensitivity(model, mask_size=size, n_batch=32, verbose=False, mode="mean_img", overlap=0.5,
+                                   activate=act)
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # MONAI's list indexing, deprecated in torch
+            base = float(act(model(x))[0, class_index])
+            occ_map, _ = occ(x)  # (1, classes, *spatial): the class probability with each region occluded
+        drop = base - occ_map[0, class_index].numpy()
+        return _normalize(np.maximum(drop, 0.0)).astype(np.float32)
+    name = layer or target_layer(model, x)
+    cam_cls = GradCAM if method == "gradcam" else GradCAMpp
+    cam = cam_cls(nn_module=model, target_layers=name)
+    with torch.enable_grad():
+        out = cam(x, class_idx=class_index)
+    model.zero_grad(set_to_none=True)
+    return _normalize(out[0, 0].detach().numpy()).astype(np.float32)
+
+
+def randomization_similarity(maps_trained: np.ndarray, maps_random: np.ndarray) -> float:
+    """Spearman rank correlation of two saliency maps (Adebayo's model-randomisation check: a map that
+    explains the model must change when the weights are randomised, i.e. this should be low)."""
+    from scipy.stats import spearmanr
+
+    a, b = np.ravel(maps_trained), np.ravel(maps_random)
+    if a.std() == 0 or b.std() == 0:
+        return 0.0
+    return float(spearmanr(a, b).statistic)
+
+
+def _box_mask(shape: Sequence[int], center: Sequence[int], size: Sequence[int]) -> np.ndarray:
+    mask = np.zeros(shape, dtype=bool)
+    sl = tuple(
+        slice(int(np.clip(c - s // 2, 0, n - s)), int(np.clip(c - s // 2, 0, n - s)) + s)
+        for c, s, n in zip(center, size, shape, strict=True)
+    )
+    mask[sl] = True
+    return mask
+
+
+def occlusion_drop(
+    model: nn.Module,
+    x: torch.Tensor,
+    saliency: np.ndarray,
+    *,
+    class_index: int,
+    fraction: float = 0.1,
+    fill: float = 0.0,
+    rng: np.random.Generator,
+    activation: str = "softmax",
+) -> tuple[float, float]:
+    """Drop in the class probability when a box around the saliency peak is filled, and when a box of the
+    same size at a random place is filled (the deletion check: the first should be larger on average).
+
+    Args:
+        model: The classifier, called as ``model(x)``.
+        x: One network input ``(1, C, *spatial)``.
+        saliency: Its map ``(*spatial)``.
+        class_index: The class whose probability is watched.
+        fraction: Box volume as a fraction of the image.
+        fill: Value written into the box (0 is the dataset mean after standardisation).
+        rng: Random generator for the random box.
+        activation: ``"softmax"`` or ``"sigmoid"``.
+
+    Returns:
+        ``(drop at the peak, drop at a random place)``.
+    """
+    spatial = list(x.shape[2:])
+    side = [max(1, round(s * fraction ** (1 / len(spatial)))) for s in spatial]
+    peak = np.unravel_index(int(np.argmax(saliency)), saliency.shape)
+    random_center = [int(rng.integers(0, s)) for s in spatial]
+    act = (lambda z: z.softmax(1)) if activation == "softmax" else torch.sigmoid
+    with torch.no_grad():
+        batch = x.float().repeat(3, *([1] * (x.dim() - 1)))
+        for i, center in ((1, peak), (2, random_center)):
+            m = torch.from_numpy(_box_mask(spatial, center, side))
+            batch[i, :, m] = fill
+        p = act(model(batch))[:, class_index].numpy()
+    return float(p[0] - p[1]), float(p[0] - p[2])

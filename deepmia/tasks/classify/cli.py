@@ -1,0 +1,116 @@
+"""Classification commands: ``deepmia train classify``, ``deepmia evaluate classify``, ``deepmia explain``, and
+``predict`` for ``deepmia predict`` on a classification model directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from deepmia.cli._common import console, err_console, print_json
+
+__all__ = ["register", "predict"]
+
+
+def _members_option(predictor: Any, folds: list[int] | None) -> None:
+    if folds:
+        from deepmia.errors import InvalidArgumentError
+
+        bad = [f for f in folds if not 0 <= f < len(predictor.models)]
+        if bad:
+            raise InvalidArgumentError(f"no member(s) {bad}; the model has {len(predictor.models)}")
+        predictor.models = [predictor.models[f] for f in folds]
+        predictor.members = [predictor.members[f] for f in folds]
+
+
+def predict(model_dir: Path, src: Path, dst: Path, *, options: dict[str, Any]) -> None:
+    """``deepmia predict`` for a classification model: ``DST/predictions.csv`` (and ``skipped.csv``).
+
+    Options: ``tta`` (bool), ``mc_dropout`` (passes), ``folds`` (members to use), ``clinical`` (CSV path).
+    """
+    from deepmia.tasks.classify.predict import Predictor, options_of
+
+    predictor = Predictor(model_dir, **options_of(options))
+    _members_option(predictor, options.get("folds"))
+    report = predictor.predict_path(src, dst, clinical=options.get("clinical"))
+    for name, reason in report["skipped"]:
+        err_console.print(f"[red]skipped[/] {reason}", soft_wrap=True)
+    console.print(f"{report['predicted']} predicted ({report['low_confidence']} flagged low-confidence), "
+                  f"{len(report['skipped'])} skipped -> {report['out']}")
+    if report["skipped"]:
+        raise typer.Exit(1)
+
+
+def train_classify(
+    dataset: Path = typer.Option(..., "--dataset", help="Classification dataset folder (with a train/val split)."),
+    out: Path = typer.Option(..., "--out", help="Model directory to write."),
+    time_budget: str = typer.Option(None, "--time-budget", help="Training wall-clock budget, e.g. 15m."),
+    clinical: Path = typer.Option(None, "--clinical", help="Clinical CSV joined on case id: trains a fusion model."),
+    clinical_columns: str = typer.Option(None, "--clinical-columns", help="Comma-separated columns to use."),
+    id_column: str = typer.Option("case_id", "--id-column", help="Case-id column of the clinical CSV."),
+    fusion: str = typer.Option(None, "--fusion", help="Fusion of clinical features: late or film."),
+    override: list[str] = typer.Option([], "--set", help="Plan override key=value (repeatable)."),
+) -> None:
+    """Plan, train, calibrate and write a classification model directory."""
+    from deepmia.cli.learn import parse_duration
+    from deepmia.tasks.classify.train import train
+
+    overrides = list(override) + ([f"fusion_mode={fusion}"] if fusion else [])
+    metrics = train(dataset, out, time_budget_s=parse_duration(time_budget), overrides=overrides, clinical=clinical,
+                    clinical_columns=clinical_columns.split(",") if clinical_columns else None, id_column=id_column,
+                    progress=lambda msg: err_console.print(msg, soft_wrap=True))
+    val = metrics["validation"]
+    auc = val["auroc"]["macro"]["auc"]
+    console.print(f"validation: AUROC {auc:.4f}" + (f", accuracy {val['accuracy']:.4f}" if "accuracy" in val else "")
+                  + f"; temperature {metrics['calibration']['temperature']:.3f} -> {out}")
+
+
+def evaluate_classify(
+    model_dir: Path = typer.Argument(..., help="A classification model directory."),
+    dataset: Path = typer.Option(..., "--dataset", help="Dataset folder with the cases to score."),
+    out: Path = typer.Option(..., "--out", help="Folder for metrics.json and reliability.png."),
+    split: str = typer.Option("test", "--split", help="test, val or all."),
+    sensitivity: float = typer.Option(None, "--sensitivity", help="Also report the point reaching this sensitivity."),
+    clinical: Path = typer.Option(None, "--clinical", help="Clinical CSV for a fusion model."),
+    record: bool = typer.Option(False, "--record", help="Store the results in MODEL_DIR/metrics.json and the card."),
+    json_out: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
+) -> None:
+    """Accuracy, balanced accuracy, AUROC with 95% CIs, operating points, F1, confusion matrix, ECE."""
+    from deepmia.tasks.classify.evaluate import evaluate
+
+    m = evaluate(model_dir, dataset, out, split=split, target_sensitivity=sensitivity, clinical=clinical,
+                 record=record)
+    if json_out:
+        print_json(m)
+        return
+    macro = m["auroc"]["macro"]
+    console.print(f"{m['n_cases']} {split} cases: accuracy {m['accuracy']:.4f}, balanced accuracy "
+                  f"{m['balanced_accuracy']:.4f}, AUROC {macro['auc']:.4f}, ECE {m['ece']:.4f} "
+                  f"(before temperature scaling {m.get('ece_uncalibrated', float('nan')):.4f}) -> {out}")
+
+
+def explain(
+    model_dir: Path = typer.Argument(..., help="A classification model directory."),
+    src: Path = typer.Argument(..., help="An image file or a folder of them."),
+    dst: Path = typer.Argument(..., help="Output folder for the overlays."),
+    methods: str = typer.Option("gradcam,gradcampp,occlusion", "--methods", help="Comma-separated methods."),
+    clinical: Path = typer.Option(None, "--clinical", help="Clinical CSV for a fusion model."),
+) -> None:
+    """Grad-CAM, Grad-CAM++ and occlusion-sensitivity overlays (PNG for 2D; NIfTI + slice PNGs for 3D)."""
+    from deepmia.tasks.classify.explain import explain_path
+
+    report = explain_path(model_dir, src, dst, methods=[m.strip() for m in methods.split(",") if m.strip()],
+                          clinical=clinical)
+    for name, reason in report["skipped"]:
+        err_console.print(f"[red]skipped[/] {reason}", soft_wrap=True)
+    console.print(f"{report['explained']} explained, {len(report['skipped'])} skipped -> {report['out']}")
+    if report["skipped"]:
+        raise typer.Exit(1)
+
+
+def register(*, app: typer.Typer, train: typer.Typer, evaluate: typer.Typer) -> None:
+    """Add the classification commands."""
+    train.command("classify")(train_classify)
+    evaluate.command("classify")(evaluate_classify)
+    app.command("explain")(explain)

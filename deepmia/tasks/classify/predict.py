@@ -1,0 +1,251 @@
+"""The classification :class:`Predictor`: one object that loads a model directory and classifies images.
+
+Preprocessing (resize, clip, standardise), the ensemble of members, test-time mirroring, optional MC dropout,
+temperature scaling, the operating threshold and the low-confidence flag all come from the model directory,
+so the CLI, the REST service and batch jobs only adapt inputs and outputs.
+
+Example:
+    >>> p = Predictor("models/pneumoniamnist")              # doctest: +SKIP
+    >>> p.predict_path("xrays/", "out/")                      # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from deepmia.errors import DeepmiaError, InvalidArgumentError
+from deepmia.explain.uncertainty import sample_logits, summarize
+from deepmia.image import Image
+from deepmia.tasks.classify.data import encode_table, read_table, to_network_input
+from deepmia.tasks.classify.plan import ClassifyPlan, load_plan
+from deepmia.tasks.classify.train import build_model, run_model
+
+__all__ = ["Predictor", "list_inputs", "case_id_of"]
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".nii", ".nii.gz", ".npy", ".dcm", ".dicom", ".ima",
+                  ".nrrd", ".mha", ".mhd")
+
+
+def case_id_of(path: Path) -> str:
+    """The id of an input file for joining clinical rows: its name without the image suffix."""
+    name = path.name
+    for s in sorted(IMAGE_SUFFIXES, key=len, reverse=True):
+        if name.lower().endswith(s):
+            return name[: -len(s)]
+    return name
+
+
+def list_inputs(src: Path) -> list[Path]:
+    """``src`` itself if it is a file, else its image files and sub-folders (DICOM series), sorted; hidden
+    entries are left out, anything else is returned too so the caller can report it as skipped."""
+    if src.is_file():
+        return [src]
+    if not src.is_dir():
+        raise InvalidArgumentError("input not found", path=src)
+    return sorted(p for p in src.iterdir() if not p.name.startswith("."))
+
+
+class Predictor:
+    """Classify images with a trained model directory.
+
+    Args:
+        model_dir: The model directory (``plan.json``, ``fold_<k>/model_best.pt``, ``calibration.json``).
+        tta: Mirror test-time augmentation (default: the plan's ``tta``).
+        mc_dropout: MC-dropout passes per member and mirror (default: the plan's ``mc_dropout_samples``).
+        calibrated: Apply the stored temperature, threshold and flag (False while training calibrates).
+
+    Raises:
+        InvalidArgumentError: The directory is not a classification model directory.
+    """
+
+    def __init__(
+        self, model_dir: str | Path, *, tta: bool | None = None, mc_dropout: int | None = None,
+        calibrated: bool = True,
+    ) -> None:
+        self.model_dir = Path(model_dir)
+        self.plan: ClassifyPlan = load_plan(self.model_dir / "plan.json")
+        self.tta = self.plan.tta if tta is None else tta
+        self.mc_samples = self.plan.mc_dropout_samples if mc_dropout is None else int(mc_dropout)
+        split = self._json("split.json")
+        self.members: list[dict[str, Any]] = split.get("members") or [{"fold": 0, "seed": self.plan.seed}]
+        self.models = []
+        for k in range(len(self.members)):
+            path = self.model_dir / f"fold_{k}" / "model_best.pt"
+            if not path.exists():
+                raise InvalidArgumentError("member weights missing", path=path, fix="train the model again")
+            model = build_model(self.plan)
+            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+            model.eval()
+            self.models.append(model)
+        cal = self._json("calibration.json") if calibrated else {}
+        self.temperature = float(cal.get("temperature", 1.0))
+        self.threshold = float(cal.get("threshold", 0.5))
+        self.uncertainty_flag = float(cal.get("uncertainty_flag", float("inf")))
+
+    def _json(self, name: str) -> dict[str, Any]:
+        path = self.model_dir / name
+        if not path.exists():
+            raise InvalidArgumentError(f"{name} missing", path=self.model_dir, fix="is this a model directory?")
+        return json.loads(path.read_text())
+
+    @property
+    def class_names(self) -> list[str]:
+        """Class names in output order."""
+        return self.plan.class_names
+
+    # -------------------------------------------------------------------- arrays
+    def predict_arrays(
+        self, images: np.ndarray, tabular: np.ndarray | None = None, *, batch_size: int = 64,
+        member_subsets: Sequence[Sequence[int]] | None = None, temperature: float | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Predict network inputs ``(N, C, *input_size)`` (already preprocessed).
+
+        Args:
+            images: Network inputs.
+            tabular: Encoded clinical features ``(N, T)`` for a fusion model.
+            batch_size: Cases per forward pass.
+            member_subsets: Per case, the members to use (out-of-fold validation); default all.
+            temperature: Override the stored temperature.
+
+        Returns:
+            ``logits (N, K)``, ``probabilities (N, K)``, ``uncertainty (N,)``, ``labels`` (class index, or a
+            0/1 matrix for multi-label) and ``low_confidence (N,)`` bool.
+        """
+        if self.plan.tabular is not None and tabular is None:
+            raise InvalidArgumentError("this model fuses clinical features: give the clinical table",
+                                       fix="pass --clinical CSV")
+        n = len(images)
+        groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
+        for i in range(n):
+            groups[tuple(member_subsets[i]) if member_subsets is not None else tuple(range(len(self.models)))].append(i)
+        k = self.plan.num_outputs
+        logits, prob, unc = np.zeros((n, k)), np.zeros((n, k)), np.zeros(n)
+        t = self.temperature if temperature is None else temperature
+        mirrors = self.plan.augmentation.mirror_axes if self.tta else ()
+        for members, rows in groups.items():
+            models = [self.models[m] for m in members]
+            for start in range(0, len(rows), batch_size):
+                idx = np.array(rows[start:start + batch_size])
+                x = torch.from_numpy(np.ascontiguousarray(images[idx], dtype=np.float32))
+                tab = None if tabular is None else torch.from_numpy(tabular[idx].astype(np.float32))
+                samples = sample_logits(models, run_model, x, tab, mirror_axes=mirrors, mc_samples=self.mc_samples)
+                logits[idx], prob[idx], unc[idx] = summarize(samples, temperature=t,
+                                                             multi_label=self.plan.multi_label)
+        return {"logits": logits, "probabilities": prob, "uncertainty": unc, "labels": self.decide(prob),
+                "low_confidence": unc > self.uncertainty_flag}
+
+    def decide(self, prob: np.ndarray) -> np.ndarray:
+        """Decisions from calibrated probabilities: the validation threshold (binary, multi-label) or argmax."""
+        if self.plan.multi_label:
+            return (prob >= self.threshold).astype(np.int64)
+        if self.plan.num_outputs == 2:
+            return (prob[:, 1] >= self.threshold).astype(np.int64)
+        return prob.argmax(axis=1)
+
+    # -------------------------------------------------------------------- images and files
+    def prepare(self, image: Image, *, path: Any = None) -> np.ndarray:
+        """An :class:`Image` as the network input ``(C, *input_size)``.
+
+        Raises:
+            InvalidArgumentError: Its dimensionality or channel count differs from the model's.
+        """
+        return to_network_input(image, self.plan, path=path)
+
+    def encode_clinical(self, table: str | Path, case_ids: Sequence[str]) -> np.ndarray | None:
+        """Encoded clinical features of ``case_ids`` from a CSV (None for an image-only model).
+
+        Raises:
+            DatasetError: Unknown or missing columns, or case ids without a row.
+            InvalidArgumentError: A clinical table given to an image-only model.
+        """
+        if self.plan.tabular is None:
+            raise InvalidArgumentError("this model uses images only; it takes no clinical table", path=table)
+        rows = read_table(table, id_column=self.plan.tabular.id_column)
+        extra = sorted({k for r in rows.values() for k in r} - set(self.plan.tabular.columns))
+        if extra:
+            from deepmia.errors import DatasetError
+
+            raise DatasetError(f"unknown clinical column(s) {extra}; the model uses {self.plan.tabular.columns}",
+                               path=table, fix="drop those columns")
+        return encode_table(rows, case_ids, self.plan.tabular, path=table)
+
+    def label_text(self, decision: np.ndarray) -> str:
+        """A decision as class name(s) (multi-label: names joined by ``;``)."""
+        if self.plan.multi_label:
+            return ";".join(n for n, d in zip(self.class_names, decision, strict=True) if d)
+        return self.class_names[int(decision)]
+
+    def predict_path(
+        self, src: str | Path, dst: str | Path, *, clinical: str | Path | None = None,
+    ) -> dict[str, Any]:
+        """Classify an image file or every image in a folder; write ``dst/predictions.csv``.
+
+        Columns: ``file``, ``label``, ``prob_<class>`` for every class, ``uncertainty``, ``low_confidence``.
+        In a folder, files that cannot be read or do not fit the model are skipped and listed in
+        ``dst/skipped.csv`` (file, reason); a single bad file raises.
+
+        Raises:
+            ReadError: A single input file cannot be read.
+            InvalidArgumentError: A single input does not fit the model, or nothing could be predicted.
+            DatasetError: A bad clinical table.
+        """
+        from deepmia.io import read_image
+
+        src, dst = Path(src), Path(dst)
+        paths = list_inputs(src)
+        single = src.is_file()
+        arrays, kept, skipped = [], [], []
+        for path in paths:
+            try:
+                arrays.append(self.prepare(read_image(path), path=path))
+                kept.append(path)
+            except DeepmiaError as exc:
+                if single:
+                    raise
+                skipped.append((path.name, str(exc)))
+        if not kept:
+            raise InvalidArgumentError(f"no image could be classified ({len(skipped)} skipped)", path=src,
+                                       fix="see the reasons in skipped.csv" if skipped else None)
+        tab = None
+        if clinical is not None or self.plan.tabular is not None:
+            if clinical is None:
+                raise InvalidArgumentError("this model fuses clinical features: give the clinical table",
+                                           fix="pass --clinical CSV with a row per input file (id = file stem)")
+            tab = self.encode_clinical(clinical, [case_id_of(p) for p in kept])
+        result = self.predict_arrays(np.stack(arrays), tab)
+        dst.mkdir(parents=True, exist_ok=True)
+        with (dst / "predictions.csv").open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["file", "label", *[f"prob_{c}" for c in self.class_names], "uncertainty", "low_confidence"])
+            for i, path in enumerate(kept):
+                w.writerow([path.name, self.label_text(result["labels"][i]),
+                            *[f"{p:.6f}" for p in result["probabilities"][i]], f"{result['uncertainty'][i]:.6f}",
+                            int(result["low_confidence"][i])])
+        if skipped:
+            with (dst / "skipped.csv").open("w", newline="") as f:
+                w = csv.writer(f)
+                w.writerow(["file", "reason"])
+                w.writerows(skipped)
+        return {"predicted": len(kept), "skipped": skipped, "low_confidence": int(result["low_confidence"].sum()),
+                "out": str(dst / "predictions.csv")}
+
+    def clinical_row(self, table: str | Path | None, path: Path) -> np.ndarray | None:
+        """Encoded clinical features of one input file (None for an image-only model)."""
+        if self.plan.tabular is None:
+            return None
+        if table is None:
+            raise InvalidArgumentError("this model fuses clinical features: give the clinical table")
+        return self.encode_clinical(table, [case_id_of(path)])
+
+
+def options_of(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The Predictor keyword options a caller may pass (``tta``, ``mc_dropout``)."""
+    return {k: options[k] for k in ("tta", "mc_dropout") if k in options and options[k] is not None}
