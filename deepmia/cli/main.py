@@ -31,7 +31,7 @@ def _root(
 
 def _register() -> None:
     # Command modules are a fixed list (no import-by-path from configuration).
-    from deepmia.cli import catalog, dataset, deid, demo, imaging, process, quality
+    from deepmia.cli import catalog, dataset, deid, demo, imaging, learn, process, quality
 
     imaging.register(app)
     deid.register(app)
@@ -40,6 +40,7 @@ def _register() -> None:
     demo.register(app)
     process.register(app)
     quality.register(app)
+    learn.register(app)
 
 
 _register()

@@ -1,0 +1,1 @@
+"""Self-configuring segmentation: fingerprint -> plan -> preprocess -> train -> predict -> evaluate."""

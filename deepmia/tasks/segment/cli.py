@@ -1,0 +1,149 @@
+"""Segmentation commands: ``train segment``, ``evaluate segment``, and ``predict`` for segmentation models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from deepmia.cli._common import console, print_json, progress
+
+_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".png", ".tif", ".tiff", ".npy", ".npz", ".dcm")
+
+
+def train_segment(
+    dataset: Path = typer.Option(..., "--dataset", help="Segmentation dataset folder (dataset.json)."),
+    out: Path = typer.Option(..., "--out", help="Model directory (created; re-running resumes)."),
+    fold: int = typer.Option(0, "--fold", help="Cross-validation fold to train."),
+    time_budget: str = typer.Option(None, "--time-budget", help="Wall-clock training budget, e.g. 45m."),
+    plan: Path = typer.Option(None, "--plan", help="Use this plan file instead of planning."),
+    override: list[str] = typer.Option([], "--set", help="Override a plan field: key=value, repeatable."),
+    cache: Path = typer.Option(None, "--cache", help="Preprocessing cache folder (default ~/.cache/deepmia)."),
+    workers: int = typer.Option(2, "--workers", min=1, help="Preprocessing processes."),
+) -> None:
+    """Plan (if needed), preprocess, train one fold, choose post-processing and score the validation cases."""
+    from deepmia.cli.learn import parse_duration
+    from deepmia.tasks.segment.train import train_fold
+
+    with progress() as bar:
+        jobs: dict[str, Any] = {}
+
+        def report(stage: str, done: int, total: int) -> None:
+            if stage not in jobs:
+                jobs[stage] = bar.add_task(stage, total=total)
+            bar.update(jobs[stage], completed=done, total=total)
+
+        summary = train_fold(
+            dataset,
+            out,
+            fold=fold,
+            plan=plan,
+            time_budget_s=parse_duration(time_budget),
+            overrides=override,
+            cache=cache,
+            workers=workers,
+            progress=report,
+            log=lambda m: console.print(m, soft_wrap=True),
+        )
+    mean = summary["mean"]["dice"]
+    console.print(
+        f"fold {fold}: validation Dice {mean['mean']:.4f} (95% CI {mean['ci_low']:.4f}-{mean['ci_high']:.4f}) -> {out}",
+        soft_wrap=True,
+    )
+
+
+def evaluate_segment(
+    pred_dir: Path = typer.Argument(..., help="Folder of predicted label maps."),
+    gt_dir: Path = typer.Argument(..., help="Folder of reference label maps (same file names)."),
+    out: Path = typer.Option(None, "--out", help="Write per_case.csv and summary.json here."),
+    labels: str = typer.Option(
+        None, "--labels", help="Labels to score: '1=anterior,2=posterior' (default: all found)."
+    ),
+    tolerance: float = typer.Option(1.0, "--tolerance", min=0.0, help="NSD tolerance in mm."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Dice, IoU, HD95, ASSD and NSD per class, with bootstrap 95% intervals over cases."""
+    from deepmia.errors import InvalidArgumentError
+    from deepmia.tasks.segment.evaluate import evaluate_dirs
+
+    names = None
+    if labels:
+        try:
+            names = {int(k): v for k, v in (item.split("=", 1) for item in labels.split(","))}
+        except ValueError as exc:
+            raise InvalidArgumentError(f"--labels {labels!r} is not like '1=anterior,2=posterior'") from exc
+    with progress(transient=True) as bar:
+        job = bar.add_task("evaluate", total=None)
+        summary = evaluate_dirs(
+            pred_dir,
+            gt_dir,
+            labels=names,
+            tolerance_mm=tolerance,
+            out_dir=out,
+            progress=lambda d, t: bar.update(job, completed=d, total=t),
+        )
+    if as_json:
+        print_json(summary)
+        return
+    console.print(f"{summary['n_cases']} cases", soft_wrap=True)
+    for name, entry in {**summary["per_class"], "mean": summary["mean"]}.items():
+        cells = []
+        for m in ("dice", "iou", "hd95", "assd", "nsd"):
+            s = entry[m]
+            ci = f" [{s['ci_low']:.3f}, {s['ci_high']:.3f}]"
+            cells.append(f"{m} {s['mean']:.4f}{ci}")
+        console.print(f"  {name:12s} " + "  ".join(cells), soft_wrap=True)
+    if out is not None:
+        console.print(f"wrote {out / 'per_case.csv'} and {out / 'summary.json'}")
+
+
+def _inputs(src: Path) -> list[Path]:
+    from deepmia.errors import InvalidArgumentError
+
+    if src.is_file():
+        return [src]
+    if src.is_dir():
+        files = [p for p in sorted(src.iterdir()) if p.is_file() and p.name.lower().endswith(_SUFFIXES)]
+        if not files:
+            raise InvalidArgumentError("no image files in the folder", path=src)
+        return files
+    raise InvalidArgumentError("no such file or folder", path=src)
+
+
+def predict(model_dir: Path, src: Path, dst: Path, *, options: dict[str, Any]) -> None:
+    """``deepmia predict`` for a segmentation model: one label map per input, same name, format and geometry."""
+    from deepmia.tasks.segment.predict import Predictor
+
+    predictor = Predictor(model_dir, folds=options.get("folds"), tta=options.get("tta", True))
+    files = _inputs(src)
+    with progress() as bar:
+        job = bar.add_task("predict", total=len(files))
+        failed = predictor.predict_paths(files, dst, on_done=lambda _p, _e: bar.advance(job))
+    for path, problem in failed:
+        console.print(f"[red]skipped[/] {problem}", soft_wrap=True)
+    if options.get("figure"):
+        _figures(files, dst, failed)
+    console.print(f"{len(files) - len(failed)}/{len(files)} predicted -> {dst}")
+    if failed:
+        raise typer.Exit(1)
+
+
+def _figures(files: list[Path], dst: Path, failed: list[tuple[Path, str]]) -> None:
+    from deepmia.display import overlay_labels, save_png, slice_for_display, to_rgb
+    from deepmia.io import read_image
+
+    bad = {p for p, _ in failed}
+    for src in files:
+        if src in bad:
+            continue
+        image, labels = read_image(src), read_image(dst / src.name, kind="label")
+        picture, aspect = slice_for_display(image)
+        lab, _ = slice_for_display(labels)
+        save_png(overlay_labels(to_rgb(picture), lab[0]), dst / f"{src.name.split('.')[0]}_overlay.png", aspect=aspect)
+
+
+def register(*, app: typer.Typer, train: typer.Typer, evaluate: typer.Typer) -> None:
+    """Add the segmentation commands."""
+    train.command("segment")(train_segment)
+    evaluate.command("segment")(evaluate_segment)

@@ -1,0 +1,290 @@
+"""Train one fold of a segmentation model: plan, preprocess, train with the engine, choose post-processing, evaluate."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from deepmia.data.dataset import Dataset
+from deepmia.engine.runtime import choose_precision, configure_threads, machine, seed_everything
+from deepmia.engine.trainer import Callback, Trainer
+from deepmia.errors import DatasetError, InvalidArgumentError
+from deepmia.nn import build_loss, build_network
+from deepmia.tasks.segment.data import PatchSampler, augment_batch, background_batches
+from deepmia.tasks.segment.plan import SegmentPlan, apply_overrides, load_plan, make_plan
+from deepmia.tasks.segment.preprocess import load_case, preprocess_dataset
+
+__all__ = ["default_cache", "plan_dataset", "fold_split", "build_model", "train_fold"]
+
+Progress = Callable[[str, int, int], None]
+
+
+def default_cache() -> Path:
+    """Default preprocessing cache: ``$XDG_CACHE_HOME/deepmia/preprocessed`` (``~/.cache/...``)."""
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "deepmia" / "preprocessed"
+
+
+def plan_dataset(
+    dataset: Dataset,
+    *,
+    time_budget_s: float | None = None,
+    overrides: Sequence[str] = (),
+    folds: int = 5,
+    progress: Progress | None = None,
+) -> SegmentPlan:
+    """Fingerprint a segmentation dataset and derive its plan for this machine."""
+    from deepmia.data.stats import fingerprint
+
+    fp = fingerprint(dataset, progress=(lambda d, t: progress("fingerprint", d, t)) if progress else None)
+    plan = make_plan(dataset, fp, machine=machine(), time_budget_s=time_budget_s, folds=folds)
+    return apply_overrides(plan, list(overrides)) if overrides else plan
+
+
+def fold_split(dataset: Dataset, plan: SegmentPlan, fold: int) -> dict[str, list[str]]:
+    """Train/val case ids of ``fold``: the dataset's own splits if it has them, else patient-grouped k-fold."""
+    from deepmia.data.splits import make_splits
+
+    splits = dataset.splits
+    if splits is None or not splits.folds:
+        splits = make_splits(dataset, folds=plan.folds, test_fraction=0.0, seed=plan.seed)
+    if not 0 <= fold < len(splits.folds):
+        raise InvalidArgumentError(f"fold {fold} is outside 0..{len(splits.folds) - 1}")
+    f = splits.folds[fold]
+    return {"fold": fold, "train": list(f.train), "val": list(f.val), "test": list(splits.test)}
+
+
+def build_model(plan: SegmentPlan, *, deep_supervision: bool | None = None) -> torch.nn.Module:
+    """The plan's network (deep supervision as planned unless overridden, e.g. off for inference)."""
+    params = dict(plan.network_params)
+    if deep_supervision is not None and "deep_supervision" in params:
+        params["deep_supervision"] = deep_supervision
+    return build_network(
+        plan.network,
+        spatial_dims=plan.spatial_dims,
+        in_channels=plan.in_channels,
+        out_channels=plan.num_classes,
+        **params,
+    )
+
+
+def _optimizer(model: torch.nn.Module, plan: SegmentPlan) -> torch.optim.Optimizer:
+    s = plan.schedule
+    if s.optimizer == "sgd":
+        return torch.optim.SGD(
+            model.parameters(), lr=s.lr, momentum=s.momentum, nesterov=True, weight_decay=s.weight_decay
+        )
+    return torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
+
+
+def _dice_per_class(pred: np.ndarray, ref: np.ndarray, num_classes: int) -> list[float]:
+    out = []
+    for k in range(1, num_classes):
+        p, r = pred == k, ref == k
+        denom = p.sum() + r.sum()
+        out.append(float(2 * (p & r).sum() / denom) if denom else float("nan"))
+    return out
+
+
+def _validator(cache: Path, val_ids: Sequence[str], plan: SegmentPlan) -> Callable[[torch.nn.Module], dict[str, float]]:
+    """Dice per class on the validation cases, predicted whole on the network grid (no mirroring: fast)."""
+    from deepmia.engine.inference import sliding_window
+
+    cases = [load_case(cache, c) for c in val_ids]
+
+    def validate(model: torch.nn.Module) -> dict[str, float]:
+        scores = []
+        for image, label, _ in cases:
+            pred = sliding_window(
+                lambda x: torch.softmax(model(x).float(), 1),
+                np.asarray(image),
+                window=plan.patch_size,
+                num_classes=plan.num_classes,
+                overlap=0.25,
+                batch_size=plan.inference.batch_size,
+                precision=plan.schedule.precision,
+            )
+            scores.append(_dice_per_class(pred, np.asarray(label)[0], plan.num_classes))
+        per_class = np.nanmean(np.asarray(scores, dtype=float), axis=0)
+        row = {
+            f"val_dice_{plan.labels[str(k)]}": float(v)
+            for k, v in zip(range(1, plan.num_classes), per_class, strict=True)
+        }
+        row["val_dice"] = float(np.nanmean(per_class))
+        return row
+
+    return validate
+
+
+def _measure_precision(model: torch.nn.Module, loss_fn: torch.nn.Module, sampler: PatchSampler) -> dict[str, Any]:
+    images, labels = sampler.batch()
+
+    def step(precision: str) -> None:
+        from deepmia.engine.runtime import autocast
+
+        with autocast(precision):
+            loss = loss_fn(model(images), labels)
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+
+    return choose_precision(step, repeats=2)
+
+
+def train_fold(
+    dataset_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    fold: int = 0,
+    plan: SegmentPlan | str | os.PathLike[str] | None = None,
+    time_budget_s: float | None = None,
+    overrides: Sequence[str] = (),
+    cache: str | os.PathLike[str] | None = None,
+    workers: int = 2,
+    progress: Progress | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Train fold ``fold`` into ``out_dir/fold_<k>``; re-running resumes from the last checkpoint.
+
+    The model directory gets ``plan.json`` (the resolved plan), ``split.json`` and, per fold, the weights
+    (``model_best.pt``), the last checkpoint, ``log.csv``, TensorBoard events and ``training_curve.png``.
+    After training, the validation cases are predicted in their original geometry (with mirroring), scored,
+    and keep-largest-component is chosen per class when it does not lower validation Dice.
+
+    Returns:
+        The fold's validation metrics summary.
+    """
+    dataset = Dataset.load(dataset_dir)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    plan_path = out / "plan.json"
+    if isinstance(plan, SegmentPlan):
+        resolved = plan
+    elif plan is not None:
+        resolved = load_plan(plan)
+    elif plan_path.exists():
+        resolved = load_plan(plan_path)  # resuming, or a further fold of the same model
+    else:
+        resolved = plan_dataset(dataset, time_budget_s=time_budget_s, progress=progress)
+    if overrides:
+        resolved = apply_overrides(resolved, list(overrides))
+    if time_budget_s is not None and resolved.schedule.time_budget_s != time_budget_s:
+        resolved = apply_overrides(resolved, {"schedule.time_budget_s": time_budget_s})
+    if resolved.dataset != dataset.spec.name:
+        raise DatasetError(f"the plan is for dataset {resolved.dataset!r}, not {dataset.spec.name!r}", path=plan_path)
+    split = fold_split(dataset, resolved, fold)
+    fold_dir = out / f"fold_{fold}"
+    fold_dir.mkdir(exist_ok=True)
+    seed_everything(resolved.seed + fold, deterministic=resolved.deterministic)
+    threads = configure_threads()
+
+    cache_root = Path(cache) if cache else default_cache()
+    ids = split["train"] + split["val"]
+    cache_dir = preprocess_dataset(
+        dataset,
+        resolved,
+        cache_root,
+        ids,
+        workers=workers,
+        progress=(lambda d, t: progress("preprocess", d, t)) if progress else None,
+    )
+    model = build_model(resolved)
+    loss_fn = build_loss(resolved.loss, **resolved.loss_params)
+    sampler = PatchSampler(cache_dir, split["train"], resolved, seed=resolved.seed + fold)
+    checkpoint_exists = (fold_dir / "checkpoint_last.pt").exists()
+    if not checkpoint_exists and resolved.schedule.precision == "auto":
+        choice = _measure_precision(model, loss_fn, sampler)
+        log(f"precision: bf16 step {choice['bf16_s']}, fp32 step {choice['fp32_s']} -> {choice['precision']}")
+        resolved = apply_overrides(resolved, {"schedule.precision": choice["precision"]})
+    resolved.save(plan_path)
+    _write_split(out / "split.json", split)
+
+    rng = np.random.default_rng(resolved.seed + 1000 + fold)
+
+    def make_batch() -> tuple[torch.Tensor, torch.Tensor]:
+        images, labels = sampler.batch()
+        return augment_batch(
+            images, labels, rng=rng, preset=resolved.augmentation, mirror_axes=resolved.inference.mirror_axes
+        )
+
+    def train_step(net: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        images, labels = batch
+        return loss_fn(net(images), labels)
+
+    s = resolved.schedule
+    trainer = Trainer(
+        model,
+        _optimizer(model, resolved),
+        train_step,
+        background_batches(make_batch),
+        out_dir=fold_dir,
+        steps_per_epoch=s.steps_per_epoch,
+        max_epochs=s.epochs,
+        time_budget_s=s.time_budget_s,
+        validate=_validator(cache_dir, split["val"], resolved),
+        val_every=s.val_every,
+        monitor="val_dice",
+        lr_schedule="poly",
+        warmup=s.warmup,
+        precision=s.precision,
+        grad_clip=s.grad_clip,
+        callbacks=[_EpochLog(log)],
+    )
+    t0 = time.perf_counter()
+    state = trainer.fit()
+    log(
+        f"training stopped ({state.stopped}) after {state.epoch} epochs, {state.step} steps, "
+        f"{state.elapsed_s / 60:.1f} min; best val_dice {state.best_metric} at epoch {state.best_epoch}"
+    )
+
+    from deepmia.tasks.segment.evaluate import validate_fold
+
+    summary = validate_fold(dataset, out, fold, split["val"], progress=progress)
+    summary["training"] = {
+        "epochs": state.epoch,
+        "steps": state.step,
+        "minutes": round(state.elapsed_s / 60, 2),
+        "stopped": state.stopped,
+        "best_epoch": state.best_epoch,
+        "best_val_dice_network_grid": state.best_metric,
+        "threads": threads,
+        "precision": resolved.schedule.precision,
+        "machine": machine(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "wall_minutes_this_run": round((time.perf_counter() - t0) / 60, 2),
+    }
+    (fold_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _write_split(path: Path, split: dict[str, Any]) -> None:
+    data = json.loads(path.read_text()) if path.exists() else {}
+    folds = data.get("folds", {})
+    folds[str(split["fold"])] = {"train": split["train"], "val": split["val"]}
+    data = {"fold": split["fold"], "train": split["train"], "val": split["val"], "test": split["test"], "folds": folds}
+    path.write_text(json.dumps(data, indent=1) + "\n")
+
+
+class _EpochLog(Callback):
+    """Prints one line per epoch (the CLI passes its console)."""
+
+    def __init__(self, log: Callable[[str], None]) -> None:
+        self.log = log
+
+    def on_train_start(self, trainer: Trainer) -> None:
+        if trainer.state.epoch:
+            self.log(f"resumed from epoch {trainer.state.epoch} ({trainer.state.elapsed_s / 60:.1f} min done)")
+
+    def on_epoch_end(self, trainer: Trainer, row: dict[str, Any]) -> None:
+        metrics = " ".join(f"{k}={v:.4f}" for k, v in row.items() if k.startswith("val_"))
+        self.log(
+            f"epoch {row['epoch']} loss={row['train_loss']:.4f} lr={row['lr']:.5f} {row['seconds'] / 60:.1f} min {metrics}"
+        )
