@@ -143,6 +143,22 @@ class Image:
         new.meta = dict(meta)
         return new
 
+    @classmethod
+    def _derived(cls, array: np.ndarray, source: Image, affine: np.ndarray) -> Image:
+        """Internal fast path: a new image of ``source``'s kind and meta on an affine derived from its affine.
+
+        ``affine`` must be a fresh float64 4x4 array computed from ``source``'s validated affine by a voxel
+        translation, a positive per-axis scaling or an axis permutation/flip, which keep it finite with the last row
+        ``[0, 0, 0, 1]`` and invertible, so it is frozen without being checked again (spatial steps call this).
+        """
+        new = object.__new__(cls)
+        new._array = _check_array(array, source.kind)
+        affine.setflags(write=False)
+        new._affine = affine
+        new.kind = source.kind
+        new.meta = dict(source.meta)
+        return new
+
     # ------------------------------------------------------------------ data
     @property
     def array(self) -> np.ndarray:
@@ -188,8 +204,14 @@ class Image:
     @property
     def spacing(self) -> tuple[float, ...]:
         """Voxel spacing in mm along each spatial axis (length ``spatial_dims``)."""
-        norms = np.linalg.norm(self._affine[:3, :3], axis=0)
-        return tuple(float(v) for v in norms[: self.spatial_dims])
+        # the sum of squares in np.linalg.norm's order, on plain floats: 1 us instead of 6 us
+        (m00, m01, m02, _), (m10, m11, m12, _), (m20, m21, m22, _) = self._affine[:3].tolist()
+        norms = (
+            math.sqrt(m00 * m00 + m10 * m10 + m20 * m20),
+            math.sqrt(m01 * m01 + m11 * m11 + m21 * m21),
+            math.sqrt(m02 * m02 + m12 * m12 + m22 * m22),
+        )
+        return norms[: self._array.ndim - 1]
 
     @property
     def origin(self) -> tuple[float, float, float]:

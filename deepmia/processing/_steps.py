@@ -143,6 +143,10 @@ def step(name: str, *, accepts_labels: bool = False) -> Callable[[Callable[..., 
             **fields,
         )
         summary = (inspect.getdoc(func) or name).splitlines()[0]
+        # validated parameters by their (hashable) raw values: a step called again with the same parameters,
+        # as in a loop over a dataset, skips the pydantic model (3 us of a 0.25 ms crop or pad); the answer
+        # depends only on the values, so reusing it validates exactly as before
+        validated: dict[Any, dict[str, Any]] = {}
 
         @functools.wraps(func)
         def wrapper(image: Image, **params: Any) -> Image:
@@ -153,7 +157,15 @@ def step(name: str, *, accepts_labels: bool = False) -> Callable[[Callable[..., 
                     f"step {name!r} works on intensities and refuses a label image",
                     fix="pass an intensity image, or read the file with kind='intensity' if it is not a label map",
                 )
-            return func(image, **spec.validate(params))
+            key = tuple((k, type(v), v) for k, v in params.items())
+            if not _plain(key):  # a list, an array, an Image mask: validated on every call
+                return func(image, **spec.validate(params))
+            checked = validated.get(key)
+            if checked is None:
+                checked = spec.validate(params)
+                if len(validated) < 256:
+                    validated[key] = checked
+            return func(image, **checked)
 
         spec = StepSpec(name, wrapper, model, accepts_labels, summary)
         steps.register(name)(spec)
@@ -161,6 +173,18 @@ def step(name: str, *, accepts_labels: bool = False) -> Callable[[Callable[..., 
         return wrapper
 
     return decorator
+
+
+_PLAIN_TYPES = frozenset({int, float, bool, str, type, type(None)})
+
+
+def _plain(value: tuple) -> bool:
+    """Whether a tuple holds only plain immutable values (numbers, text, None, types, nested such tuples)."""
+    for v in value:
+        t = type(v)
+        if t not in _PLAIN_TYPES and not (t is tuple and _plain(v)):
+            return False
+    return True
 
 
 def _split_top_level(text: str, sep: str = ",") -> list[str]:

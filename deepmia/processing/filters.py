@@ -1,7 +1,7 @@
 """Denoising and sharpening filters: mean, median, gaussian, bilateral, anisotropic diffusion, non-local means, unsharp.
 
-Kernels were chosen by measurement on a 122x101x112 CT (2-core CPU): SciPy for mean and Gaussian (7 ms and
-50 ms, 5x faster than SimpleITK), SimpleITK for median (0.28 s vs SciPy's 0.62 s), SimpleITK for bilateral
+Kernels were chosen by measurement on a 122x101x112 CT (2-core CPU): SciPy for mean (7 ms), OpenCV's separable
+filter for Gaussian (2.3 ms; SciPy 15 ms, SimpleITK's recursive Gaussian 34 ms), SimpleITK for median (0.28 s vs SciPy's 0.62 s), SimpleITK for bilateral
 and anisotropic diffusion, scikit-image for non-local means. Boundaries replicate the edge voxel ("nearest").
 Integer inputs come back as float32; float inputs keep their dtype.
 """
@@ -86,11 +86,37 @@ def median(image: Image, *, radius: Annotated[int, Field(ge=0, le=20)] = 1) -> I
     return _sitk_per_channel(image, lambda s: sitk.Median(s, [radius] * image.spatial_dims))
 
 
-def gaussian_array(array: np.ndarray, sigma_mm: float, spacing, *, truncate: float = 4.0) -> np.ndarray:
-    """Gaussian smoothing of one spatial array with ``sigma_mm`` converted to voxels per axis (SciPy kernel)."""
-    from scipy import ndimage as ndi
+def _gaussian_kernel(sigma: float, truncate: float) -> np.ndarray:
+    """SciPy's 1D Gaussian kernel: radius ``int(truncate * sigma + 0.5)``, weights summing to 1 (``[1]`` if 0)."""
+    radius = int(truncate * sigma + 0.5) if sigma > 0 else 0
+    x = np.arange(-radius, radius + 1, dtype=np.float64)
+    k = np.exp(-0.5 / max(sigma, 1e-300) ** 2 * x * x) if radius else np.ones(1)
+    return k / k.sum()
 
-    return ndi.gaussian_filter(as_float(array), mm_to_voxels(sigma_mm, spacing), mode="nearest", truncate=truncate)
+
+def gaussian_array(array: np.ndarray, sigma_mm: float, spacing, *, truncate: float = 4.0) -> np.ndarray:
+    """Gaussian smoothing of one 2D or 3D array with ``sigma_mm`` converted to voxels per axis, edges replicated.
+
+    The kernel is SciPy's ``gaussian_filter`` kernel (same radius and weights, ``mode="nearest"``), run as
+    separable passes of OpenCV's ``sepFilter2D`` (``BORDER_REPLICATE``): the in-plane pair on each slice, then
+    the first axis on the volume seen as one 2D image. 2.3 ms instead of SciPy's 15 ms on the example CT
+    (float32, 9-tap kernels), equal to SciPy within float32 rounding (relative 3e-7). The result is a new array.
+    """
+    import cv2
+
+    a = np.ascontiguousarray(as_float(array))
+    ks = [_gaussian_kernel(s, truncate) for s in mm_to_voxels(sigma_mm, spacing)]
+    depth = cv2.CV_32F if a.dtype == np.float32 else cv2.CV_64F
+    border = cv2.BORDER_REPLICATE
+    if a.ndim == 2:
+        return cv2.sepFilter2D(a, depth, ks[1], ks[0], borderType=border)
+    out = np.empty_like(a)
+    for i in range(a.shape[0]):  # axes 1 and 2 of each slice (OpenCV: kernelX runs along the last axis)
+        cv2.sepFilter2D(a[i], depth, ks[2], ks[1], dst=out[i], borderType=border)
+    if ks[0].size == 1:
+        return out
+    flat = cv2.sepFilter2D(out.reshape(a.shape[0], -1), depth, np.ones(1), ks[0], borderType=border)
+    return flat.reshape(a.shape)
 
 
 @step("gaussian")

@@ -88,3 +88,14 @@ def test_normalize_refuses_bad_arguments(noisy_volume):
     other_grid = Image(np.ones((1, 5, 5, 5), np.uint8), kind="label")
     with pytest.raises(InvalidArgumentError, match="differs"):
         intensity.normalize(noisy_volume, mask=other_grid)
+
+
+def test_window_scaled_equals_numpy_clip_and_stays_in_unit_range():
+    img = ct_like()
+    for center, width in ((40.0, 400.0), (-600.0, 1500.0), (33.3, 7.0)):
+        out = intensity.window(img, center=center, width=width).array
+        lo = center - width / 2
+        ref = (np.clip(img.array.astype(np.float64), lo, lo + width) - lo) / width
+        np.testing.assert_allclose(out, ref, atol=1e-6)
+        assert out.min() >= 0.0 and out.max() <= 1.0
+        assert out.dtype == np.float32

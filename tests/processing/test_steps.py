@@ -97,3 +97,19 @@ def test_every_step_has_a_description():
         assert text.startswith(spec.name)
         for key in spec.params.model_fields:
             assert key in text
+
+
+def test_repeated_calls_validate_every_time_and_keep_types(noisy_volume):
+    from deepmia.processing import filters, spatial
+
+    for _ in range(2):  # the second call takes the cached validation: it must still refuse and convert
+        with pytest.raises(InvalidArgumentError, match="radius"):
+            filters.mean(noisy_volume, radius=-1)
+        with pytest.raises(InvalidArgumentError, match="radius"):
+            filters.mean(noisy_volume, radius=1.5)
+    # 2 and 2.0 hash alike; each must be validated for its own type (2.0 -> int 2 for an int parameter)
+    a = spatial.pad(noisy_volume, margin=2)
+    b = spatial.pad(noisy_volume, margin=2.0)
+    assert a.spatial_shape == b.spatial_shape == tuple(n + 4 for n in noisy_volume.spatial_shape)
+    with pytest.raises(InvalidArgumentError, match="margin"):
+        spatial.pad(noisy_volume, margin=2.5)
