@@ -10,6 +10,13 @@ from deepmia.data.dataset import Dataset
 
 __all__ = ["write_model_card"]
 
+MEDMNIST_ATTRIBUTION = (
+    "Attribution: MedMNIST v2 (Yang J. et al., 'MedMNIST v2 - A large-scale lightweight benchmark for 2D and 3D "
+    "biomedical image classification', Scientific Data 10:41, 2023; https://medmnist.com), licensed CC BY 4.0, and "
+    "the source datasets it derives from. The images were not modified other than resizing and intensity "
+    "standardisation at training time."
+)
+
 
 def _ci(entry: dict[str, Any] | None) -> str:
     if not entry:
@@ -69,6 +76,7 @@ def write_model_card(model_dir: str | Path, *, dataset: Dataset | None = None) -
         "## Data",
         "",
         f"{info.get('description', '')}. Source: `{info.get('source', '')}`. License: {info.get('license', 'unknown')}.",
+        *([MEDMNIST_ATTRIBUTION] if "medmnist" in str(info).lower() else []),
         f"Cases: {len(split.get('train', []))} train, {len(split.get('val', []))} validation, "
         f"{len(split.get('test', []))} test (ids in `split.json`; the test cases were not used in training or "
         f"calibration).",

@@ -127,6 +127,7 @@ class ClassifyPlan(_Strict):
     fusion_mode: Literal["late", "film"] = "late"
     fusion_hidden: int = Field(64, ge=1)
     fingerprint: dict[str, Any] = Field(default_factory=dict)
+    measurements: dict[str, Any] = Field(default_factory=dict)  #: speed measured when fitting the budget
 
     @property
     def num_outputs(self) -> int:

@@ -127,16 +127,15 @@ def _macro_auroc(labels: np.ndarray, logits: np.ndarray, multi_label: bool) -> f
     return float(auroc_report(labels, prob, n_resamples=0)["macro"]["auc"])
 
 
-def _step_seconds(plan: ClassifyPlan, widths: list[int], x: np.ndarray, y: np.ndarray,
-                  tab: np.ndarray | None) -> tuple[float, dict[str, Any]]:
-    """Seconds per training step of the plan's network at these widths (and the bf16-vs-fp32 choice)."""
-    from deepmia.engine.runtime import autocast, choose_precision
+def _stepper(plan: ClassifyPlan, widths: list[int], x: np.ndarray, y: np.ndarray,
+             tab: np.ndarray | None) -> Callable[[str], None]:
+    """One training step of the plan's network at these widths on a real batch, at a given precision."""
+    from deepmia.engine.runtime import autocast
 
     model = build_model(plan, network_params={"widths": widths} if plan.network == "resnet" else None)
     opt = _optimizer(model, plan)
     loss_fn = _loss_fn(plan, y)
-    it = batches(x, y, plan, seed=0, tabular=tab)
-    batch = next(it)
+    batch = next(batches(x, y, plan, seed=0, tabular=tab))
 
     def step(precision: str) -> None:
         with autocast(precision):
@@ -145,80 +144,88 @@ def _step_seconds(plan: ClassifyPlan, widths: list[int], x: np.ndarray, y: np.nd
         loss.backward()
         opt.step()
 
-    choice = choose_precision(step, repeats=2)
-    best = choice["bf16_s"] if choice["precision"] == "bf16" else choice["fp32_s"]
-    if best is None:  # no bf16 on this machine: time fp32 alone
+    return step
+
+
+def _best_of(step: Callable[[str], None], precision: str, repeats: int = 2) -> float:
+    step(precision)  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
         t = time.perf_counter()
-        step("fp32")
-        best = time.perf_counter() - t
-    return float(best), choice
+        step(precision)
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def _runtime_settings(plan: ClassifyPlan, x: np.ndarray, y: np.ndarray, tab: np.ndarray | None
+                      ) -> tuple[int, str, dict[str, Any]]:
+    """Threads and precision from the narrowest network: one thread vs every core, each bf16 vs fp32.
+
+    On a machine shared with other jobs, OpenMP threads that wait for a descheduled sibling can make every core
+    slower than one (measured 4-10x on a loaded 2-core machine).
+    """
+    from deepmia.engine.runtime import choose_precision, configure_threads
+
+    cores = configure_threads()
+    step = _stepper(plan, WIDTH_LADDER[-1], x, y, tab)
+    results = {}
+    for n in sorted({1, cores}):
+        torch.set_num_threads(n)
+        choice = choose_precision(step, repeats=2)
+        seconds = choice[f"{choice['precision']}_s"] or _best_of(step, "fp32")
+        results[n] = {**choice, "seconds": seconds}
+    threads = min(results, key=lambda n: results[n]["seconds"])
+    torch.set_num_threads(threads)
+    return threads, results[threads]["precision"], {str(n): r for n, r in results.items()}
 
 
 def fit_to_budget(
     plan: ClassifyPlan, x: np.ndarray, y: np.ndarray, tab: np.ndarray | None, *, num_folds: int,
     progress: Progress | None = None,
 ) -> ClassifyPlan:
-    """Settle the network width, ensemble size, precision and epochs so training fits ``time_budget_s``.
+    """Settle the network width, ensemble size, threads, precision and epochs so training fits ``time_budget_s``.
 
-    Training speed is measured on this machine (one step per candidate width, best of two, after warm-up).
-    Each member must get at least ``schedule.min_epochs`` epochs; the widest network and then the most members
-    that allow it win (:data:`CHOICES`). Without a budget the plan is left as it is.
+    Speed is measured on this machine with real batches: threads and precision on the narrowest network, then
+    one step per width (best of two after a warm-up) from narrow to wide, stopping at the first width too slow
+    for one member. Each member must get at least ``schedule.min_epochs`` epochs; the first feasible entry of
+    :data:`CHOICES` (widest network first, then most members) wins. Without a budget only threads and precision
+    are set.
     """
     budget = plan.schedule.time_budget_s
-    if budget is None or plan.network != "resnet":
+    if budget is None and plan.schedule.threads:  # nothing to measure: the user fixed the runtime
+        torch.set_num_threads(plan.schedule.threads)
         return plan
+    threads, precision, runtime = _runtime_settings(plan, x, y, tab)
+    say = progress or (lambda _m: None)
+    say(f"runtime: {threads} thread(s), {precision} ("
+        + ", ".join(f"{n} thread(s): {r['seconds'] * 1000:.0f} ms/step" for n, r in runtime.items()) + ")")
+    if budget is None or plan.network != "resnet":
+        return apply_overrides(plan, {"schedule.precision": precision, "schedule.threads": threads,
+                                      "measurements": {"runtime": runtime}})
     steps = max(1, len(x) // min(plan.schedule.batch_size, len(x)))
-    threads = _choose_threads(plan, x, y, tab, progress=progress)
-    timing: dict[int, tuple[float, dict[str, Any]]] = {}
-    chosen = None
-    for wi, members in CHOICES:
-        if num_folds > 1 and members != min(num_folds, 3):
-            continue
-        if wi not in timing:
-            timing[wi] = _step_seconds(plan, WIDTH_LADDER[wi], x, y, tab)
-            if progress:
-                progress(f"speed: widths {WIDTH_LADDER[wi]}: {timing[wi][0] * 1000:.0f} ms/step "
-                         f"({timing[wi][1]['precision']})")
-        epoch_s = timing[wi][0] * steps * 1.15  # + validation and augmentation
-        epochs = int(0.92 * budget / members / epoch_s)
-        if epochs >= plan.schedule.min_epochs:
-            chosen = (wi, members, epochs)
+
+    def epochs_for(seconds: float, members: int) -> int:
+        return int(0.92 * budget / members / (seconds * steps * 1.15))  # + validation and augmentation
+
+    timing: dict[int, float] = {}
+    for wi in reversed(range(len(WIDTH_LADDER))):
+        timing[wi] = _best_of(_stepper(plan, WIDTH_LADDER[wi], x, y, tab), precision)
+        say(f"speed: widths {WIDTH_LADDER[wi]}: {timing[wi] * 1000:.0f} ms/step")
+        if epochs_for(timing[wi], 1) < plan.schedule.min_epochs:
             break
-    if chosen is None:
-        wi, members = len(WIDTH_LADDER) - 1, 1
-        chosen = (wi, members, max(1, int(0.92 * budget / (timing[wi][0] * steps * 1.15))))
-    wi, members, epochs = chosen
-    precision = timing[wi][1]["precision"]
+    allowed = [m for m in (3, 2, 1) if num_folds == 1 or m == min(num_folds, 3)]
+    feasible = [(wi, m) for wi, m in CHOICES if wi in timing and m in allowed
+                and epochs_for(timing[wi], m) >= plan.schedule.min_epochs]
+    wi, members = feasible[0] if feasible else (len(WIDTH_LADDER) - 1, allowed[-1])
     return apply_overrides(plan, {
         "network_params.widths": WIDTH_LADDER[wi],
         "members": members,
-        "schedule.max_epochs": min(plan.schedule.max_epochs, epochs),
+        "schedule.max_epochs": max(1, min(plan.schedule.max_epochs, epochs_for(timing[wi], members))),
         "schedule.precision": precision,
         "schedule.threads": threads,
+        "measurements": {"runtime": runtime,
+                         "seconds_per_step_by_widths": {str(WIDTH_LADDER[w]): t for w, t in timing.items()}},
     })
-
-
-def _choose_threads(plan: ClassifyPlan, x: np.ndarray, y: np.ndarray, tab: np.ndarray | None, *,
-                    progress: Progress | None = None) -> int:
-    """Time a training step of the narrowest network with one thread and with every core; keep the faster.
-
-    On a machine shared with other jobs, OpenMP threads that wait for a descheduled sibling can make every core
-    slower than one (measured 10x on a loaded 2-core machine).
-    """
-    from deepmia.engine.runtime import configure_threads
-
-    cores = configure_threads()
-    if cores == 1:
-        return 1
-    timing = {}
-    for n in (1, cores):
-        torch.set_num_threads(n)
-        timing[n] = _step_seconds(plan, WIDTH_LADDER[-1], x, y, tab)[0]
-    best = min(timing, key=timing.__getitem__)
-    torch.set_num_threads(best)
-    if progress:
-        progress(f"threads: {', '.join(f'{n}: {t * 1000:.0f} ms/step' for n, t in timing.items())} -> {best}")
-    return best
 
 
 def _youden_threshold(y: np.ndarray, p: np.ndarray) -> float:

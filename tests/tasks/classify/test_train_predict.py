@@ -13,7 +13,7 @@ import pytest
 
 from deepmia.errors import CorruptFileError, DatasetError, InvalidArgumentError, ReadError
 
-TINY = ["network_params.widths=[8,16,16,32]", "schedule.max_epochs=2", "schedule.batch_size=16"]
+TINY = ["network_params.widths=[8,16,16,32]", "schedule.max_epochs=2", "schedule.batch_size=16", "schedule.threads=1"]
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,7 @@ def pneumonia(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     from deepmia.data.importers import import_medmnist
 
     dst = tmp_path_factory.mktemp("pneu") / "ds"
-    import_medmnist(shared_data / "medmnist" / "pneumoniamnist.npz", dst, limit=48)
+    import_medmnist(shared_data / "medmnist" / "pneumoniamnist.npz", dst, limit=32)
     return dst
 
 
@@ -91,7 +91,7 @@ def test_evaluate_and_explain(model: Path, pneumonia: Path, tmp_path: Path) -> N
     from deepmia.tasks.classify.explain import explain_path
 
     m = evaluate(model, pneumonia, tmp_path / "ev", target_sensitivity=0.9, n_resamples=50)
-    assert m["n_cases"] == 48 and 0 <= m["accuracy"] <= 1
+    assert m["n_cases"] == 32 and 0 <= m["accuracy"] <= 1
     assert {"ece", "ece_uncalibrated", "confusion_matrix", "at_target_sensitivity"} <= set(m)
     assert (tmp_path / "ev" / "reliability.png").stat().st_size > 1000
     src = pneumonia / "images" / "test_00003.png"
