@@ -14,6 +14,7 @@ from deepmia.cli._common import console, progress
 from deepmia.errors import DeepmiaError
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+MODELS = Path(__file__).resolve().parents[2] / "models"
 
 
 @dataclass
@@ -44,7 +45,38 @@ def _pictures(image, label, window, out: Path, stem: str) -> list[tuple[str, str
     return pictures
 
 
-def _run_sample(entry: dict[str, Any], root: Path, out: Path, index: int) -> SampleResult:
+def _segment(entry: dict[str, Any], image, label, models: Path, out: Path, stem: str, result: SampleResult) -> None:
+    """Run the sample's shipped model (``"model"`` in the manifest) and add its overlay and scores."""
+    from deepmia.tasks.segment.predict import Predictor
+
+    model_dir = models / entry["model"]
+    if not (model_dir / "plan.json").is_file():
+        result.summary["model"] = f"{entry['model']}: not found in {models}"
+        return
+    predictor = _predictor_cache.get(model_dir) or Predictor(model_dir)
+    _predictor_cache[model_dir] = predictor
+    pred = predictor.predict(image)
+    info: dict[str, Any] = {"model": f"models/{entry['model']}"}
+    split = model_dir / "split.json"
+    case = Path(entry["image"]).name.split(".")[0]
+    if split.is_file():
+        ids = json.loads(split.read_text())
+        info["case in training set"] = case in ids.get("train", [])
+    if label is not None:
+        for k, name in predictor.plan.labels.items():
+            if k == "0":
+                continue
+            p, r = pred.array[0] == int(k), label.array[0] == int(k)
+            denom = int(p.sum() + r.sum())
+            info[f"Dice {name}"] = round(2 * int((p & r).sum()) / denom, 4) if denom else None
+    result.summary["prediction"] = info
+    result.pictures += [(f"{c} (model)", f) for c, f in _pictures(image, pred, None, out, f"{stem}_pred")]
+
+
+_predictor_cache: dict[Path, Any] = {}
+
+
+def _run_sample(entry: dict[str, Any], root: Path, out: Path, index: int, models: Path = MODELS) -> SampleResult:
     from deepmia.io import read_image
 
     path = root / entry["image"]
@@ -66,6 +98,8 @@ def _run_sample(entry: dict[str, Any], root: Path, out: Path, index: int) -> Sam
             }
         window = tuple(entry["window"]) if entry.get("window") else None
         result.pictures = _pictures(image, label, window, out, f"sample{index:02d}")
+        if entry.get("model"):
+            _segment(entry, image, label, models, out, f"sample{index:02d}", result)
     except DeepmiaError as exc:
         result.error = str(exc)
     return result
@@ -104,6 +138,7 @@ def _html(results: list[SampleResult]) -> str:
 def demo(
     out: Path = typer.Option(Path("demo"), "--out", help="Folder for index.html and the slice pictures."),
     samples: Path = typer.Option(SAMPLES, "--samples", help="Folder with a manifest.json of samples."),
+    models: Path = typer.Option(MODELS, "--models", help="Folder of shipped models the manifest refers to."),
 ) -> None:
     """Read the bundled samples, print what was found and write OUT/index.html with slices and metadata."""
     manifest = samples / "manifest.json"
@@ -115,7 +150,7 @@ def demo(
     with progress(transient=True) as bar:
         task = bar.add_task("reading samples", total=len(entries))
         for i, entry in enumerate(entries):
-            results.append(_run_sample(entry, samples, out, i))
+            results.append(_run_sample(entry, samples, out, i, models))
             bar.advance(task)
     for r in results:
         if r.error:
@@ -126,6 +161,8 @@ def demo(
                 f"{r.name:28s} {str(tuple(s['shape'])):22s} spacing {s['spacing_mm']} mm  {s['orientation']}  "
                 f"{s['dtype']}  modality={s.get('modality') or '-'}"
             )
+            if "prediction" in s:
+                console.print(f"{'':28s} prediction: {s['prediction']}", soft_wrap=True)
     (out / "index.html").write_text(_html(results), encoding="utf-8")
     console.print(f"wrote {out / 'index.html'}")
     failed = sum(r.error is not None for r in results)

@@ -95,7 +95,8 @@ def sliding_window(
     if any(pad):
         image = np.pad(image, [(0, 0)] + [(p // 2, p - p // 2) for p in pad])
     shape = tuple(image.shape[1:])
-    tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
+    array = np.ascontiguousarray(image, dtype=np.float32)
+    tensor = torch.from_numpy(array if array.flags.writeable else array.copy())  # e.g. a read-only memory map
     weights = torch.from_numpy(gaussian_importance(window) if gaussian else np.ones(window, np.float32))
     flips = _flips(mirror_axes)
 

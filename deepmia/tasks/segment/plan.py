@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from deepmia.data.dataset import Dataset, format_validation_error
-from deepmia.errors import DatasetError, InvalidArgumentError
+from deepmia.data.dataset import Dataset
+from deepmia.errors import DatasetError
+from deepmia.tasks._plan import apply_overrides, load_plan_file
 
 __all__ = ["Normalization", "SegmentPlan", "make_plan", "load_plan", "apply_overrides", "plan_hash"]
 
@@ -125,59 +126,12 @@ def plan_hash(plan: SegmentPlan) -> str:
 
 
 def load_plan(path: str | Path) -> SegmentPlan:
-    """Read and validate a plan file.
+    """Read and validate a segmentation plan file.
 
     Raises:
-        InvalidArgumentError: Not JSON or not a valid plan (each bad field named).
+        InvalidArgumentError: Missing, not JSON, or not a valid plan (each bad field named).
     """
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-        return SegmentPlan.model_validate(data)
-    except json.JSONDecodeError as exc:
-        raise InvalidArgumentError(f"not valid JSON: {exc}", path=path) from exc
-    except ValidationError as exc:
-        raise InvalidArgumentError(f"invalid plan: {format_validation_error(exc)}", path=path) from exc
-
-
-def _parse_value(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
-def apply_overrides(plan: SegmentPlan, overrides: list[str] | dict[str, Any]) -> SegmentPlan:
-    """Override fields: ``["schedule.lr=0.001", "patch_size=[64,64,64]"]`` (values are JSON, else strings).
-
-    Raises:
-        InvalidArgumentError: Unknown field or invalid value (the message says which).
-    """
-    items = overrides.items() if isinstance(overrides, dict) else [_split(o) for o in overrides]
-    data = plan.model_dump()
-    for key, value in items:
-        node = data
-        parts = key.split(".")
-        for part in parts[:-1]:
-            if not isinstance(node.get(part), dict):
-                raise InvalidArgumentError(f"plan override {key!r}: {part!r} is not a section of the plan")
-            node = node[part]
-        if parts[-1] not in node and not (len(parts) > 1 and parts[-2] in ("network_params", "loss_params")):
-            from deepmia._validate import look_up_option
-
-            look_up_option(parts[-1], list(node), what="plan field")
-        node[parts[-1]] = _parse_value(value) if isinstance(value, str) else value
-    try:
-        return SegmentPlan.model_validate(data)
-    except ValidationError as exc:
-        raise InvalidArgumentError(f"plan override: {format_validation_error(exc)}") from exc
-
-
-def _split(text: str) -> tuple[str, str]:
-    if "=" not in text:
-        raise InvalidArgumentError(f"plan override {text!r} is not key=value")
-    k, v = text.split("=", 1)
-    return k.strip(), v.strip()
+    return load_plan_file(SegmentPlan, path)
 
 
 def _normalization(channel: dict[str, Any]) -> Normalization:

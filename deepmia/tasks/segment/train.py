@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -260,8 +261,16 @@ def train_fold(
         "python": platform.python_version(),
         "torch": torch.__version__,
         "wall_minutes_this_run": round((time.perf_counter() - t0) / 60, 2),
+        "command": " ".join(["deepmia", *sys.argv[1:]]) if Path(sys.argv[0]).name == "deepmia" else None,
     }
     (fold_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+    from deepmia.tasks.segment.card import write_model_card
+
+    spec = dataset.spec
+    write_model_card(
+        out,
+        dataset={"name": spec.name, "license": spec.license, "source": spec.source, "description": spec.description},
+    )
     return summary
 
 
