@@ -40,4 +40,6 @@ def voxelmorph(
         channels=tuple(int(c) for c in channels),
         final_conv_channels=tuple(int(c) for c in final_channels),
     )
-    return VoxelMorph(backbone=backbone, integration_steps=integration_steps, half_res=half_res, spatial_dims=spatial_dims)
+    return VoxelMorph(
+        backbone=backbone, integration_steps=integration_steps, half_res=half_res, spatial_dims=spatial_dims
+    )

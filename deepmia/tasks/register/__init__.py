@@ -1,2 +1,6 @@
-"""Image registration: transforms as objects, classical (SimpleITK) and learned (VoxelMorph-style) registration,
-evaluation (label overlap, landmark error, Jacobian, inverse consistency) and the ``deepmia register`` command."""
+"""Image registration: transforms, classical and learned registration, evaluation, the ``deepmia register`` command.
+
+Transforms are objects (apply, compose, invert, save); classical registration runs on SimpleITK and learned
+registration on a VoxelMorph-style network; evaluation covers label overlap, landmark error, the Jacobian and
+inverse consistency.
+"""

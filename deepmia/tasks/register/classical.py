@@ -111,7 +111,8 @@ def check_pair(
         if img.num_channels != 1:
             raise InvalidArgumentError(
                 f"{what} image has {img.num_channels} channels; registration uses one",
-                path=img.meta.get("source"), fix="select a channel first",
+                path=img.meta.get("source"),
+                fix="select a channel first",
             )
     lo_f, hi_f = world_bounds(fixed)
     lo_m, hi_m = world_bounds(moving)
@@ -132,9 +133,11 @@ def check_pair(
         if extra.kind != "label":
             raise InvalidArgumentError(f"{what} must be a label image", path=extra.meta.get("source"))
         if not extra.same_geometry(image):
+            same_dims = extra.spatial_dims == image.spatial_dims
+            diff = f"{float(np.abs(extra.affine - image.affine).max()):.3g}" if same_dims else "n/a"
             raise GeometryError(
                 f"{what} geometry differs from its image: shape {extra.spatial_shape} vs {image.spatial_shape}, "
-                f"max affine difference {float(np.abs(extra.affine - image.affine).max()) if extra.spatial_dims == image.spatial_dims else 'n/a'} mm",
+                f"max affine difference {diff} mm",
                 path=extra.meta.get("source"),
                 fix="give the label map or mask that was drawn on this image (same grid)",
             )
@@ -244,7 +247,10 @@ def _linear_stage(
     if moving_mask is not None:
         reg.SetMetricMovingMask(moving_mask)
     reg.SetOptimizerAsRegularStepGradientDescent(
-        learningRate=1.0, minStep=1e-4, numberOfIterations=iterations, relaxationFactor=0.6,
+        learningRate=1.0,
+        minStep=1e-4,
+        numberOfIterations=iterations,
+        relaxationFactor=0.6,
         gradientMagnitudeTolerance=1e-6,
     )
     reg.SetOptimizerScalesFromPhysicalShift()
@@ -263,7 +269,14 @@ def _smooth_and_shrink(image: Any, factor: int) -> Any:
     size = [max(2, int(round(n / factor))) for n in image.GetSize()]
     spacing = [(n - 1) * s / (k - 1) for n, s, k in zip(image.GetSize(), image.GetSpacing(), size, strict=True)]
     return sitk.Resample(
-        smoothed, size, sitk.Transform(), sitk.sitkLinear, image.GetOrigin(), spacing, image.GetDirection(), 0.0,
+        smoothed,
+        size,
+        sitk.Transform(),
+        sitk.sitkLinear,
+        image.GetOrigin(),
+        spacing,
+        image.GetDirection(),
+        0.0,
         image.GetPixelID(),
     )
 
@@ -295,8 +308,17 @@ def _demons(
 
 
 def _bspline(
-    f: Any, m: Any, affine: Any, *, metric: str, mesh_mm: float, iterations: int, samples: int, seed: int,
-    fixed_mask: Any, moving_mask: Any,
+    f: Any,
+    m: Any,
+    affine: Any,
+    *,
+    metric: str,
+    mesh_mm: float,
+    iterations: int,
+    samples: int,
+    seed: int,
+    fixed_mask: Any,
+    moving_mask: Any,
 ) -> Any:
     """Multi-resolution B-spline (mesh refined twice) after the affine stage, L-BFGS-B optimiser."""
     sitk = _sitk()
@@ -309,7 +331,9 @@ def _bspline(
         reg.SetMetricFixedMask(fixed_mask)
     if moving_mask is not None:
         reg.SetMetricMovingMask(moving_mask)
-    reg.SetOptimizerAsLBFGSB(gradientConvergenceTolerance=1e-5, numberOfIterations=iterations, maximumNumberOfCorrections=5)
+    reg.SetOptimizerAsLBFGSB(
+        gradientConvergenceTolerance=1e-5, numberOfIterations=iterations, maximumNumberOfCorrections=5
+    )
     reg.SetMovingInitialTransform(affine)
     reg.SetInitialTransformAsBSpline(tx, inPlace=True, scaleFactors=[1, 2, 4])
     reg.SetShrinkFactorsPerLevel([4, 2, 1])
@@ -391,11 +415,14 @@ def register_images(
     before = score(Transform.identity(dims))
     t0 = time.perf_counter()
     init = sitk.CenteredTransformInitializer(
-        f, m, sitk.Euler3DTransform() if dims == 3 else sitk.Euler2DTransform(),
+        f,
+        m,
+        sitk.Euler3DTransform() if dims == 3 else sitk.Euler2DTransform(),
         sitk.CenteredTransformInitializerFilter.MOMENTS,
     )
-    common = dict(metric=metric, shrink=shrink, iterations=iterations, samples=samples, seed=seed,
-                  fixed_mask=fm, moving_mask=mm)
+    common = dict(
+        metric=metric, shrink=shrink, iterations=iterations, samples=samples, seed=seed, fixed_mask=fm, moving_mask=mm
+    )
     rigid = _linear_stage("rigid", f, m, init, **common)
     linear = Transform(rigid, dims=dims)
     stage("rigid", linear, t0)
@@ -408,8 +435,18 @@ def register_images(
     if method == "deformable":
         t0 = time.perf_counter()
         if deformable == "bspline":
-            bs = _bspline(f, m, linear.sitk, metric=metric, mesh_mm=bspline_mesh_mm, iterations=iterations,
-                          samples=samples, seed=seed, fixed_mask=fm, moving_mask=mm)
+            bs = _bspline(
+                f,
+                m,
+                linear.sitk,
+                metric=metric,
+                mesh_mm=bspline_mesh_mm,
+                iterations=iterations,
+                samples=samples,
+                seed=seed,
+                fixed_mask=fm,
+                moving_mask=mm,
+            )
             result = Transform(bs, dims=dims, grid=fixed).then(linear)
         else:
             if len(demons_iterations) != len(shrink):
@@ -417,10 +454,12 @@ def register_images(
                     f"demons_iterations needs one entry per pyramid level ({len(shrink)}), got {len(demons_iterations)}"
                 )
             m_on_fixed = to_sitk(linear.apply(moving_n, reference=fixed_n))
-            m_on_fixed = sitk.HistogramMatching(m_on_fixed, f, numberOfHistogramLevels=256, numberOfMatchPoints=15,
-                                                thresholdAtMeanIntensity=True)
-            dfield = _demons(f, m_on_fixed, variant=deformable, shrink=shrink, iterations=demons_iterations,
-                             sigma=demons_sigma)
+            m_on_fixed = sitk.HistogramMatching(
+                m_on_fixed, f, numberOfHistogramLevels=256, numberOfMatchPoints=15, thresholdAtMeanIntensity=True
+            )
+            dfield = _demons(
+                f, m_on_fixed, variant=deformable, shrink=shrink, iterations=demons_iterations, sigma=demons_sigma
+            )
             dense = Transform(sitk.DisplacementFieldTransform(dfield), dims=dims, grid=fixed)
             result = dense.then(linear)
         stage(deformable, result, t0)
@@ -432,6 +471,11 @@ def register_images(
             fix="check the pair overlaps anatomically, try another --metric, or give masks",
         )
     return RegistrationResult(
-        transform=result, method=method, metric=metric, metric_before=before, metric_after=after,
-        seconds=time.perf_counter() - start, stages=stages,
+        transform=result,
+        method=method,
+        metric=metric,
+        metric_before=before,
+        metric_after=after,
+        seconds=time.perf_counter() - start,
+        stages=stages,
     )

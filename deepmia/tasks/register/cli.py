@@ -39,7 +39,9 @@ def register_command(
     out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
     method: str = typer.Option("deformable", "--method", help="rigid, affine, deformable or learned."),
     model: Path = typer.Option(None, "--model", help="Trained model folder (for --method learned)."),
-    moving_label: Path = typer.Option(None, "--moving-label", help="Label map on MOVING's grid, warped with the image."),
+    moving_label: Path = typer.Option(
+        None, "--moving-label", help="Label map on MOVING's grid, warped with the image."
+    ),
     fixed_mask: Path = typer.Option(None, "--fixed-mask", help="Mask on FIXED's grid restricting the metric."),
     moving_mask: Path = typer.Option(None, "--moving-mask", help="Mask on MOVING's grid restricting the metric."),
     metric: str = typer.Option(None, "--metric", help="mse, ncc or mi (default: mi for rigid/affine, mse otherwise)."),
@@ -55,13 +57,19 @@ def register_command(
     if method != "learned":
         options["deformable"] = deformable
     if metric is None:
-        metric = "mi" if method in ("rigid", "affine") or (method == "deformable" and deformable == "bspline") else "mse"
+        metric = (
+            "mi" if method in ("rigid", "affine") or (method == "deformable" and deformable == "bspline") else "mse"
+        )
     options["metric"] = metric
     predictor = Predictor(method=method, model_dir=model, **options)
     summary = predictor.run(
-        _read(fixed), _read(moving), out,
-        moving_label=_read(moving_label, kind="label"), fixed_mask=_read(fixed_mask, kind="label"),
-        moving_mask=_read(moving_mask, kind="label"), figure=figure,
+        _read(fixed),
+        _read(moving),
+        out,
+        moving_label=_read(moving_label, kind="label"),
+        fixed_mask=_read(fixed_mask, kind="label"),
+        moving_mask=_read(moving_mask, kind="label"),
+        figure=figure,
     )
     if as_json:
         print_json(summary)
@@ -91,7 +99,9 @@ def evaluate_command(
     if (fixed_landmarks is None) != (moving_landmarks is None):
         raise InvalidArgumentError("TRE needs both --fixed-landmarks and --moving-landmarks")
     result = evaluate_run(
-        run_dir, fixed_label=_read(fixed_label, kind="label"), labels=_labels(labels),
+        run_dir,
+        fixed_label=_read(fixed_label, kind="label"),
+        labels=_labels(labels),
         mask=_read(mask, kind="label"),
         fixed_points=None if fixed_landmarks is None else points_from_file(fixed_landmarks),
         moving_points=None if moving_landmarks is None else points_from_file(moving_landmarks),
@@ -101,7 +111,9 @@ def evaluate_command(
         print_json(result)
         return
     if "labels" in result:
-        console.print(f"mean Dice {result['labels']['mean_dice']:.4f}, mean HD95 {result['labels']['mean_hd95']:.3g} mm")
+        console.print(
+            f"mean Dice {result['labels']['mean_dice']:.4f}, mean HD95 {result['labels']['mean_hd95']:.3g} mm"
+        )
     jac = result["jacobian"]
     console.print(f"Jacobian: folding {100 * jac['folding_fraction']:.3f}% of voxels, std {jac['std']:.4f}")
     if "tre" in result:
@@ -117,6 +129,8 @@ def train_command(
     time_budget: float = typer.Option(600.0, "--time-budget", help="Training wall-clock budget in seconds."),
     epochs: int = typer.Option(40, "--epochs", help="Maximum epochs."),
     dice_weight: float = typer.Option(1.0, "--dice-weight", help="Weight of the label-overlap term (0: unsupervised)."),
+    max_cases: int = typer.Option(120, "--max-cases", help="Use at most this many training cases."),
+    steps_per_epoch: int = typer.Option(20, "--steps-per-epoch", help="Optimiser steps per epoch."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
 ) -> None:
     """Train a VoxelMorph-style deformable registration network on the dataset's training cases."""
@@ -124,10 +138,20 @@ def train_command(
     from deepmia.tasks.register.train import train_registration
 
     summary = train_registration(
-        dataset, out, time_budget_s=time_budget, max_epochs=epochs, dice_weight=dice_weight, seed=seed
+        dataset,
+        out,
+        time_budget_s=time_budget,
+        max_epochs=epochs,
+        dice_weight=dice_weight,
+        max_train_cases=max_cases,
+        steps_per_epoch=steps_per_epoch,
+        seed=seed,
     )
-    console.print(f"trained {summary['epochs']} epochs in {summary['seconds']:.0f} s; "
-                  f"validation Dice {summary['best_val_dice']:.4f}; wrote {out}", soft_wrap=True)
+    console.print(
+        f"trained {summary['epochs']} epochs in {summary['seconds']:.0f} s; "
+        f"validation Dice {summary['best_val_dice']:.4f}; wrote {out}",
+        soft_wrap=True,
+    )
 
 
 def register(*, app: typer.Typer, train: typer.Typer, evaluate: typer.Typer) -> None:
@@ -154,11 +178,16 @@ def predict(model_dir: Path, src: Path, dst: Path, *, options: dict[str, Any]) -
     else:
         found = {p.name.split(".")[0]: p for p in Path(src).glob("*") if p.is_file()}
         if "fixed" not in found or "moving" not in found:
-            raise InvalidArgumentError("registration input must be FIXED,MOVING or a folder with fixed.* and moving.*",
-                                       fix="e.g. deepmia predict MODEL fixed.nii.gz,moving.nii.gz OUT")
+            raise InvalidArgumentError(
+                "registration input must be FIXED,MOVING or a folder with fixed.* and moving.*",
+                fix="e.g. deepmia predict MODEL fixed.nii.gz,moving.nii.gz OUT",
+            )
         fixed_path, moving_path = found["fixed"], found["moving"]
     label = options.get("moving_label")
     Predictor(method="learned", model_dir=model_dir).run(
-        _read(fixed_path), _read(moving_path), dst, moving_label=_read(Path(label), kind="label") if label else None,
+        _read(fixed_path),
+        _read(moving_path),
+        dst,
+        moving_label=_read(Path(label), kind="label") if label else None,
         figure=bool(options.get("figure", False)),
     )

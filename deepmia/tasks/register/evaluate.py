@@ -76,15 +76,20 @@ def transform_metrics(
     if fixed_points is not None and moving_points is not None:
         tre = target_registration_error(moving_points, transform.map_points(fixed_points), spacing=None)
         before = target_registration_error(moving_points, fixed_points, spacing=None)
-        out["tre"] = {**{k: v for k, v in tre.items() if k != "per_point"}, "per_point": tre["per_point"].tolist(),
-                      "mean_before": before["mean"]}
+        out["tre"] = {
+            **{k: v for k, v in tre.items() if k != "per_point"},
+            "per_point": tre["per_point"].tolist(),
+            "mean_before": before["mean"],
+        }
     if backward is not None:
         round_trip = transform.then(backward).displacement(fixed_grid)
         err = np.sqrt((round_trip.array.astype(np.float64) ** 2).sum(0))
         values = err[mask] if mask is not None else err.ravel()
         out["inverse_consistency"] = {
-            "mean": float(values.mean()), "median": float(np.median(values)),
-            "p95": float(np.percentile(values, 95)), "max": float(values.max()),
+            "mean": float(values.mean()),
+            "median": float(np.median(values)),
+            "p95": float(np.percentile(values, 95)),
+            "max": float(values.max()),
         }
     return out
 
@@ -109,8 +114,9 @@ def find_transform(run_dir: str | PathLike[str]) -> Path:
     for name in ("transform.h5", "transform.tfm"):
         if (run / name).is_file():
             return run / name
-    raise ReadError("no transform.h5 or transform.tfm in this folder", path=run,
-                    fix="give the output folder of deepmia register")
+    raise ReadError(
+        "no transform.h5 or transform.tfm in this folder", path=run, fix="give the output folder of deepmia register"
+    )
 
 
 def evaluate_run(
@@ -139,18 +145,28 @@ def evaluate_run(
     grid = as_2d_if(grid, transform.dims)
     for what, img in (("fixed label", fixed_label), ("mask", mask)):
         if img is not None and not img.same_geometry(grid):
-            raise GeometryError(f"{what} is not on the fixed grid of this run", path=img.meta.get("source"),
-                                fix="give the label map or mask of the FIXED image")
+            raise GeometryError(
+                f"{what} is not on the fixed grid of this run",
+                path=img.meta.get("source"),
+                fix="give the label map or mask of the FIXED image",
+            )
     warped_label = None
     if fixed_label is not None:
         if not (run / "warped_label.nii.gz").is_file():
-            raise ReadError("no warped_label.nii.gz in this folder", path=run,
-                            fix="run deepmia register with --moving-label")
+            raise ReadError(
+                "no warped_label.nii.gz in this folder", path=run, fix="run deepmia register with --moving-label"
+            )
         warped_label = as_2d_if(read_image(run / "warped_label.nii.gz", kind="label"), transform.dims)
     backward = Transform.read(find_transform(backward_dir)) if backward_dir is not None else None
     result = transform_metrics(
-        transform, grid, fixed_label=fixed_label, warped_label=warped_label, labels=labels,
-        mask=None if mask is None else mask.array[0] != 0, fixed_points=fixed_points, moving_points=moving_points,
+        transform,
+        grid,
+        fixed_label=fixed_label,
+        warped_label=warped_label,
+        labels=labels,
+        mask=None if mask is None else mask.array[0] != 0,
+        fixed_points=fixed_points,
+        moving_points=moving_points,
         backward=backward,
     )
     (run / "metrics.json").write_text(json.dumps(result, indent=1, default=float) + "\n", encoding="utf-8")

@@ -70,8 +70,11 @@ class LearnedRegistration:
         plan = load_plan(model_dir)
         weights = Path(model_dir) / "fold_0" / "model_best.pt"
         if not weights.is_file():
-            raise ReadError("no fold_0/model_best.pt in the model folder", path=Path(model_dir),
-                            fix="train the model first (deepmia train register)")
+            raise ReadError(
+                "no fold_0/model_best.pt in the model folder",
+                path=Path(model_dir),
+                fix="train the model first (deepmia train register)",
+            )
         net = build_network(plan.network, spatial_dims=plan.spatial_dims, **plan.network_params)
         net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
         net.eval()
@@ -115,8 +118,9 @@ class LearnedRegistration:
         start = time.perf_counter()
         affine_options.setdefault("metric", self.plan.affine_metric)
         affine_options.pop("deformable", None)
-        affine = register_images(fixed, moving, method="affine", fixed_mask=fixed_mask, moving_mask=moving_mask,
-                                 **affine_options)
+        affine = register_images(
+            fixed, moving, method="affine", fixed_mask=fixed_mask, moving_mask=moving_mask, **affine_options
+        )
         t0 = time.perf_counter()
         fixed_n = normalise_intensity(fixed)
         moving_n = affine.transform.apply(normalise_intensity(moving), reference=fixed)
@@ -130,10 +134,16 @@ class LearnedRegistration:
         if check_divergence and after < affine.metric_before:
             raise RegistrationDivergedError(
                 f"learned registration diverged: {affine.metric} similarity went from {affine.metric_before:.4g} "
-                f"to {after:.4g}", path=moving.meta.get("source"),
+                f"to {after:.4g}",
+                path=moving.meta.get("source"),
                 fix="the pair may be unlike the training data; try --method deformable",
             )
         return RegistrationResult(
-            transform=transform, method="learned", metric=affine.metric, metric_before=affine.metric_before,
-            metric_after=after, seconds=time.perf_counter() - start, stages=stages,
+            transform=transform,
+            method="learned",
+            metric=affine.metric,
+            metric_before=affine.metric_before,
+            metric_after=after,
+            seconds=time.perf_counter() - start,
+            stages=stages,
         )

@@ -65,8 +65,11 @@ def load_plan(model_dir: str | PathLike[str]) -> RegistrationPlan:
     """
     path = Path(model_dir) / "plan.json"
     if not path.is_file():
-        raise ReadError("no plan.json: not a trained model folder", path=Path(model_dir),
-                        fix="train one with deepmia train register")
+        raise ReadError(
+            "no plan.json: not a trained model folder",
+            path=Path(model_dir),
+            fix="train one with deepmia train register",
+        )
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         return RegistrationPlan.model_validate(data)

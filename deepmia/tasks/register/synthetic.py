@@ -18,8 +18,11 @@ __all__ = ["random_affine", "random_deformation"]
 def random_affine(
     image: Image, *, seed: int, rotation_deg: float = 5.0, scale: float = 0.05, translation_mm: float = 5.0
 ) -> Transform:
-    """A random affine about the image centre: rotations up to ``rotation_deg`` per axis, scales ``1 +- scale``,
-    shears up to ``scale / 2``, translations up to ``translation_mm``."""
+    """A random affine about the image centre.
+
+    Rotations up to ``rotation_deg`` per axis, scales ``1 +- scale``, shears up to ``scale / 2``, translations up
+    to ``translation_mm``.
+    """
     rng = np.random.default_rng(seed)
     d = image.spatial_dims
     angles = np.deg2rad(rng.uniform(-rotation_deg, rotation_deg, 3 if d == 3 else 1))
@@ -61,5 +64,6 @@ def random_deformation(
     u = np.stack([ndimage.zoom(c, shape / coarse, order=3, mode="grid-constant", grid_mode=True) for c in noise])
     u *= max_displacement_mm / max(float(np.sqrt((u**2).sum(0)).max()), 1e-12)
     dense = Transform.from_displacement(image.with_array(u.astype(np.float32), kind="intensity"))
-    return dense.then(random_affine(image, seed=seed, rotation_deg=rotation_deg, scale=scale,
-                                    translation_mm=translation_mm))
+    return dense.then(
+        random_affine(image, seed=seed, rotation_deg=rotation_deg, scale=scale, translation_mm=translation_mm)
+    )

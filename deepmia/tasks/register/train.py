@@ -45,8 +45,9 @@ def to_template(dataset: Dataset, case_id: str, template: Image, grid: Image) ->
     """A case affinely registered to the template, resampled onto the padded template grid: image in [0, 1], labels."""
     image, label = dataset.read_image(case_id), None
     label = dataset.read_label(case_id, image=image)
-    result = register_images(template, image, method="affine", metric="ncc", levels=2, iterations=100,
-                             check_divergence=False)
+    result = register_images(
+        template, image, method="affine", metric="ncc", levels=2, iterations=100, check_divergence=False
+    )
     warped = result.transform.apply(normalise_intensity(image), reference=grid)
     warped_label = result.transform.apply(label, reference=grid)
     return warped.array.astype(np.float32), warped_label.array.astype(np.int64)
@@ -97,8 +98,9 @@ def train_registration(
     dataset = Dataset.load(dataset_dir)
     cases = [c for c in dataset.cases if c.label]
     if len(cases) < 10:
-        raise DatasetError(f"learned registration needs >= 10 cases with label maps, found {len(cases)}",
-                           path=dataset.root)
+        raise DatasetError(
+            f"learned registration needs >= 10 cases with label maps, found {len(cases)}", path=dataset.root
+        )
     split = split_cases(dataset, seed=seed)
     train_ids = split["train"][:max_train_cases]
     shapes = {c: dataset.read_image(c).spatial_shape for c in train_ids}
@@ -108,12 +110,19 @@ def train_registration(
     if template.spatial_dims != 3:
         raise DatasetError("learned registration is trained on 3D volumes", path=dataset.root)
     grid = _template_grid(template)
-    labels = sorted(int(v) for v in dataset.spec.labels if int(v) != 0) if isinstance(dataset.spec.labels, dict) else [1]
+    labels = (
+        sorted(int(v) for v in dataset.spec.labels if int(v) != 0) if isinstance(dataset.spec.labels, dict) else [1]
+    )
     plan = RegistrationPlan(
-        grid_shape=list(grid.spatial_shape), template_case=template_id, labels=labels,
-        network_params=network_params or {"channels": [16, 32, 32, 32, 32, 32], "final_channels": [16, 16],
-                                          "integration_steps": 7},
-        dice_weight=dice_weight, max_epochs=max_epochs, steps_per_epoch=steps_per_epoch, time_budget_s=time_budget_s,
+        grid_shape=list(grid.spatial_shape),
+        template_case=template_id,
+        labels=labels,
+        network_params=network_params
+        or {"channels": [16, 32, 32, 32, 32, 32], "final_channels": [16, 16], "integration_steps": 7},
+        dice_weight=dice_weight,
+        max_epochs=max_epochs,
+        steps_per_epoch=steps_per_epoch,
+        time_budget_s=time_budget_s,
         seed=seed,
     )
     out = Path(model_dir)
@@ -161,16 +170,31 @@ def train_registration(
         return {"val_dice": float(np.mean(scores))}
 
     trainer = Trainer(
-        net, torch.optim.Adam(net.parameters(), lr=plan.learning_rate), train_step,
-        _pairs(train_img, train_lab, plan.batch_size, seed), out_dir=out / "fold_0",
-        steps_per_epoch=plan.steps_per_epoch, max_epochs=plan.max_epochs, time_budget_s=plan.time_budget_s,
-        validate=validate, monitor="val_dice", mode="max", precision=plan.precision, extra_state={"plan": plan.model_dump()},
+        net,
+        torch.optim.Adam(net.parameters(), lr=plan.learning_rate),
+        train_step,
+        _pairs(train_img, train_lab, plan.batch_size, seed),
+        out_dir=out / "fold_0",
+        steps_per_epoch=plan.steps_per_epoch,
+        max_epochs=plan.max_epochs,
+        time_budget_s=plan.time_budget_s,
+        validate=validate,
+        monitor="val_dice",
+        mode="max",
+        precision=plan.precision,
+        extra_state={"plan": plan.model_dump()},
     )
     state = trainer.fit()
     summary = {
-        "epochs": state.epoch, "steps": state.step, "seconds": time.perf_counter() - start,
-        "prepare_seconds": prep_seconds, "best_val_dice": state.best_metric, "best_epoch": state.best_epoch,
-        "n_train": len(train_ids), "n_val": len(split["val"]), "n_test": len(split["test"]),
+        "epochs": state.epoch,
+        "steps": state.step,
+        "seconds": time.perf_counter() - start,
+        "prepare_seconds": prep_seconds,
+        "best_val_dice": state.best_metric,
+        "best_epoch": state.best_epoch,
+        "n_train": len(train_ids),
+        "n_val": len(split["val"]),
+        "n_test": len(split["test"]),
     }
     (out / "metrics.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
     (out / "README.md").write_text(_model_card(dataset, plan, summary), encoding="utf-8")
@@ -180,14 +204,16 @@ def train_registration(
 def _model_card(dataset: Dataset, plan: RegistrationPlan, summary: dict[str, Any]) -> str:
     return f"""# Learned deformable registration ({plan.network})
 
-- Data: dataset `{dataset.name}` ({dataset.root}), {summary['n_train']} training cases, {summary['n_val']}
-  validation cases, {summary['n_test']} held-out test cases (`split.json`); licence: {dataset.spec.license or 'see dataset'}.
+- Data: dataset `{dataset.name}` ({dataset.root}), {summary["n_train"]} training cases, {summary["n_val"]}
+  validation cases, {summary["n_test"]} held-out test cases (`split.json`);
+  licence: {dataset.spec.license or "see dataset"}.
 - Method: affine (SimpleITK, {plan.affine_metric}) to the fixed image, then a diffeomorphic VoxelMorph network
   (MONAI) predicting the remaining displacement in one forward pass; trained on random pairs of training cases
   affinely aligned to template case `{plan.template_case}`, loss = local NCC + {plan.smoothness_weight} x bending
   energy + {plan.dice_weight} x soft Dice of labels {plan.labels}.
-- Training: {summary['epochs']} epochs ({summary['steps']} steps) in {summary['seconds']:.0f} s on a CPU.
-- Validation: mean label Dice of warped validation pairs {summary['best_val_dice']:.4f} (best epoch {summary['best_epoch']}).
+- Training: {summary["epochs"]} epochs ({summary["steps"]} steps) in {summary["seconds"]:.0f} s on a CPU.
+- Validation: mean label Dice of warped validation pairs {summary["best_val_dice"]:.4f}
+  (best epoch {summary["best_epoch"]}).
 - Intended use: inter-subject alignment of images like the training data (same modality, field of view and
   resolution). Limits: not validated on other anatomy or modalities; a pair unlike the training data can
   diverge (detected and reported, not written).

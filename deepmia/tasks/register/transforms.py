@@ -30,9 +30,19 @@ __all__ = ["Transform", "Interpolation", "check_same_dims"]
 Interpolation = Literal["linear", "bspline", "nearest"]
 
 _LINEAR_NAMES = {
-    "AffineTransform", "Euler2DTransform", "Euler3DTransform", "Similarity2DTransform", "Similarity3DTransform",
-    "TranslationTransform", "VersorTransform", "VersorRigid3DTransform", "ScaleTransform", "ScaleSkewVersor3DTransform",
-    "ScaleVersor3DTransform", "ComposeScaleSkewVersor3DTransform", "IdentityTransform",
+    "AffineTransform",
+    "Euler2DTransform",
+    "Euler3DTransform",
+    "Similarity2DTransform",
+    "Similarity3DTransform",
+    "TranslationTransform",
+    "VersorTransform",
+    "VersorRigid3DTransform",
+    "ScaleTransform",
+    "ScaleSkewVersor3DTransform",
+    "ScaleVersor3DTransform",
+    "ComposeScaleSkewVersor3DTransform",
+    "IdentityTransform",
 }
 _TRANSFORM_SUFFIXES = (".tfm", ".txt", ".h5", ".hdf5", ".mat", ".xfm")
 _FIELD_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha", ".mhd")
@@ -307,7 +317,9 @@ class Transform:
             out = sitk.Resample(moving, ref, self._tx, interp, float(default), moving.GetPixelID())
             channels.append(from_sitk(out, kind=image.kind).array)
         array = np.concatenate(channels)
-        return Image(array, reference.affine, kind=image.kind, meta={**image.meta, "warped_onto": reference.meta.get("source")})
+        return Image(
+            array, reference.affine, kind=image.kind, meta={**image.meta, "warped_onto": reference.meta.get("source")}
+        )
 
     def displacement(self, reference: Image | None = None) -> Image:
         """The dense displacement ``u(x) = T(x) - x`` on a grid, as an image of RAS+ world vectors in mm.
@@ -417,14 +429,16 @@ class Transform:
             return p
         if not name.endswith(_TRANSFORM_SUFFIXES):
             raise WriteError(
-                "unknown transform file suffix", path=p,
+                "unknown transform file suffix",
+                path=p,
                 fix=f"use one of {', '.join(_TRANSFORM_SUFFIXES + _FIELD_SUFFIXES)}",
             )
         try:
             sitk.WriteTransform(self._tx, str(p))
         except RuntimeError as exc:
             raise WriteError(
-                f"ITK cannot store this transform in {p.suffix} files: {str(exc).strip().splitlines()[-1]}", path=p,
+                f"ITK cannot store this transform in {p.suffix} files: {str(exc).strip().splitlines()[-1]}",
+                path=p,
                 fix="save composite and dense transforms as .h5",
             ) from exc
         return p

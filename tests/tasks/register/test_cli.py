@@ -41,8 +41,21 @@ def _run(app, args):
 @pytest.mark.parametrize("method", ["affine", "deformable"])
 def test_register_writes_outputs_on_fixed_grid(app, ct, tmp_path, method):
     out = tmp_path / method
-    _run(app, ["register", ct / "CT_2D_head_fixed.mha", ct / "CT_2D_head_moving.mha", "--out", out,
-               "--method", method, "--moving-label", ct / "CT_2D_head_moving_mask.mha", "--figure"])
+    _run(
+        app,
+        [
+            "register",
+            ct / "CT_2D_head_fixed.mha",
+            ct / "CT_2D_head_moving.mha",
+            "--out",
+            out,
+            "--method",
+            method,
+            "--moving-label",
+            ct / "CT_2D_head_moving_mask.mha",
+            "--figure",
+        ],
+    )
     fixed = read_image(ct / "CT_2D_head_fixed.mha")
     for name in ("warped.nii.gz", "warped_label.nii.gz"):
         assert as_2d_if(read_image(out / name), 2).same_geometry(fixed)  # NIfTI keeps 2D as one slice
@@ -64,21 +77,57 @@ def test_label_on_another_grid_is_refused(app, ct, tmp_path):
     cropped = label.with_geometry(label.array[:, :200], label.affine)
     write_image(cropped, tmp_path / "crop.nii.gz")
     with pytest.raises(GeometryError, match="geometry differs"):
-        _run(app, ["register", ct / "CT_2D_head_fixed.mha", ct / "CT_2D_head_moving.mha", "--out", tmp_path / "o",
-                   "--method", "rigid", "--moving-label", tmp_path / "crop.nii.gz"])
+        _run(
+            app,
+            [
+                "register",
+                ct / "CT_2D_head_fixed.mha",
+                ct / "CT_2D_head_moving.mha",
+                "--out",
+                tmp_path / "o",
+                "--method",
+                "rigid",
+                "--moving-label",
+                tmp_path / "crop.nii.gz",
+            ],
+        )
     assert not (tmp_path / "o" / "warped.nii.gz").exists()
 
 
 def test_landmark_tre(app, ct, tmp_path):
     out = tmp_path / "rigid"
-    _run(app, ["register", ct / "CT_2D_head_fixed.mha", ct / "CT_2D_head_moving.mha", "--out", out, "--method", "rigid"])
+    _run(
+        app, ["register", ct / "CT_2D_head_fixed.mha", ct / "CT_2D_head_moving.mha", "--out", out, "--method", "rigid"]
+    )
     from deepmia.tasks.register.transforms import Transform
 
     t = Transform.read(out / "transform.tfm")
     fixed_pts = np.array([[-20.0, 10.0, 0.0], [15.0, -30.0, 0.0], [0.0, 0.0, 0.0]])
     np.savetxt(tmp_path / "f.csv", fixed_pts, delimiter=",")
     np.savetxt(tmp_path / "m.csv", t.map_points(fixed_pts) + [0.5, 0.0, 0.0], delimiter=",")
-    _run(app, ["evaluate", "register", out, "--fixed-landmarks", tmp_path / "f.csv", "--moving-landmarks",
-               tmp_path / "m.csv"])
+    _run(
+        app,
+        [
+            "evaluate",
+            "register",
+            out,
+            "--fixed-landmarks",
+            tmp_path / "f.csv",
+            "--moving-landmarks",
+            tmp_path / "m.csv",
+        ],
+    )
     tre = json.loads((out / "metrics.json").read_text())["tre"]
     assert tre["mean"] == pytest.approx(0.5, abs=1e-6)
+
+
+def test_deepmia_command_reports_2d_with_3d(ct, tmp_path, capsys):
+    from deepmia.cli.main import main
+    from deepmia.image import Image
+
+    write_image(Image(np.zeros((1, 8, 8, 8), np.float32)), tmp_path / "vol.nii.gz")
+    code = main(
+        ["register", str(ct / "CT_2D_head_fixed.mha"), str(tmp_path / "vol.nii.gz"), "--out", str(tmp_path / "o")]
+    )
+    assert code == 2
+    assert "2D" in capsys.readouterr().err

@@ -56,8 +56,14 @@ def dataset(tmp_path_factory):
         write_image(Image(img[None]), root / f"images/c{i}.nii.gz")
         write_image(Image(lab[None], kind="label"), root / f"labels/c{i}.nii.gz")
         cases.append(Case(id=f"c{i}", patient_id=f"p{i}", images=[f"images/c{i}.nii.gz"], label=f"labels/c{i}.nii.gz"))
-    Dataset.create(root, name="blobs", task="segmentation", channels=[{"name": "image", "modality": "MR"}],
-                   labels={"0": "background", "1": "lower", "2": "upper"}, cases=cases).save()
+    Dataset.create(
+        root,
+        name="blobs",
+        task="segmentation",
+        channels=[{"name": "image", "modality": "MR"}],
+        labels={"0": "background", "1": "lower", "2": "upper"},
+        cases=cases,
+    ).save()
     return root
 
 
@@ -65,8 +71,14 @@ def test_train_then_register(dataset, tmp_path):
     from deepmia.tasks.register.train import train_registration
 
     model = tmp_path / "model"
-    summary = train_registration(dataset, model, time_budget_s=30, max_epochs=1, steps_per_epoch=1,
-                                 network_params={"channels": [4, 8, 8, 8], "final_channels": [4], "integration_steps": 2})
+    summary = train_registration(
+        dataset,
+        model,
+        time_budget_s=30,
+        max_epochs=1,
+        steps_per_epoch=1,
+        network_params={"channels": [4, 8, 8, 8], "final_channels": [4], "integration_steps": 2},
+    )
     assert summary["epochs"] == 1
     for name in ("plan.json", "split.json", "metrics.json", "README.md", "fold_0/model_best.pt"):
         assert (model / name).is_file()
@@ -78,7 +90,10 @@ def test_train_then_register(dataset, tmp_path):
     ds = Dataset.load(dataset)
     fixed, moving = ds.read_image("c0"), ds.read_image("c1")
     out = Predictor(method="learned", model_dir=model).run(
-        fixed, moving, tmp_path / "out", moving_label=ds.read_label("c1"),
+        fixed,
+        moving,
+        tmp_path / "out",
+        moving_label=ds.read_label("c1"),
     )
     assert out["method"] == "learned" and out["stages"][-1]["stage"] == "network"
     from deepmia.io import read_image
