@@ -320,7 +320,7 @@ def _bspline(
     fixed_mask: Any,
     moving_mask: Any,
 ) -> Any:
-    """Multi-resolution B-spline (mesh refined twice) after the affine stage, L-BFGS-B optimiser."""
+    """Multi-resolution B-spline (mesh refined twice) after the affine stage, gradient descent with line search."""
     sitk = _sitk()
     size = np.array(f.GetSize()) * np.array(f.GetSpacing())
     mesh = [max(1, int(round(s / mesh_mm / 4))) for s in size]
@@ -331,8 +331,8 @@ def _bspline(
         reg.SetMetricFixedMask(fixed_mask)
     if moving_mask is not None:
         reg.SetMetricMovingMask(moving_mask)
-    reg.SetOptimizerAsLBFGSB(
-        gradientConvergenceTolerance=1e-5, numberOfIterations=iterations, maximumNumberOfCorrections=5
+    reg.SetOptimizerAsGradientDescentLineSearch(
+        learningRate=5.0, numberOfIterations=iterations, convergenceMinimumValue=1e-4, convergenceWindowSize=5
     )
     reg.SetMovingInitialTransform(affine)
     reg.SetInitialTransformAsBSpline(tx, inPlace=True, scaleFactors=[1, 2, 4])
