@@ -1,4 +1,6 @@
-"""Image + clinical-table fusion: an ablation showing the fused classifier uses both inputs (PneumoniaMNIST + a derived lab value).
+"""Image + clinical-table fusion: an ablation showing the fused classifier uses both inputs.
+
+PneumoniaMNIST images plus a derived lab value.
 
 Usage:
     python benchmarks/classify_fusion.py [--data ../shared/data] [--epochs 8]

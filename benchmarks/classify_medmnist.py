@@ -1,4 +1,4 @@
-"""Classification on PneumoniaMNIST and AdrenalMNIST3D: test metrics of the shipped models, ECE before/after temperature scaling.
+"""Classification on PneumoniaMNIST and AdrenalMNIST3D: test metrics, ECE before/after temperature scaling.
 
 Usage:
     python benchmarks/classify_medmnist.py [--data ../shared/data] [--train] [--budget 15m]
@@ -83,7 +83,8 @@ def main() -> None:
         deepmia("dataset", "import", "medmnist", str(args.data / "medmnist" / file), str(ds_dir))
         model_dir = REPO / "models" / name
         if args.train:
-            deepmia("train", "classify", "--dataset", str(ds_dir), "--out", str(model_dir), "--time-budget", args.budget)
+            deepmia("train", "classify", "--dataset", str(ds_dir), "--out", str(model_dir),
+                    "--time-budget", args.budget)
         deepmia("evaluate", "classify", str(model_dir), "--dataset", str(ds_dir), "--out", str(work / f"{name}_eval"),
                 "--sensitivity", "0.9", "--record")
         m = json.loads((work / f"{name}_eval" / "metrics.json").read_text())

@@ -36,8 +36,9 @@ def blend_heatmap(rgb: np.ndarray, heat: np.ndarray, *, alpha: float = 0.45) -> 
     return (rgb.astype(np.float32) * (1 - w) + colours * w).astype(np.uint8)
 
 
-def write_overlays(image: Image, saliency: np.ndarray, out_stem: Path, *, title_window: tuple[float, float] | None = None
-                   ) -> list[Path]:
+def write_overlays(
+    image: Image, saliency: np.ndarray, out_stem: Path, *, title_window: tuple[float, float] | None = None,
+) -> list[Path]:
     """Write the overlay(s) of one map: ``STEM.png`` (2D), or ``STEM.nii.gz`` and ``STEM_<plane>.png`` (3D).
 
     For volumes each plane's slice passes through the map's maximum.

@@ -35,8 +35,10 @@ METHODS = ("gradcam", "gradcampp", "occlusion")
 
 
 class TabularBound(nn.Module):
-    """Wrap a fusion model so it takes the image alone (the case's clinical features fixed), as MONAI's
-    explainers call ``model(x)``."""
+    """Wrap a fusion model so it takes the image alone, its case's clinical features fixed.
+
+    MONAI's explainers call ``model(x)``.
+    """
 
     def __init__(self, model: nn.Module, tabular: torch.Tensor) -> None:
         super().__init__()
@@ -140,8 +142,11 @@ def saliency_map(
 
 
 def randomization_similarity(maps_trained: np.ndarray, maps_random: np.ndarray) -> float:
-    """Spearman rank correlation of two saliency maps (Adebayo's model-randomisation check: a map that
-    explains the model must change when the weights are randomised, i.e. this should be low)."""
+    """Spearman rank correlation of two saliency maps.
+
+    Adebayo's model-randomisation check: a map that explains the model must change when the weights are
+    randomised, so this should be low.
+    """
     from scipy.stats import spearmanr
 
     a, b = np.ravel(maps_trained), np.ravel(maps_random)
@@ -171,8 +176,9 @@ def occlusion_drop(
     rng: np.random.Generator,
     activation: str = "softmax",
 ) -> tuple[float, float]:
-    """Drop in the class probability when a box around the saliency peak is filled, and when a box of the
-    same size at a random place is filled (the deletion check: the first should be larger on average).
+    """Drop in the class probability when a box at the saliency peak, or one at a random place, is filled.
+
+    The deletion check: the first drop should be larger on average.
 
     Args:
         model: The classifier, called as ``model(x)``.

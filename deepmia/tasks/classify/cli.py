@@ -1,5 +1,7 @@
-"""Classification commands: ``deepmia train classify``, ``deepmia evaluate classify``, ``deepmia explain``, and
-``predict`` for ``deepmia predict`` on a classification model directory."""
+"""Classification commands: ``deepmia train classify``, ``deepmia evaluate classify``, ``deepmia explain``.
+
+Also ``predict``, used by ``deepmia predict`` on a classification model directory.
+"""
 
 from __future__ import annotations
 
@@ -34,7 +36,7 @@ def predict(model_dir: Path, src: Path, dst: Path, *, options: dict[str, Any]) -
     predictor = Predictor(model_dir, **options_of(options))
     _members_option(predictor, options.get("folds"))
     report = predictor.predict_path(src, dst, clinical=options.get("clinical"))
-    for name, reason in report["skipped"]:
+    for _name, reason in report["skipped"]:
         err_console.print(f"[red]skipped[/] {reason}", soft_wrap=True)
     console.print(f"{report['predicted']} predicted ({report['low_confidence']} flagged low-confidence), "
                   f"{len(report['skipped'])} skipped -> {report['out']}")
@@ -102,7 +104,7 @@ def explain(
 
     report = explain_path(model_dir, src, dst, methods=[m.strip() for m in methods.split(",") if m.strip()],
                           clinical=clinical)
-    for name, reason in report["skipped"]:
+    for _name, reason in report["skipped"]:
         err_console.print(f"[red]skipped[/] {reason}", soft_wrap=True)
     console.print(f"{report['explained']} explained, {len(report['skipped'])} skipped -> {report['out']}")
     if report["skipped"]:

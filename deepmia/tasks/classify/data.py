@@ -198,8 +198,9 @@ def fit_table(
     rows: Mapping[str, Mapping[str, str]], train_ids: Sequence[str], *, columns: Sequence[str] | None = None,
     id_column: str = "case_id", path: Any = None,
 ) -> TabularSpec:
-    """Choose the encoding of each column from the training cases: numeric when every present value parses
-    as a number, categorical otherwise.
+    """Choose the encoding of each column from the training cases.
+
+    A column is numeric when every present value parses as a number, categorical otherwise.
 
     Args:
         rows: The table (:func:`read_table`).

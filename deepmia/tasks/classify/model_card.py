@@ -27,7 +27,8 @@ def _ci(entry: dict[str, Any] | None) -> str:
     if d:
         return f"{auc:.3f} (DeLong 95% CI {d['ci_low']:.3f}-{d['ci_high']:.3f})"
     if b:
-        return f"{auc:.3f} (bootstrap 95% CI {b.get('low', float('nan')):.3f}-{b.get('high', float('nan')):.3f})"
+        low, high = b.get("low", float("nan")), b.get("high", float("nan"))
+        return f"{auc:.3f} (bootstrap 95% CI {low:.3f}-{high:.3f})"
     return f"{auc:.3f}"
 
 
@@ -75,7 +76,8 @@ def write_model_card(model_dir: str | Path, *, dataset: Dataset | None = None) -
         "",
         "## Data",
         "",
-        f"{info.get('description', '')}. Source: `{info.get('source', '')}`. License: {info.get('license', 'unknown')}.",
+        f"{info.get('description', '')}. Source: `{info.get('source', '')}`. "
+        f"License: {info.get('license', 'unknown')}.",
         *([MEDMNIST_ATTRIBUTION] if "medmnist" in str(info).lower() else []),
         f"Cases: {len(split.get('train', []))} train, {len(split.get('val', []))} validation, "
         f"{len(split.get('test', []))} test (ids in `split.json`; the test cases were not used in training or "

@@ -22,15 +22,13 @@ Any field can be overridden (``key=value``, values parsed as JSON).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from deepmia._validate import look_up_option
-from deepmia.data.dataset import format_validation_error
-from deepmia.errors import DatasetError, InvalidArgumentError
+from deepmia.errors import DatasetError
+from deepmia.tasks._plan import apply_overrides, load_plan_file
 
 __all__ = ["Normalization", "Augmentation", "Schedule", "TabularSpec", "ClassifyPlan", "make_plan", "load_plan",
            "apply_overrides", "SMALL_INPUT", "MAX_SIZE"]
@@ -139,56 +137,9 @@ def load_plan(path: str | Path) -> ClassifyPlan:
     """Read and validate a plan file.
 
     Raises:
-        InvalidArgumentError: Not JSON or not a valid plan (each bad field named).
+        InvalidArgumentError: Missing, not JSON or not a valid plan (each bad field named).
     """
-    path = Path(path)
-    try:
-        return ClassifyPlan.model_validate(json.loads(path.read_text()))
-    except FileNotFoundError:
-        raise InvalidArgumentError("plan file not found", path=path, fix="is this a model directory?") from None
-    except json.JSONDecodeError as exc:
-        raise InvalidArgumentError(f"not valid JSON: {exc}", path=path) from exc
-    except ValidationError as exc:
-        raise InvalidArgumentError(f"invalid plan: {format_validation_error(exc)}", path=path) from exc
-
-
-def _parse_value(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
-def apply_overrides(plan: ClassifyPlan, overrides: list[str] | dict[str, Any]) -> ClassifyPlan:
-    """Override fields: ``["schedule.lr=0.001", "network_params.depth=34"]`` (values are JSON, else strings).
-
-    Raises:
-        InvalidArgumentError: Unknown field or invalid value (the message says which).
-    """
-    items = []
-    for item in overrides.items() if isinstance(overrides, dict) else overrides:
-        if isinstance(item, str):
-            if "=" not in item:
-                raise InvalidArgumentError(f"plan override {item!r} must look like key=value")
-            key, value = item.split("=", 1)
-            items.append((key.strip(), _parse_value(value.strip())))
-        else:
-            items.append(item)
-    data = plan.model_dump()
-    for key, value in items:
-        node = data
-        parts = key.split(".")
-        for part in parts[:-1]:
-            if not isinstance(node.get(part), dict):
-                raise InvalidArgumentError(f"plan override {key!r}: {part!r} is not a section of the plan")
-            node = node[part]
-        if parts[-1] not in node and parts[-2:-1] != ["network_params"]:
-            look_up_option(parts[-1], list(node), what="plan field")
-        node[parts[-1]] = value
-    try:
-        return ClassifyPlan.model_validate(data)
-    except ValidationError as exc:
-        raise InvalidArgumentError(f"plan override: {format_validation_error(exc)}") from exc
+    return load_plan_file(ClassifyPlan, path)
 
 
 def _class_weights(counts: list[int]) -> list[float] | None:

@@ -44,8 +44,10 @@ def case_id_of(path: Path) -> str:
 
 
 def list_inputs(src: Path) -> list[Path]:
-    """``src`` itself if it is a file, else its image files and sub-folders (DICOM series), sorted; hidden
-    entries are left out, anything else is returned too so the caller can report it as skipped."""
+    """``src`` itself if it is a file, else its entries (image files, DICOM-series folders), sorted.
+
+    Hidden entries are left out; anything else is returned so the caller can report it as skipped.
+    """
     if src.is_file():
         return [src]
     if not src.is_dir():

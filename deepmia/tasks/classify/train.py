@@ -220,7 +220,8 @@ def fit_to_budget(
     return apply_overrides(plan, {
         "network_params.widths": WIDTH_LADDER[wi],
         "members": members,
-        "schedule.max_epochs": max(1, min(plan.schedule.max_epochs, epochs_for(timing[wi], members))),
+        # The estimate only picks the width and members; the budget itself stops training (the machine's load
+        # may change while it runs), max_epochs stays the plan's upper bound.
         "schedule.precision": precision,
         "schedule.threads": threads,
         "measurements": {"runtime": runtime,

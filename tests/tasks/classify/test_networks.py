@@ -36,7 +36,7 @@ def test_small_input_keeps_spatial_resolution() -> None:
     seen = {}
     for small in (True, False):
         net = build_network("resnet", spatial_dims=2, in_channels=1, out_channels=2, small_input=small,
-                            **SMALL["resnet"])
+                            **SMALL["resnet"]).eval()
         out = []
         net.backbone.layer4.register_forward_hook(lambda _m, _i, o, out=out: out.append(o.shape))
         net(torch.randn(1, 1, 28, 28))

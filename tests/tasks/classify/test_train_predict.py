@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deepmia.errors import CorruptFileError, DatasetError, InvalidArgumentError, ReadError
+from deepmia.errors import DatasetError, InvalidArgumentError, ReadError
 
 TINY = ["network_params.widths=[8,16,16,32]", "schedule.max_epochs=2", "schedule.batch_size=16", "schedule.threads=1"]
 
@@ -75,8 +75,8 @@ def test_predict_folder_reports_bad_files_and_keeps_going(model: Path, pneumonia
 
 
 def test_mc_dropout_gives_uncertainty(model: Path, pneumonia: Path) -> None:
-    from deepmia.tasks.classify.data import load_cases
     from deepmia.data.dataset import Dataset
+    from deepmia.tasks.classify.data import load_cases
     from deepmia.tasks.classify.predict import Predictor
 
     p = Predictor(model, mc_dropout=8, tta=False)
