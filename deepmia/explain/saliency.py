@@ -134,9 +134,18 @@ def saliency_map(
         return _normalize(np.maximum(drop, 0.0)).astype(np.float32)
     name = layer or target_layer(model, x)
     cam_cls = GradCAM if method == "gradcam" else GradCAMpp
-    cam = cam_cls(nn_module=model, target_layers=name)
-    with torch.enable_grad():
-        out = cam(x, class_idx=class_index)
+    # MONAI hooks the target layer's output; an in-place activation right after it (DenseNet's final ReLU,
+    # EfficientNet's swish) would overwrite that hooked view, so in-place ops are switched off meanwhile.
+    inplace = [m for m in model.modules() if getattr(m, "inplace", False) is True]
+    for m in inplace:
+        m.inplace = False
+    try:
+        cam = cam_cls(nn_module=model, target_layers=name)
+        with torch.enable_grad():
+            out = cam(x, class_idx=class_index)
+    finally:
+        for m in inplace:
+            m.inplace = True
     model.zero_grad(set_to_none=True)
     return _normalize(out[0, 0].detach().numpy()).astype(np.float32)
 
