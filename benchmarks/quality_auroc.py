@@ -8,7 +8,8 @@ one degraded copy per type, with a seeded random strength inside a stated range:
 * ``rician_noise``: magnitude of complex Gaussian noise, s = 8-15% of that contrast
 * ``blur``: Gaussian blur, sigma 1.2-2.0 voxels
 * ``ghosting``: a copy shifted by half the field of view along a random axis, amplitude 0.15-0.3
-* ``bias_field``: multiplicative smooth field exp(linear + quadratic), p95/p5 ratio about 1.6-2.2 over the FOV
+* ``bias_field``: multiplicative smooth field exp(linear + quadratic), p95/p5 ratio about 1.6-2.2 over the FOV;
+  the report counts copies whose field undoes the image's own shading (correlation with its N4 field < -0.5)
 * ``clipping``: intensities clipped at the 85-95th percentile of the foreground
 
 For each type the measure that should react (snr, snr, sharpness, ghosting, bias_field_ratio,
@@ -61,6 +62,24 @@ def load_images(data: Path, n_hippo: int, n_drive: int):
         yield "drive", p.name, Image(green.astype(np.float32), img.affine, meta=img.meta)
 
 
+LAST_FIELD: dict[str, np.ndarray] = {}  # the log of the last synthetic bias field, for the cancellation check
+
+
+def cancels_own_shading(clean, log_field: np.ndarray) -> float:
+    """Correlation, inside the foreground, of the synthetic log field with the clean image's own N4 log field.
+
+    Strongly negative (below -0.5): the added field undoes the image's own shading (a fundus photograph's
+    illumination gradient), so the "degraded" copy is flatter than the clean one and no no-reference measure
+    can call it more biased.
+    """
+    from deepmia.quality import foreground_mask
+    from deepmia.quality.measures import n4_field
+
+    fg = foreground_mask(clean.array[0].astype(np.float64), clean.spacing)
+    own, _ = n4_field(clean, fg)
+    return float(np.corrcoef(np.log(own[fg]), log_field[fg])[0, 1])
+
+
 def degrade(kind: str, image, rng: np.random.Generator):
     """A degraded copy of ``image`` (first channel, float32) and the strength used."""
     from deepmia.processing.filters import gaussian_array
@@ -90,8 +109,9 @@ def degrade(kind: str, image, rng: np.random.Generator):
         lin = sum(d * g for d, g in zip(direction, grids, strict=True))
         quad = sum(g**2 for g in grids) / a.ndim
         strength = rng.uniform(0.25, 0.4)
-        field = np.exp(strength * lin + 0.5 * strength * (quad - quad.mean()))
-        out = (a - a.min()) * field + a.min()
+        log_field = strength * lin + 0.5 * strength * (quad - quad.mean())
+        LAST_FIELD["log"] = log_field
+        out = (a - a.min()) * np.exp(log_field) + a.min()
     elif kind == "clipping":
         strength = rng.uniform(85, 95)
         out = np.minimum(a, np.percentile(a[fg], strength))
@@ -130,6 +150,7 @@ def main() -> None:
         for kind, (measure, _) in RELEVANT.items():
             bad, strength = degrade(kind, clean, rng)
             r = assess(bad, bias=measure == "bias_field_ratio")
+            extra = {"field_corr_own": cancels_own_shading(clean, LAST_FIELD["log"])} if kind == "bias_field" else {}
             rows.append(
                 {
                     "dataset": dataset,
@@ -137,6 +158,7 @@ def main() -> None:
                     "degradation": kind,
                     "strength": strength,
                     **{m.name: m.value for m in r.measures},
+                    **extra,
                 }
             )
         print(f"{dataset:15s} {name:28s} done ({time.perf_counter() - t0:.0f} s)", flush=True)
@@ -155,6 +177,10 @@ def main() -> None:
         t = THRESHOLDS[measure]
         clean_all = [r[measure] for r in rows if r["degradation"] == "clean"]
         bad_all = [r[measure] for r in rows if r["degradation"] == kind]
+        if kind == "bias_field":  # copies whose field undoes the image's own shading (see cancels_own_shading)
+            for scope in ["all", *datasets]:
+                corr = [r["field_corr_own"] for r in rows if r["degradation"] == kind and scope in ("all", r["dataset"])]
+                entry[scope]["n_cancelling"] = int(sum(c < -0.5 for c in corr))
         entry["clean_pass_rate"] = float(np.mean([t.status(v) == "pass" for v in clean_all]))
         entry["degraded_flag_rate"] = float(np.mean([t.status(v) != "pass" for v in bad_all]))
         results[kind] = entry
@@ -185,6 +211,14 @@ def main() -> None:
             + " | ".join(f"{e[d]['auroc']:.3f}" for d in datasets)
             + f" | {e['clean_pass_rate']:.0%} | {e['degraded_flag_rate']:.0%} |"
         )
+    bias = results["bias_field"]
+    lines += [
+        "",
+        "bias_field copies whose synthetic field correlates below -0.5 with the clean image's own N4 field (the "
+        "added field undoes the image's shading, so the copy is flatter than the original): "
+        + ", ".join(f"{d} {bias[d]['n_cancelling']}/{bias[d]['n_degraded']}" for d in datasets)
+        + ".",
+    ]
     (res_dir / "quality_auroc.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -33,6 +33,7 @@ __all__ = [
     "clipping",
     "ghosting",
     "bias_field",
+    "n4_field",
 ]
 
 Status = Literal["pass", "warn", "fail", "info"]
@@ -284,6 +285,18 @@ def bias_field(image: Image, fg: np.ndarray) -> tuple[float, dict[str, float]]:
     grid shrunk to at most about 32 voxels per axis with two fitting levels, which is enough for a field that is
     smooth by definition and keeps the cost well under a second.
     """
+    field_, shrink = n4_field(image, fg)
+    lo, hi = np.percentile(field_[fg], [5, 95])
+    return float(hi / lo), {"field_p5": float(lo), "field_p95": float(hi), "shrink": shrink}
+
+
+def n4_field(image: Image, fg: np.ndarray) -> tuple[np.ndarray, int]:
+    """The multiplicative N4 bias field of the first channel (fitted inside ``fg``) and the grid shrink used.
+
+    Two B-spline fitting levels of 20 iterations: on the benchmark's degraded copies a third level or more
+    iterations let the field follow anatomy (the optic disc of a fundus photograph, tissue classes of a
+    hippocampus crop) and separate clean from biased images worse.
+    """
     from deepmia.processing.bias import n4
 
     first = image.with_array(image.array[:1].astype(np.float32))
@@ -293,9 +306,7 @@ def bias_field(image: Image, fg: np.ndarray) -> tuple[float, dict[str, float]]:
     a = first.array[0].astype(np.float64)
     c = corrected.array[0].astype(np.float64)
     offset = min(0.0, float(a.min()))
-    field_ = (a - offset + 1.0) / (c - offset + 1.0)
-    lo, hi = np.percentile(field_[fg], [5, 95])
-    return float(hi / lo), {"field_p5": float(lo), "field_p95": float(hi), "shrink": shrink}
+    return (a - offset + 1.0) / (c - offset + 1.0), shrink
 
 
 # --------------------------------------------------------------------------------------- geometry
