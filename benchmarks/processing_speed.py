@@ -7,8 +7,10 @@ once before timing so every contender starts from the same array. Each contender
 Times are the median of ``--repeats`` samples, interleaved round-robin so load on the shared 2-core machine
 hits every contender alike; one sample loops a contender for at least ``--sample-ms`` and keeps the per-call
 mean, so a sub-millisecond step is timed in its steady state rather than by whichever contender last left the
-allocator holding (or returning) a freed 5 MB buffer; the order of the contenders rotates from one sample to the
-next, so none always runs right after torch's still-spinning worker threads. ``overhead`` = deepmia / direct - 1;
+allocator holding (or returning) a freed 5 MB buffer. In each round deepmia and the direct call run first (which
+of the two first alternates), then MONAI and TorchIO, each followed by a 50 ms pause, so no contender runs while
+torch's worker threads are still spinning (an earlier rotating order put deepmia after TorchIO in 3 of 4 rounds).
+The direct call is the fastest library route found by measurement (OpenCV for Gaussian, window and z-score). ``overhead`` = deepmia / direct - 1;
 ``vs MONAI`` and ``vs TorchIO`` = their time / deepmia's (above 1: deepmia is faster); each ratio is the median over
 rounds of the ratio within a round (paired samples), so a load swing between rounds cancels out.
 
@@ -29,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+PAUSE_S = 0.05  # after each MONAI/TorchIO sample: torch's spinning worker threads go idle before the next timing
 
 
 def build_cases(image):
@@ -96,6 +99,11 @@ def build_cases(image):
         cv2.threshold(out, 1.0, 0.0, cv2.THRESH_TRUNC, dst=out)
         return cv2.threshold(out, 0.0, 0.0, cv2.THRESH_TOZERO, dst=out)[1]
 
+    def direct_zscore():  # OpenCV: both moments in one pass, then one scale-and-shift pass (NumPy: 1.5x slower)
+        flat = a.reshape(a.shape[0], -1)
+        m, s = cv2.meanStdDev(flat)
+        return cv2.addWeighted(flat, 1 / s[0, 0], flat, 0.0, -m[0, 0] / s[0, 0])
+
     def direct_median():
         s = sitk.Median(to_sitk(image), [1, 1, 1])
         return sitk.GetArrayViewFromImage(s)
@@ -136,7 +144,7 @@ def build_cases(image):
         ),
         "normalize zscore": dict(
             ours=lambda: intensity.normalize(image, method="zscore"),
-            direct=lambda: (a - a.mean()) / a.std(),
+            direct=direct_zscore,
             monai=lambda: NormalizeIntensity()(t),
             torchio=lambda: tio.ZNormalization()(subject),
         ),
@@ -219,15 +227,19 @@ def main() -> None:
             calls[name, k] = max(1, int(args.sample_ms / 1000 / max(time.perf_counter() - t0, 1e-6)))
     for rep in range(args.repeats):
         for name, case in cases.items():
-            # rotate who goes first: torch's worker threads keep spinning for a while after MONAI/TorchIO calls
-            # and slow whatever runs next on 2 cores, so no contender may always follow them
-            ks = list(times[name])
-            for k in ks[rep % len(ks) :] + ks[: rep % len(ks)]:
+            # torch's worker threads keep spinning for a while after a MONAI/TorchIO call and slow whatever runs
+            # next on 2 cores: deepmia and direct go first (which of them first alternates) and every torch
+            # sample is followed by a pause that lets its threads park, so no contender runs in their wake
+            pair = ["ours", "direct"][:: 1 if rep % 2 else -1]
+            others = [k for k in ("monai", "torchio") if k in times[name]][:: 1 if rep % 2 else -1]
+            for k in pair + others:
                 n = calls[name, k]
                 t0 = time.perf_counter()
                 for _ in range(n):
                     case[k]()
                 times[name][k].append((time.perf_counter() - t0) / n)
+                if k in others:
+                    time.sleep(PAUSE_S)
 
     rows = []
     for name, ts in times.items():

@@ -204,12 +204,12 @@ def _bounding_box(fg: np.ndarray) -> tuple[list[int], list[int]] | None:
     (0.04 ms instead of 7 ms on the example CT's mask).
     """
     rest = fg.any(axis=0)  # projection onto axes 1..n-1
-    if not rest.any():
-        return None
     if fg.ndim == 3:
         hits = [np.flatnonzero(fg.any(axis=(1, 2))), np.flatnonzero(rest.any(axis=1)), np.flatnonzero(rest.any(axis=0))]
     else:
         hits = [np.flatnonzero(fg.any(axis=1)), np.flatnonzero(rest)]
+    if not hits[0].size:
+        return None
     return [int(h[0]) for h in hits], [int(h[-1]) for h in hits]
 
 
@@ -228,9 +228,12 @@ def crop_foreground(
     box = _bounding_box(fg)
     if box is None:
         return image.with_array(image.array.copy())
-    pad = [math.ceil(margin / s) for s in image.spacing] if margin else [0] * fg.ndim
-    lo = [max(0, f - p) for f, p in zip(box[0], pad, strict=True)]
-    hi = [min(n, e + 1 + p) for n, e, p in zip(fg.shape, box[1], pad, strict=True)]
+    if margin:
+        pad = [math.ceil(margin / s) for s in image.spacing]
+        lo = [max(0, f - p) for f, p in zip(box[0], pad, strict=True)]
+        hi = [min(n, e + 1 + p) for n, e, p in zip(fg.shape, box[1], pad, strict=True)]
+    else:
+        lo, hi = box[0], [e + 1 for e in box[1]]
     sl = (slice(None),) + tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
     return _translate(image, np.ascontiguousarray(image.array[sl]), lo)
 
