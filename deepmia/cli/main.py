@@ -26,12 +26,12 @@ app = typer.Typer(
 def _root(
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
 ) -> None:
-    """deepmia command line."""
+    """Deepmia command line."""
 
 
 def _register() -> None:
     # Command modules are a fixed list (no import-by-path from configuration).
-    from deepmia.cli import catalog, dataset, deid, demo, imaging, learn, process, quality
+    from deepmia.cli import catalog, dataset, deid, demo, explain, imaging, learn, process, quality
 
     imaging.register(app)
     deid.register(app)
@@ -41,6 +41,7 @@ def _register() -> None:
     process.register(app)
     quality.register(app)
     learn.register(app)
+    explain.register(app)
 
 
 _register()

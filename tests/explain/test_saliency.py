@@ -65,6 +65,7 @@ def pneumonia_test(shared_data: Path) -> tuple[object, torch.Tensor]:
 def test_maps_change_when_weights_are_randomised(pneumonia_test: tuple) -> None:
     predictor, x = pneumonia_test
     trained = predictor.models[0]
+    torch.manual_seed(0)  # the random network's draw must not depend on which tests ran before in this worker
     random_net = build_network(predictor.plan.network, spatial_dims=2, in_channels=1, out_channels=2,
                                **predictor.plan.network_params).eval()
     layer = target_layer(trained, x[:1])

@@ -1,4 +1,4 @@
-"""Classification commands: ``deepmia train classify``, ``deepmia evaluate classify``, ``deepmia explain``.
+"""Classification commands: ``deepmia train classify``, ``deepmia evaluate classify``.
 
 Also ``predict``, used by ``deepmia predict`` on a classification model directory.
 """
@@ -92,27 +92,7 @@ def evaluate_classify(
                   f"(before temperature scaling {m.get('ece_uncalibrated', float('nan')):.4f}) -> {out}")
 
 
-def explain(
-    model_dir: Path = typer.Argument(..., help="A classification model directory."),
-    src: Path = typer.Argument(..., help="An image file or a folder of them."),
-    dst: Path = typer.Argument(..., help="Output folder for the overlays."),
-    methods: str = typer.Option("gradcam,gradcampp,occlusion", "--methods", help="Comma-separated methods."),
-    clinical: Path = typer.Option(None, "--clinical", help="Clinical CSV for a fusion model."),
-) -> None:
-    """Grad-CAM, Grad-CAM++ and occlusion-sensitivity overlays (PNG for 2D; NIfTI + slice PNGs for 3D)."""
-    from deepmia.tasks.classify.explain import explain_path
-
-    report = explain_path(model_dir, src, dst, methods=[m.strip() for m in methods.split(",") if m.strip()],
-                          clinical=clinical)
-    for _name, reason in report["skipped"]:
-        err_console.print(f"[red]skipped[/] {reason}", soft_wrap=True)
-    console.print(f"{report['explained']} explained, {len(report['skipped'])} skipped -> {report['out']}")
-    if report["skipped"]:
-        raise typer.Exit(1)
-
-
 def register(*, app: typer.Typer, train: typer.Typer, evaluate: typer.Typer) -> None:
     """Add the classification commands."""
     train.command("classify")(train_classify)
     evaluate.command("classify")(evaluate_classify)
-    app.command("explain")(explain)

@@ -16,7 +16,7 @@ import numpy as np
 
 from deepmia.data.dataset import Dataset
 from deepmia.errors import DatasetError, InvalidArgumentError
-from deepmia.explain.calibration import probabilities
+from deepmia.engine.calibration import probabilities
 from deepmia.metrics.classification import (
     ClassificationAccumulator,
     expected_calibration_error,

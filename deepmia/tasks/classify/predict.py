@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from deepmia.errors import DeepmiaError, InvalidArgumentError
-from deepmia.explain.uncertainty import sample_logits, summarize
+from deepmia.engine.uncertainty import sample_logits, summarize
 from deepmia.image import Image
 from deepmia.tasks.classify.data import encode_table, read_table, to_network_input
 from deepmia.tasks.classify.plan import ClassifyPlan, load_plan

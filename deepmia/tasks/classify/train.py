@@ -120,7 +120,7 @@ def logits_of(
 
 
 def _macro_auroc(labels: np.ndarray, logits: np.ndarray, multi_label: bool) -> float:
-    from deepmia.explain.calibration import probabilities
+    from deepmia.engine.calibration import probabilities
     from deepmia.metrics.classification import auroc_report
 
     prob = probabilities(logits, multi_label=multi_label)
@@ -366,7 +366,7 @@ def calibrate(
     With several folds each member is calibrated on its own fold's validation cases (out-of-fold logits); with
     one split the ensemble's validation logits are used.
     """
-    from deepmia.explain.calibration import fit_temperature, probabilities
+    from deepmia.engine.calibration import fit_temperature, probabilities
     from deepmia.metrics.classification import ClassificationAccumulator, expected_calibration_error
     from deepmia.tasks.classify.model_card import write_model_card
     from deepmia.tasks.classify.predict import Predictor

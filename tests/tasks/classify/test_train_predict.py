@@ -88,7 +88,7 @@ def test_mc_dropout_gives_uncertainty(model: Path, pneumonia: Path) -> None:
 
 def test_evaluate_and_explain(model: Path, pneumonia: Path, tmp_path: Path) -> None:
     from deepmia.tasks.classify.evaluate import evaluate
-    from deepmia.tasks.classify.explain import explain_path
+    from deepmia.explain.classify import explain_path
 
     m = evaluate(model, pneumonia, tmp_path / "ev", target_sensitivity=0.9, n_resamples=50)
     assert m["n_cases"] == 32 and 0 <= m["accuracy"] <= 1

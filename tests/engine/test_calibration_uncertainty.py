@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from deepmia.errors import InvalidArgumentError
-from deepmia.explain.calibration import fit_temperature, probabilities
-from deepmia.explain.uncertainty import mc_dropout, mirror_sets, sample_logits, summarize
+from deepmia.engine.calibration import fit_temperature, probabilities
+from deepmia.engine.uncertainty import mc_dropout, mirror_sets, sample_logits, summarize
 from deepmia.metrics.classification import expected_calibration_error
 
 

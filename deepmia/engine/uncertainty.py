@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from deepmia.explain.calibration import probabilities
+from deepmia.engine.calibration import probabilities
 
 __all__ = ["mirror_sets", "mc_dropout", "sample_logits", "summarize"]
 
