@@ -27,16 +27,11 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 
 
-def _dice(pred: np.ndarray, ref: np.ndarray, k: int) -> float:
-    p, r = pred == k, ref == k
-    d = p.sum() + r.sum()
-    return float(2 * (p & r).sum() / d) if d else 1.0
-
-
 def run_method(method: str, data: Path, model: Path, big: bool) -> dict:
     import torch
 
     from deepmia.io import read_image
+    from deepmia.metrics.segmentation import dice_per_label
     from deepmia.tasks.segment.predict import Predictor
     from deepmia.tasks.segment.preprocess import normalize
 
@@ -49,7 +44,9 @@ def run_method(method: str, data: Path, model: Path, big: bool) -> dict:
         from monai.inferers import SlidingWindowInferer
 
         inferer = SlidingWindowInferer(
-            roi_size=plan.patch_size, sw_batch_size=plan.inference.batch_size, overlap=predictor.overlap,
+            roi_size=plan.patch_size,
+            sw_batch_size=plan.inference.batch_size,
+            overlap=predictor.overlap,
             mode="gaussian",
         )
         x = torch.from_numpy(normalize(image.array, plan))[None]
@@ -73,8 +70,13 @@ def run_method(method: str, data: Path, model: Path, big: bool) -> dict:
             with torch.no_grad():
                 out = inferer(torch.from_numpy(normalize(vol, plan))[None], net)[0].argmax(0).numpy()
         seconds = time.perf_counter() - t
-        return {"method": method, "volume": "512x512x300", "seconds": seconds, "shape": list(out.shape),
-                "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+        return {
+            "method": method,
+            "volume": "512x512x300",
+            "seconds": seconds,
+            "shape": list(out.shape),
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        }
 
     scores, total = [], 0.0
     for case in split["val"]:
@@ -83,11 +85,16 @@ def run_method(method: str, data: Path, model: Path, big: bool) -> dict:
         t = time.perf_counter()
         pred = predictor.predict(image).array[0] if method == "deepmia" else monai_predict(image)
         total += time.perf_counter() - t
-        scores.append([_dice(pred, ref, k) for k in (1, 2)])
+        scores.append(list(dice_per_label(pred, ref, (1, 2), both_empty=1.0).values()))
     s = np.asarray(scores)
     return {
-        "method": method, "cases": len(scores), "seconds": total, "cases_per_s": len(scores) / total,
-        "dice_anterior": float(s[:, 0].mean()), "dice_posterior": float(s[:, 1].mean()), "dice_mean": float(s.mean()),
+        "method": method,
+        "cases": len(scores),
+        "seconds": total,
+        "cases_per_s": len(scores) / total,
+        "dice_anterior": float(s[:, 0].mean()),
+        "dice_posterior": float(s[:, 1].mean()),
+        "dice_mean": float(s.mean()),
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "precision": predictor.precision if method == "deepmia" else "fp32",
     }
@@ -105,8 +112,17 @@ def main() -> None:
         return
 
     def child(method: str, big: bool) -> dict:
-        cmd = [sys.executable, __file__, "--data", str(args.data), "--model", str(args.model), "--worker", method,
-               "1" if big else "0"]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--data",
+            str(args.data),
+            "--model",
+            str(args.model),
+            "--worker",
+            method,
+            "1" if big else "0",
+        ]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True)
         return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -114,8 +130,11 @@ def main() -> None:
     big = [] if args.no_big else [child("deepmia", True), child("monai", True)]
     speedup = runs[0]["seconds"] / runs[1]["seconds"]
     result = {
-        "machine": f"{platform.machine()}, 2-core CPU (shared with other jobs)", "model": str(args.model),
-        "runs": runs, "big_volume": big, "speedup_deepmia_vs_monai": speedup,
+        "machine": f"{platform.machine()}, 2-core CPU (shared with other jobs)",
+        "model": str(args.model),
+        "runs": runs,
+        "big_volume": big,
+        "speedup_deepmia_vs_monai": speedup,
         "dice_difference": runs[1]["dice_mean"] - runs[0]["dice_mean"],
     }
     (HERE / "results").mkdir(exist_ok=True)
@@ -131,9 +150,15 @@ def main() -> None:
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in runs:
-        lines.append(f"| {r['method']} | {r['precision']} | {r['cases_per_s']:.2f} | {r['seconds']:.1f} | "
-                     f"{r['dice_anterior']:.4f} | {r['dice_posterior']:.4f} | {r['dice_mean']:.4f} | {r['peak_rss_mib']:.0f} |")
-    lines += ["", f"Speed-up deepmia / MONAI: **{speedup:.2f}x**; mean Dice difference {result['dice_difference']:+.4f}.", ""]
+        lines.append(
+            f"| {r['method']} | {r['precision']} | {r['cases_per_s']:.2f} | {r['seconds']:.1f} | "
+            f"{r['dice_anterior']:.4f} | {r['dice_posterior']:.4f} | {r['dice_mean']:.4f} | {r['peak_rss_mib']:.0f} |"
+        )
+    lines += [
+        "",
+        f"Speed-up deepmia / MONAI: **{speedup:.2f}x**; mean Dice difference {result['dice_difference']:+.4f}.",
+        "",
+    ]
     if big:
         lines += ["| 512x512x300 synthetic volume (overlap 0) | seconds | peak RSS MiB |", "|---|---:|---:|"]
         lines += [f"| {b['method']} | {b['seconds']:.1f} | {b['peak_rss_mib']:.0f} |" for b in big]

@@ -63,12 +63,11 @@ def _segment(entry: dict[str, Any], image, label, models: Path, out: Path, stem:
         ids = json.loads(split.read_text())
         info["case in training set"] = case in ids.get("train", [])
     if label is not None:
-        for k, name in predictor.plan.labels.items():
-            if k == "0":
-                continue
-            p, r = pred.array[0] == int(k), label.array[0] == int(k)
-            denom = int(p.sum() + r.sum())
-            info[f"Dice {name}"] = round(2 * int((p & r).sum()) / denom, 4) if denom else None
+        from deepmia.metrics.segmentation import dice_per_label
+
+        names = {int(k): name for k, name in predictor.plan.labels.items() if k != "0"}
+        for k, d in dice_per_label(pred.array[0], label.array[0], list(names), both_empty=1.0).items():
+            info[f"Dice {names[k]}"] = round(d, 4)
     result.summary["prediction"] = info
     result.pictures += [(f"{c} (model)", f) for c, f in _pictures(image, pred, None, out, f"{stem}_pred")]
 

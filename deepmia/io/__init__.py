@@ -23,7 +23,16 @@ from deepmia.errors import MissingDependencyError, ReadError, UnsupportedFormatE
 from deepmia.image import Image
 from deepmia.registry import Registry
 
-__all__ = ["read_image", "write_image", "format_of", "Format", "formats", "register_format"]
+__all__ = [
+    "read_image",
+    "write_image",
+    "format_of",
+    "Format",
+    "formats",
+    "register_format",
+    "is_image_file",
+    "image_stem",
+]
 
 
 @dataclass(frozen=True)
@@ -63,6 +72,24 @@ def _suffix_of(path: Path) -> str:
             if name.endswith(s) and len(s) > 4:  # multi-part suffixes first (.nii.gz)
                 return s
     return path.suffix.lower()
+
+
+def _known_suffixes() -> set[str]:
+    known = {s for suffixes, _ in _BUILTIN_MODULES.values() for s in suffixes}
+    return known | {s for name in formats.names() for s in formats.get(name).suffixes}
+
+
+def is_image_file(path: str | PathLike[str]) -> bool:
+    """Whether ``path`` is a file whose suffix names a format deepmia reads (by name only; nothing is opened)."""
+    p = Path(path)
+    return p.is_file() and _suffix_of(p) in _known_suffixes()
+
+
+def image_stem(path: str | PathLike[str]) -> str:
+    """The file name without its image suffix (``case_01.nii.gz`` -> ``case_01``); other names unchanged."""
+    p = Path(path)
+    suffix = _suffix_of(p)
+    return p.name[: -len(suffix)] if suffix and suffix in _known_suffixes() else p.name
 
 
 def _looks_like_dicom(path: Path) -> bool:

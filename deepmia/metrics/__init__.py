@@ -17,6 +17,7 @@ _EXPORTS = {
         "ClassScores",
         "SEGMENTATION_METRICS",
         "binary_segmentation_metrics",
+        "dice_per_label",
         "segmentation_metrics",
         "surface_distances",
         "SegmentationAccumulator",

@@ -23,3 +23,13 @@ def test_unknown_suffix_lists_known_ones(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(ReadError, match="no such file"):
         read_image(tmp_path / "nope.nii.gz")
+
+
+def test_image_file_names(tmp_path):
+    from deepmia.io import image_stem, is_image_file
+
+    (tmp_path / "case_01.nii.gz").write_bytes(b"")
+    (tmp_path / "notes.txt").write_text("x")
+    assert is_image_file(tmp_path / "case_01.nii.gz") and not is_image_file(tmp_path / "notes.txt")
+    assert not is_image_file(tmp_path / "missing.png")
+    assert image_stem("a/case_01.nii.gz") == "case_01" and image_stem("x.PNG") == "x" and image_stem("n.txt") == "n.txt"

@@ -159,3 +159,15 @@ def test_hippocampus_labels_match_monai(shared_data):
         hd = compute_hausdorff_distance(*onehot, percentile=95, spacing=list(img.spacing))[0].numpy()
         np.testing.assert_allclose([ours[1].hd95, ours[2].hd95], hd, rtol=1e-5)
         assert 0 < ours[1].dice < 1
+
+
+def test_dice_per_label_agrees_with_the_full_kernel():
+    from deepmia.metrics.segmentation import dice_per_label
+
+    rng = np.random.default_rng(5)
+    pred = rng.integers(0, 3, size=(12, 10, 8)).astype(np.uint8)
+    ref = rng.integers(0, 3, size=(12, 10, 8)).astype(np.uint8)
+    got = dice_per_label(pred, ref, [1, 2, 7])
+    full = segmentation_metrics(pred, ref, spacing=1.0, labels=[1, 2])
+    assert got[1] == pytest.approx(full[1].dice) and got[2] == pytest.approx(full[2].dice)
+    assert np.isnan(got[7]) and dice_per_label(pred, ref, [7], both_empty=1.0)[7] == 1.0

@@ -21,26 +21,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from deepmia.errors import DeepmiaError, InvalidArgumentError
 from deepmia.engine.uncertainty import sample_logits, summarize
+from deepmia.errors import DeepmiaError, InvalidArgumentError
 from deepmia.image import Image
+from deepmia.io import image_stem
 from deepmia.tasks.classify.data import encode_table, read_table, to_network_input
 from deepmia.tasks.classify.plan import ClassifyPlan, load_plan
 from deepmia.tasks.classify.train import build_model, run_model
 
 __all__ = ["Predictor", "list_inputs", "case_id_of"]
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".nii", ".nii.gz", ".npy", ".dcm", ".dicom", ".ima",
-                  ".nrrd", ".mha", ".mhd")
-
-
 def case_id_of(path: Path) -> str:
     """The id of an input file for joining clinical rows: its name without the image suffix."""
-    name = path.name
-    for s in sorted(IMAGE_SUFFIXES, key=len, reverse=True):
-        if name.lower().endswith(s):
-            return name[: -len(s)]
-    return name
+    return image_stem(path)
 
 
 def list_inputs(src: Path) -> list[Path]:

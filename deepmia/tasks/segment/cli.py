@@ -9,8 +9,6 @@ import typer
 
 from deepmia.cli._common import console, print_json, progress
 
-_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".png", ".tif", ".tiff", ".npy", ".npz", ".dcm")
-
 
 def train_segment(
     dataset: Path = typer.Option(..., "--dataset", help="Segmentation dataset folder (dataset.json)."),
@@ -100,11 +98,12 @@ def evaluate_segment(
 
 def _inputs(src: Path) -> list[Path]:
     from deepmia.errors import InvalidArgumentError
+    from deepmia.io import is_image_file
 
     if src.is_file():
         return [src]
     if src.is_dir():
-        files = [p for p in sorted(src.iterdir()) if p.is_file() and p.name.lower().endswith(_SUFFIXES)]
+        files = [p for p in sorted(src.iterdir()) if is_image_file(p)]
         if not files:
             raise InvalidArgumentError("no image files in the folder", path=src)
         return files
@@ -120,7 +119,7 @@ def predict(model_dir: Path, src: Path, dst: Path, *, options: dict[str, Any]) -
     with progress() as bar:
         job = bar.add_task("predict", total=len(files))
         failed = predictor.predict_paths(files, dst, on_done=lambda _p, _e: bar.advance(job))
-    for path, problem in failed:
+    for _path, problem in failed:
         console.print(f"[red]skipped[/] {problem}", soft_wrap=True)
     if options.get("figure"):
         _figures(files, dst, failed)

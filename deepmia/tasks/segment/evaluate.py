@@ -18,18 +18,18 @@ import numpy as np
 
 from deepmia.data.dataset import Dataset
 from deepmia.errors import DatasetError, InvalidArgumentError
-from deepmia.metrics.segmentation import SegmentationAccumulator
+from deepmia.io import is_image_file
+from deepmia.metrics.segmentation import SegmentationAccumulator, dice_per_label
 
 __all__ = ["evaluate_dirs", "validate_fold", "write_rows"]
 
 Progress = Callable[[str, int, int], None]
-_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".png", ".tif", ".tiff", ".npz", ".npy")
 
 
 def _files(folder: Path) -> dict[str, Path]:
     if not folder.is_dir():
         raise InvalidArgumentError("not a folder", path=folder)
-    return {p.name: p for p in sorted(folder.iterdir()) if p.is_file() and p.name.lower().endswith(_SUFFIXES)}
+    return {p.name: p for p in sorted(folder.iterdir()) if is_image_file(p)}
 
 
 def write_rows(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -134,16 +134,22 @@ def validate_fold(
             progress("validate", i + 1, len(val_ids))
     if not raw:
         raise DatasetError(f"fold {fold} has no validation cases", path=dataset.root)
-    base, _ = _score(raw, labels, 0)
+
+    # Only Dice decides post-processing: no surface distances until the final scoring.
+    def class_dice(cases, which: list[int]) -> np.ndarray:
+        return np.asarray([list(dice_per_label(p, r, which).values()) for _, p, r, _ in cases], dtype=float)
+
+    base = class_dice(raw, list(labels))
     chosen = []
-    for k, name in labels.items():
-        trial = [(c, keep_largest_component(p, [k]), r, s) for c, p, r, s in raw]
-        score, _ = _score(trial, {k: name}, 0)
-        if score["per_class"][name]["dice"]["mean"] >= base["per_class"][name]["dice"]["mean"]:
+    for j, k in enumerate(labels):
+        trial = class_dice([(c, keep_largest_component(p, [k]), r, s) for c, p, r, s in raw], [k])
+        if np.nanmean(trial[:, 0]) >= np.nanmean(base[:, j]):
             chosen.append(k)
     final = [(c, keep_largest_component(p, chosen), r, s) for c, p, r, s in raw] if chosen else raw
     summary, rows = _score(final, labels, 2000)
-    summary["postprocessing"] = {"largest_component": chosen, "dice_without": base["mean"]["dice"]["mean"]}
+    per_case = base[np.isfinite(base).any(axis=1)]
+    dice_without = float(np.mean(np.nanmean(per_case, axis=1)))
+    summary["postprocessing"] = {"largest_component": chosen, "dice_without": dice_without}
     summary["fold"] = fold
     summary["tta"] = True
     plan = apply_overrides(load_plan(model_dir / "plan.json"), {"inference.largest_component": chosen})

@@ -18,6 +18,7 @@ from deepmia.data.dataset import Dataset
 from deepmia.engine.runtime import choose_precision, configure_threads, machine, seed_everything
 from deepmia.engine.trainer import Callback, Trainer
 from deepmia.errors import DatasetError, InvalidArgumentError
+from deepmia.metrics.segmentation import dice_per_label
 from deepmia.nn import build_loss, build_network
 from deepmia.tasks.segment.data import PatchSampler, augment_batch, background_batches
 from deepmia.tasks.segment.plan import SegmentPlan, apply_overrides, load_plan, make_plan
@@ -86,15 +87,6 @@ def _optimizer(model: torch.nn.Module, plan: SegmentPlan) -> torch.optim.Optimiz
     return torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
 
 
-def _dice_per_class(pred: np.ndarray, ref: np.ndarray, num_classes: int) -> list[float]:
-    out = []
-    for k in range(1, num_classes):
-        p, r = pred == k, ref == k
-        denom = p.sum() + r.sum()
-        out.append(float(2 * (p & r).sum() / denom) if denom else float("nan"))
-    return out
-
-
 def _validator(cache: Path, val_ids: Sequence[str], plan: SegmentPlan) -> Callable[[torch.nn.Module], dict[str, float]]:
     """Dice per class on the validation cases, predicted whole on the network grid (no mirroring: fast)."""
     from deepmia.engine.inference import sliding_window
@@ -113,7 +105,7 @@ def _validator(cache: Path, val_ids: Sequence[str], plan: SegmentPlan) -> Callab
                 batch_size=plan.inference.batch_size,
                 precision=plan.schedule.precision,
             )
-            scores.append(_dice_per_class(pred, np.asarray(label)[0], plan.num_classes))
+            scores.append(list(dice_per_label(pred, np.asarray(label)[0], range(1, plan.num_classes)).values()))
         per_class = np.nanmean(np.asarray(scores, dtype=float), axis=0)
         row = {
             f"val_dice_{plan.labels[str(k)]}": float(v)
