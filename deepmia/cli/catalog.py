@@ -118,7 +118,8 @@ def migrate(
     revision: str = typer.Option("head", "--revision", help="Alembic revision to upgrade to."),
 ) -> None:
     """Create the catalog database or bring its schema up to date (alembic upgrade)."""
-    from deepmia.data.catalog import catalog_url, migrate as run_migrate
+    from deepmia.data.catalog import catalog_url
+    from deepmia.data.catalog import migrate as run_migrate
     from deepmia.data.catalog.db import _engine
 
     engine = _engine(catalog_url(db))

@@ -1,13 +1,12 @@
 """Learning commands: ``plan``, ``train <task>``, ``predict``, ``evaluate <task>``, and each task's own commands.
 
-Task commands live in ``deepmia/tasks/<task>/cli.py`` (a fixed list below); each module provides
-``register(app=, train=, evaluate=)`` and ``predict(model_dir, src, dst, options=)``.
+Each task's commands live in a CLI module of this package (a fixed list below); each provides
+``register(app=, train=, evaluate=)`` and ``predict(model_dir, src, dst, options=)`` over its task package.
 """
 
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import json
 import re
 from pathlib import Path
@@ -17,8 +16,8 @@ import typer
 
 from deepmia.errors import InvalidArgumentError
 
-# task name in plan.json -> task package
-TASKS = {"segmentation": "segment", "classification": "classify", "detection": "detect", "registration": "register"}
+# task name in plan.json -> the CLI module (in deepmia.cli) that trains, evaluates and predicts it
+TASKS = {"segmentation": "segment", "classification": "classify", "registration": "registration"}
 
 train_app = typer.Typer(help="Train a model: deepmia train <task> --dataset DIR --out MODEL_DIR.", no_args_is_help=True)
 evaluate_app = typer.Typer(
@@ -40,11 +39,8 @@ def parse_duration(text: str | None) -> float | None:
     return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
 
 
-def _task_module(package: str) -> ModuleType | None:
-    name = f"deepmia.tasks.{package}.cli"
-    if importlib.util.find_spec(f"deepmia.tasks.{package}") is None or importlib.util.find_spec(name) is None:
-        return None
-    return importlib.import_module(name)
+def _task_module(name: str) -> ModuleType:
+    return importlib.import_module(f"deepmia.cli.{name}")
 
 
 def predict(
@@ -63,12 +59,11 @@ def predict(
         task = json.loads(plan_path.read_text()).get("task")
     except json.JSONDecodeError as exc:
         raise InvalidArgumentError(f"plan.json is not valid JSON: {exc}", path=plan_path) from exc
-    package = TASKS.get(task)
-    module = _task_module(package) if package else None
-    if module is None:
+    name = TASKS.get(task)
+    if name is None:
         raise InvalidArgumentError(f"plan.json names task {task!r}, which this deepmia cannot predict", path=plan_path)
     options = {"tta": tta, "figure": figure, "folds": [int(f) for f in folds.split(",")] if folds else None}
-    module.predict(model_dir, src, dst, options=options)
+    _task_module(name).predict(model_dir, src, dst, options=options)
 
 
 def register(app: typer.Typer) -> None:
@@ -79,7 +74,5 @@ def register(app: typer.Typer) -> None:
     app.add_typer(train_app, name="train")
     app.add_typer(evaluate_app, name="evaluate")
     app.command("predict")(predict)
-    for package in TASKS.values():
-        module = _task_module(package)
-        if module is not None:
-            module.register(app=app, train=train_app, evaluate=evaluate_app)
+    for name in TASKS.values():
+        _task_module(name).register(app=app, train=train_app, evaluate=evaluate_app)

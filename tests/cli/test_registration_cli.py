@@ -9,9 +9,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from deepmia.cli import registration as cli
 from deepmia.errors import GeometryError
 from deepmia.io import read_image, write_image
-from deepmia.tasks.register import cli
 from deepmia.tasks.register.evaluate import as_2d_if
 
 
