@@ -55,6 +55,7 @@ _BUILTIN_MODULES = {
     "png": ((".png",), "deepmia.io.raster"),
     "jpeg": ((".jpg", ".jpeg"), "deepmia.io.raster"),
     "tiff": ((".tif", ".tiff"), "deepmia.io.raster"),
+    "gif": ((".gif",), "deepmia.io.raster"),
     "numpy": ((".npy", ".npz"), "deepmia.io.numpy"),
     "dicom": ((".dcm", ".dicom", ".ima"), "deepmia.io.dicom"),
 }

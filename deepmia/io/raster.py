@@ -1,4 +1,4 @@
-"""PNG, JPEG and TIFF: 2D pictures and TIFF stacks.
+"""PNG, JPEG, TIFF and GIF: 2D pictures and TIFF stacks (GIF is read-only).
 
 Axis convention (the one ITK uses for 2D files): the array is ``(C, X, Y)`` where ``X`` is the column index
 (left to right, the picture's width) and ``Y`` the row index (top to bottom, its height); ``array[c, x, y]``
@@ -16,6 +16,8 @@ Pixel types are kept: 16-bit PNG/TIFF stay uint16 (16-bit colour PNGs go through
 reduces them to 8 bits), float TIFF stays float. RGB gives 3 channels, RGBA 4, grey+alpha 2, palette
 images are expanded to RGB (RGBA with transparency), CMYK JPEG to RGB, 1-bit images to bool. A JPEG's EXIF
 orientation tag is not applied: pixels are used as stored (``meta["exif_orientation"]`` records a tag other than 1).
+GIF files (single frame) are palette pictures: a palette of greys gives one channel, any other palette RGB
+(RGBA with a transparent colour); an animated GIF is refused rather than reduced to its first frame.
 """
 
 from __future__ import annotations
@@ -237,6 +239,8 @@ def _pillow_pixels(path: Path, fmt: str) -> tuple[np.ndarray, dict[str, Any]]:
             if pic.format != fmt:
                 raise CorruptFileError(f"not a {fmt} file (its content is {pic.format})", path=path)
             info = {**pic.info, "exif_orientation": pic.getexif().get(0x0112) if fmt == "JPEG" else None}
+            if fmt == "GIF":
+                pic = _gif_frame(pic, path)
             if pic.mode == "P":
                 pic = pic.convert("RGBA" if "transparency" in pic.info else "RGB")
             elif pic.mode in ("CMYK", "YCbCr"):
@@ -249,6 +253,21 @@ def _pillow_pixels(path: Path, fmt: str) -> tuple[np.ndarray, dict[str, Any]]:
             raise
         raise CorruptFileError(f"not a readable {fmt} file: {exc}", path=path) from exc
     return (pixels[..., None] if pixels.ndim == 2 else pixels), info
+
+
+def _gif_frame(pic: Any, path: Path) -> Any:
+    """A GIF's only frame; a palette of greys (without transparency) becomes one grey channel."""
+    frames = getattr(pic, "n_frames", 1)
+    if frames > 1:
+        raise UnsupportedFormatError(
+            f"animated GIF with {frames} frames", path=path, fix="save the frames you need as separate files (e.g. PNG)"
+        )
+    if pic.mode == "P" and "transparency" not in pic.info:
+        palette = np.asarray(pic.getpalette() or [0, 0, 0], dtype=np.uint8).reshape(-1, 3)
+        used = palette[np.unique(np.asarray(pic)).clip(0, len(palette) - 1)]
+        if (used == used[:, :1]).all():
+            return pic.convert("L")
+    return pic
 
 
 def _pillow_encode(pic: np.ndarray, fmt: str, **options: Any) -> bytes:
@@ -380,6 +399,19 @@ def write_tiff(image: Image, path: Path, *, compression: str | None = "zlib", **
     )
 
 
+# ---------------------------------------------------------------------------------------------------- GIF
+def read_gif(path: Path, *, kind: Kind | None = None, **_: Any) -> Image:
+    """Read a single-frame GIF file into ``(C, X, Y)``: 1 channel for a grey palette, else 3 (or 4 with transparency).
+
+    Raises:
+        CorruptFileError: The file is damaged, truncated or not a GIF file.
+        UnsupportedFormatError: An animated GIF (more than one frame).
+    """
+    pixels, _ = _pillow_pixels(path, "GIF")
+    return _build(pixels, path, kind, _default_affine((1.0, 1.0)), None, "gif")
+
+
 register_format(Format("png", (".png",), read=read_png, write=write_png))
 register_format(Format("jpeg", (".jpg", ".jpeg"), read=read_jpeg, write=write_jpeg))
 register_format(Format("tiff", (".tif", ".tiff"), read=read_tiff, write=write_tiff))
+register_format(Format("gif", (".gif",), read=read_gif))

@@ -5,7 +5,7 @@ import SimpleITK as sitk
 import tifffile
 from PIL import Image as PILImage
 
-from deepmia.errors import CorruptFileError, WriteError
+from deepmia.errors import CorruptFileError, UnsupportedFormatError, WriteError
 from deepmia.image import Image
 from deepmia.io import read_image, write_image
 from deepmia.io._sitk import from_sitk
@@ -207,3 +207,49 @@ def test_missing_tiff_codec_is_named(tmp_path, monkeypatch):
     monkeypatch.setattr(tifffile.TiffPage, "asarray", no_codec)
     with pytest.raises(MissingCodecError, match="imagecodecs"):
         read_image(path)
+
+
+# ----------------------------------------------------------------------------------------------- GIF
+def _gif(path, pic, palette=None, **options):
+    im = PILImage.fromarray(pic, mode="P")
+    im.putpalette(palette)
+    im.save(path, **options)
+
+
+def test_grey_palette_gif_is_one_channel_with_its_grey_values(tmp_path):
+    pic = RNG.integers(0, 4, (6, 9)).astype(np.uint8)
+    grey = [v for g in (0, 85, 170, 255) for v in (g, g, g)]
+    _gif(tmp_path / "g.gif", pic, grey)
+    img = read_image(tmp_path / "g.gif", kind="label")
+    assert img.shape == (1, 9, 6) and img.kind == "label"
+    np.testing.assert_array_equal(img.array[0].T, np.array([0, 85, 170, 255], np.uint8)[pic])
+
+
+def test_colour_palette_gif_is_rgb(tmp_path):
+    pic = RNG.integers(0, 3, (5, 7)).astype(np.uint8)
+    colours = [255, 0, 0, 0, 255, 0, 0, 0, 255]
+    _gif(tmp_path / "c.gif", pic, colours)
+    img = read_image(tmp_path / "c.gif")
+    assert img.shape == (3, 7, 5)
+    np.testing.assert_array_equal(img.array[:, 2, 3], colours[3 * pic[3, 2] : 3 * pic[3, 2] + 3])
+
+
+def test_animated_gif_is_refused_not_cut_to_one_frame(tmp_path):
+    frames = [PILImage.fromarray(RNG.integers(0, 255, (4, 4)).astype(np.uint8)) for _ in range(2)]
+    frames[0].save(tmp_path / "a.gif", save_all=True, append_images=frames[1:])
+    with pytest.raises(UnsupportedFormatError, match="2 frames"):
+        read_image(tmp_path / "a.gif")
+
+
+def test_text_renamed_gif_is_corrupt(tmp_path):
+    (tmp_path / "x.gif").write_text("not a picture")
+    with pytest.raises(CorruptFileError, match="GIF"):
+        read_image(tmp_path / "x.gif")
+
+
+def test_real_gif_label_matches_pillow(shared_data):
+    path = shared_data / "drive/training/1st_manual/21_manual1.gif"
+    img = read_image(path, kind="label")
+    pic = np.asarray(PILImage.open(path))
+    assert img.shape == (1, pic.shape[1], pic.shape[0])
+    np.testing.assert_array_equal(img.array[0].T, pic)
