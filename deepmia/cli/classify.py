@@ -37,7 +37,9 @@ def predict(model_dir: Path, src: Path, dst: Path, *, options: dict[str, Any]) -
     _members_option(predictor, options.get("folds"))
     report = predictor.predict_path(src, dst, clinical=options.get("clinical"))
     for _name, reason in report["skipped"]:
-        err_console.print(f"[red]skipped[/] {reason}", soft_wrap=True)
+        err_console.print(f"skipped {reason}", soft_wrap=True, markup=False, highlight=False)
+    for note in report["notes"]:
+        err_console.print(f"warning: {note}", soft_wrap=True, markup=False, highlight=False)
     console.print(f"{report['predicted']} predicted ({report['low_confidence']} flagged low-confidence), "
                   f"{len(report['skipped'])} skipped -> {report['out']}")
     if report["skipped"]:
@@ -58,6 +60,10 @@ def train_classify(
     from deepmia.cli.learn import parse_duration
     from deepmia.tasks.classify.train import train
 
+    if clinical is None and (fusion or clinical_columns):
+        from deepmia.errors import InvalidArgumentError
+
+        raise InvalidArgumentError("--fusion and --clinical-columns need --clinical (the clinical CSV)")
     overrides = list(override) + ([f"fusion_mode={fusion}"] if fusion else [])
     metrics = train(dataset, out, time_budget_s=parse_duration(time_budget), overrides=overrides, clinical=clinical,
                     clinical_columns=clinical_columns.split(",") if clinical_columns else None, id_column=id_column,

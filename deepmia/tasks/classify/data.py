@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ __all__ = [
     "read_table",
     "fit_table",
     "encode_table",
+    "check_table_columns",
 ]
 
 
@@ -234,6 +235,31 @@ def fit_table(
     return TabularSpec(id_column=id_column, numeric=numeric, categorical=categorical)
 
 
+def check_table_columns(
+    columns: Iterable[str], spec: TabularSpec, *, path: Any = None, extra_ok: bool = False,
+) -> None:
+    """Refuse a table whose columns differ from those the model was trained with.
+
+    Args:
+        columns: The table's columns (without the id column).
+        spec: The model's table encoding.
+        path: The CSV, for error messages.
+        extra_ok: Allow columns the model does not use (training reads a chosen subset of a wider table).
+
+    Raises:
+        DatasetError: Columns the model uses are missing, or (unless ``extra_ok``) the table has others.
+    """
+    have = set(columns)
+    missing = [c for c in spec.columns if c not in have]
+    unknown = [] if extra_ok else sorted(have - set(spec.columns))
+    if not missing and not unknown:
+        return
+    problems = ([f"lacks column(s) {missing} the model was trained with"] if missing else []) + (
+        [f"has unknown clinical column(s) {unknown} the model was not trained with"] if unknown else [])
+    raise DatasetError(f"the clinical table {' and '.join(problems)}; the model uses {spec.columns}", path=path,
+                       fix=f"give exactly the columns {[spec.id_column, *spec.columns]}")
+
+
 def encode_table(
     rows: Mapping[str, Mapping[str, str]], case_ids: Sequence[str], spec: TabularSpec, *, path: Any = None,
 ) -> np.ndarray:
@@ -247,15 +273,16 @@ def encode_table(
         shown = ", ".join(missing_rows[:5]) + (f" and {len(missing_rows) - 5} more" if len(missing_rows) > 5 else "")
         raise DatasetError(f"{len(missing_rows)} case(s) have no row in the clinical table: {shown}", path=path,
                            fix=f"add rows with these {spec.id_column!r} values (empty cells are missing values)")
-    present_cols = {k for c in case_ids for k in rows[c]}
-    lacking = [c for c in spec.columns if c not in present_cols]
-    if lacking:
-        raise DatasetError(f"clinical table lacks column(s) {lacking} the model was trained with", path=path)
+    check_table_columns({k for c in case_ids for k in rows[c]}, spec, path=path, extra_ok=True)
     out = np.zeros((len(case_ids), spec.width), dtype=np.float32)
     for i, cid in enumerate(case_ids):
         row, j = rows[cid], 0
         for col, (mean, std) in spec.numeric.items():
-            v = _number(row.get(col, ""))
+            text = row.get(col, "")
+            v = _number(text)
+            if v is None and text.lower() not in MISSING:
+                raise DatasetError(f"case {cid!r}: column {col!r} holds {text!r}, but the model takes a number there",
+                                   path=path, fix="give a number, or leave the cell empty for a missing value")
             if v is None:
                 out[i, j + 1] = 1.0
             else:

@@ -15,15 +15,15 @@ from typing import Any
 import numpy as np
 
 from deepmia.data.dataset import Dataset
-from deepmia.errors import DatasetError, InvalidArgumentError
 from deepmia.engine.calibration import probabilities
+from deepmia.errors import DatasetError, InvalidArgumentError
 from deepmia.metrics.classification import (
     ClassificationAccumulator,
     expected_calibration_error,
     sensitivity_specificity,
     threshold_for_sensitivity,
 )
-from deepmia.tasks.classify.data import encode_table, labels_of, load_cases, read_table
+from deepmia.tasks.classify.data import encode_table, labels_of, load_cases
 from deepmia.tasks.classify.predict import Predictor
 
 __all__ = ["evaluate", "reliability_diagram"]
@@ -96,7 +96,8 @@ def evaluate(
         tabular_permuted: Shuffle the clinical rows across cases (an ablation: how much the table matters).
 
     Raises:
-        DatasetError: The dataset's classes differ from the model's, or the split is empty.
+        DatasetError: The dataset's classes differ from the model's, the split is empty, or a bad clinical table.
+        InvalidArgumentError: A fusion model without ``clinical``, or an image-only model with it.
     """
     predictor = Predictor(model_dir)
     plan = predictor.plan
@@ -109,13 +110,12 @@ def evaluate(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
 
+    rows = predictor.read_clinical(clinical)  # the table's columns must be the model's
+
     def run(case_ids: list[str], *, permute: bool = False) -> dict[str, np.ndarray]:
         tab = None
-        if plan.tabular is not None:
-            if clinical is None:
-                raise InvalidArgumentError("this model fuses clinical features: give the clinical table")
-            tab = encode_table(read_table(clinical, id_column=plan.tabular.id_column), case_ids, plan.tabular,
-                               path=clinical)
+        if rows is not None and plan.tabular is not None:
+            tab = encode_table(rows, case_ids, plan.tabular, path=clinical)
             if permute:
                 tab = tab[np.random.default_rng(0).permutation(len(tab))]
         return predictor.predict_arrays(load_cases(dataset, case_ids, plan), tab)

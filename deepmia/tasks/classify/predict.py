@@ -16,20 +16,21 @@ import json
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 
 from deepmia.engine.uncertainty import sample_logits, summarize
-from deepmia.errors import DeepmiaError, InvalidArgumentError
+from deepmia.errors import DatasetError, DeepmiaError, InvalidArgumentError
 from deepmia.image import Image
 from deepmia.io import image_stem
-from deepmia.tasks.classify.data import encode_table, read_table, to_network_input
-from deepmia.tasks.classify.plan import ClassifyPlan, load_plan
+from deepmia.tasks.classify.data import MISSING, check_table_columns, encode_table, read_table, to_network_input
+from deepmia.tasks.classify.plan import ClassifyPlan, TabularSpec, load_plan
 from deepmia.tasks.classify.train import build_model, run_model
 
 __all__ = ["Predictor", "list_inputs", "case_id_of"]
+
 
 def case_id_of(path: Path) -> str:
     """The id of an input file for joining clinical rows: its name without the image suffix."""
@@ -114,10 +115,18 @@ class Predictor:
             ``logits (N, K)``, ``probabilities (N, K)``, ``uncertainty (N,)``, ``labels`` (class index, or a
             0/1 matrix for multi-label) and ``low_confidence (N,)`` bool.
         """
-        if self.plan.tabular is not None and tabular is None:
-            raise InvalidArgumentError("this model fuses clinical features: give the clinical table",
-                                       fix="pass --clinical CSV")
-        n = len(images)
+        spec, n = self.plan.tabular, len(images)
+        expected = (len(self.plan.channels), *self.plan.input_size)
+        if tuple(images.shape[1:]) != expected:
+            raise InvalidArgumentError(f"network inputs of shape {tuple(images.shape[1:])}, the model takes {expected}",
+                                       path=self.model_dir, fix="preprocess with Predictor.prepare")
+        if (spec is None) != (tabular is None):
+            raise InvalidArgumentError(
+                "this model fuses clinical features: give them" if tabular is None
+                else "this model uses images only; it takes no clinical features", path=self.model_dir)
+        if spec is not None and tabular is not None and tabular.shape != (n, spec.width):
+            raise InvalidArgumentError(f"clinical features of shape {tabular.shape}, expected {(n, spec.width)}",
+                                       path=self.model_dir, fix="encode them with Predictor.encode_clinical")
         groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
         for i in range(n):
             groups[tuple(member_subsets[i]) if member_subsets is not None else tuple(range(len(self.models)))].append(i)
@@ -154,23 +163,55 @@ class Predictor:
         """
         return to_network_input(image, self.plan, path=path)
 
-    def encode_clinical(self, table: str | Path, case_ids: Sequence[str]) -> np.ndarray | None:
-        """Encoded clinical features of ``case_ids`` from a CSV (None for an image-only model).
+    def read_clinical(self, table: str | Path | None) -> dict[str, dict[str, str]] | None:
+        """The clinical table's rows for this model (None for an image-only model without a table).
 
         Raises:
-            DatasetError: Unknown or missing columns, or case ids without a row.
+            InvalidArgumentError: A fusion model without a table, or a table for an image-only model.
+            DatasetError: An unreadable table, or one whose columns differ from those the model was trained with.
+        """
+        spec = self.plan.tabular
+        if spec is None:
+            if table is not None:
+                raise InvalidArgumentError("this model uses images only; it takes no clinical table", path=table,
+                                           fix="leave out --clinical")
+            return None
+        if table is None:
+            raise InvalidArgumentError(
+                f"this model fuses images with the clinical columns {spec.columns}: give the clinical table",
+                path=self.model_dir, fix=f"pass --clinical CSV with a {spec.id_column!r} column (the file name "
+                                         "without suffix) and those columns")
+        rows = read_table(table, id_column=spec.id_column)
+        if not rows:
+            raise DatasetError("the clinical table has no rows", path=table)
+        check_table_columns({k for r in rows.values() for k in r}, spec, path=table)
+        return rows
+
+    def encode_clinical(self, table: str | Path, case_ids: Sequence[str]) -> np.ndarray:
+        """Encoded clinical features of ``case_ids`` from a CSV, with the encoder fitted at training.
+
+        Raises:
+            DatasetError: Unknown or missing columns, a non-number in a numeric column, or case ids without a row.
             InvalidArgumentError: A clinical table given to an image-only model.
         """
-        if self.plan.tabular is None:
-            raise InvalidArgumentError("this model uses images only; it takes no clinical table", path=table)
-        rows = read_table(table, id_column=self.plan.tabular.id_column)
-        extra = sorted({k for r in rows.values() for k in r} - set(self.plan.tabular.columns))
-        if extra:
-            from deepmia.errors import DatasetError
+        rows = cast(dict[str, dict[str, str]], self.read_clinical(table))  # raised for an image-only model
+        return encode_table(rows, case_ids, cast(TabularSpec, self.plan.tabular), path=table)
 
-            raise DatasetError(f"unknown clinical column(s) {extra}; the model uses {self.plan.tabular.columns}",
-                               path=table, fix="drop those columns")
-        return encode_table(rows, case_ids, self.plan.tabular, path=table)
+    def unseen_categories(self, rows: Mapping[str, Mapping[str, str]], case_ids: Sequence[str]) -> list[str]:
+        """Notes on categorical values absent from training (encoded like a missing value), one per column."""
+        notes = []
+        for col, cats in (self.plan.tabular.categorical.items() if self.plan.tabular else ()):
+            new = defaultdict(list)
+            for cid in case_ids:
+                v = rows[cid].get(col, "")
+                if v.lower() not in MISSING and v not in cats:
+                    new[v].append(cid)
+            if new:
+                notes.append(f"column {col!r}: value(s) {sorted(new)} unseen in training (cases "
+                             f"{', '.join(sorted(c for ids in new.values() for c in ids)[:5])}"
+                             f"{' ...' if sum(map(len, new.values())) > 5 else ''}) are encoded as missing; "
+                             f"training categories {cats}")
+        return notes
 
     def label_text(self, decision: np.ndarray) -> str:
         """A decision as class name(s) (multi-label: names joined by ``;``)."""
@@ -184,37 +225,57 @@ class Predictor:
         """Classify an image file or every image in a folder; write ``dst/predictions.csv``.
 
         Columns: ``file``, ``label``, ``prob_<class>`` for every class, ``uncertainty``, ``low_confidence``.
-        In a folder, files that cannot be read or do not fit the model are skipped and listed in
-        ``dst/skipped.csv`` (file, reason); a single bad file raises.
+        In a folder, files that cannot be read, do not fit the model, or (fusion models) have no row in the
+        clinical table are skipped and listed in ``dst/skipped.csv`` (file, reason); a single bad file raises.
+        A fusion model joins ``clinical`` rows on the case id, the file name without its image suffix.
+
+        Returns:
+            ``predicted`` (count), ``skipped`` (file, reason) pairs, ``low_confidence`` (count), ``notes``
+            (warnings, e.g. categorical values unseen in training) and ``out`` (the CSV).
 
         Raises:
             ReadError: A single input file cannot be read.
-            InvalidArgumentError: A single input does not fit the model, or nothing could be predicted.
-            DatasetError: A bad clinical table.
+            InvalidArgumentError: A single input does not fit the model, nothing could be predicted, a fusion model
+                without ``clinical`` or an image-only model with it.
+            DatasetError: A bad clinical table: unreadable, columns other than the model's, a non-number in a
+                numeric column, no case id matching any input, or (single file) no row for the input.
         """
         from deepmia.io import read_image
 
         src, dst = Path(src), Path(dst)
+        rows = self.read_clinical(clinical)  # checked before reading any image
         paths = list_inputs(src)
         single = src.is_file()
+        if rows is not None and paths and not any(case_id_of(p) in rows for p in paths):
+            spec = self.plan.tabular
+            raise DatasetError(
+                f"no {spec.id_column!r} in the clinical table matches an input file (inputs such as "
+                f"{case_id_of(paths[0])!r}; table ids such as {next(iter(rows))!r})", path=clinical,
+                fix=f"the {spec.id_column!r} column must hold the input file names without suffix")
         arrays, kept, skipped = [], [], []
         for path in paths:
             try:
                 arrays.append(self.prepare(read_image(path), path=path))
-                kept.append(path)
             except DeepmiaError as exc:
                 if single:
                     raise
                 skipped.append((path.name, str(exc)))
+                continue
+            if rows is not None and case_id_of(path) not in rows:
+                arrays.pop()
+                skipped.append((path.name, str(DatasetError(
+                    f"no row with {self.plan.tabular.id_column} {case_id_of(path)!r} for {path.name}", path=clinical,
+                    fix="add the row (empty cells are missing values)"))))
+                continue
+            kept.append(path)
         if not kept:
             raise InvalidArgumentError(f"no image could be classified ({len(skipped)} skipped)", path=src,
                                        fix="see the reasons in skipped.csv" if skipped else None)
-        tab = None
-        if clinical is not None or self.plan.tabular is not None:
-            if clinical is None:
-                raise InvalidArgumentError("this model fuses clinical features: give the clinical table",
-                                           fix="pass --clinical CSV with a row per input file (id = file stem)")
-            tab = self.encode_clinical(clinical, [case_id_of(p) for p in kept])
+        tab, notes = None, []
+        if rows is not None:
+            ids = [case_id_of(p) for p in kept]
+            tab = encode_table(rows, ids, self.plan.tabular, path=clinical)
+            notes = self.unseen_categories(rows, ids)
         result = self.predict_arrays(np.stack(arrays), tab)
         dst.mkdir(parents=True, exist_ok=True)
         with (dst / "predictions.csv").open("w", newline="") as f:
@@ -224,21 +285,28 @@ class Predictor:
                 w.writerow([path.name, self.label_text(result["labels"][i]),
                             *[f"{p:.6f}" for p in result["probabilities"][i]], f"{result['uncertainty'][i]:.6f}",
                             int(result["low_confidence"][i])])
+        skipped_csv = dst / "skipped.csv"
         if skipped:
-            with (dst / "skipped.csv").open("w", newline="") as f:
+            with skipped_csv.open("w", newline="") as f:
                 w = csv.writer(f)
                 w.writerow(["file", "reason"])
                 w.writerows(skipped)
+        elif skipped_csv.exists():  # a stale list from an earlier run would contradict this one
+            skipped_csv.unlink()
         return {"predicted": len(kept), "skipped": skipped, "low_confidence": int(result["low_confidence"].sum()),
-                "out": str(dst / "predictions.csv")}
+                "notes": notes, "out": str(dst / "predictions.csv")}
 
     def clinical_row(self, table: str | Path | None, path: Path) -> np.ndarray | None:
-        """Encoded clinical features of one input file (None for an image-only model)."""
-        if self.plan.tabular is None:
+        """Encoded clinical features of one input file (None for an image-only model).
+
+        Raises:
+            InvalidArgumentError: A fusion model without ``table`` (or an image-only model with one).
+            DatasetError: A bad table, or no row for this file.
+        """
+        rows = self.read_clinical(table)
+        if rows is None:
             return None
-        if table is None:
-            raise InvalidArgumentError("this model fuses clinical features: give the clinical table")
-        return self.encode_clinical(table, [case_id_of(path)])
+        return encode_table(rows, [case_id_of(path)], cast(TabularSpec, self.plan.tabular), path=table)
 
 
 def options_of(options: Mapping[str, Any]) -> dict[str, Any]:

@@ -29,7 +29,8 @@ from deepmia.errors import DatasetError
 from deepmia.tasks.classify.data import batches, encode_table, fit_table, labels_of, load_cases, read_table
 from deepmia.tasks.classify.plan import ClassifyPlan, apply_overrides, make_plan
 
-__all__ = ["train", "plan_dataset", "build_model", "fit_to_budget", "member_splits", "run_model", "WIDTH_LADDER"]
+__all__ = ["train", "plan_dataset", "build_model", "fit_to_budget", "member_splits", "run_model", "youden_threshold",
+           "WIDTH_LADDER"]
 
 #: ResNet stage widths tried from the widest down when fitting the network to the budget.
 WIDTH_LADDER = ([64, 128, 256, 512], [32, 64, 128, 256], [16, 32, 64, 128])
@@ -229,7 +230,7 @@ def fit_to_budget(
     })
 
 
-def _youden_threshold(y: np.ndarray, p: np.ndarray) -> float:
+def youden_threshold(y: np.ndarray, p: np.ndarray) -> float:
     """The threshold maximising sensitivity + specificity on validation (robust to a change in prevalence)."""
     cuts = np.unique(p)
     best, best_t = -1.0, 0.5
@@ -315,6 +316,10 @@ def train(
             torch.set_num_threads(plan.schedule.threads)
     else:
         plan = fit_to_budget(plan, x0, y0, t0, num_folds=len(folds), progress=say)
+        if overrides:  # the user's choices (widths, members, threads, ...) win over the measured ones
+            plan = apply_overrides(plan, overrides)
+            if plan.schedule.threads:
+                torch.set_num_threads(plan.schedule.threads)
         plan_path.write_text(plan.model_dump_json(indent=1) + "\n")
     say(f"members {plan.members}, widths {plan.network_params.get('widths')}, up to {plan.schedule.max_epochs} "
         f"epochs each, {plan.schedule.precision}")
@@ -386,7 +391,7 @@ def calibrate(
     prob_raw = probabilities(result["logits"], multi_label=plan.multi_label)
     prob = probabilities(result["logits"], temperature=temperature, multi_label=plan.multi_label)
     binary = plan.num_outputs == 2 and not plan.multi_label
-    threshold = _youden_threshold(yv, prob[:, 1]) if binary else 0.5
+    threshold = youden_threshold(yv, prob[:, 1]) if binary else 0.5
     unc = predictor.predict_arrays(images[sel], None if tab is None else tab[sel], member_subsets=member_sel,
                                    temperature=temperature)["uncertainty"]
     flag = float(np.quantile(unc, 0.9)) if len(unc) else math.inf
