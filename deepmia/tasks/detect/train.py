@@ -1,0 +1,221 @@
+"""Train a detector from a detection dataset folder into a model directory.
+
+``train(dataset_dir, out_dir, time_budget_s=3600)``: fingerprint of the training boxes -> plan -> measure the
+step time (threads, bf16 against fp32) and fit the epochs to the budget -> train with
+:class:`deepmia.engine.Trainer` (model selection on validation mAP@0.5) -> score the validation cases with the
+:class:`~deepmia.tasks.detect.predict.Predictor` (test-time augmentation included) -> write the model directory::
+
+    MODEL_DIR/plan.json  split.json  metrics.json  README.md  fold_0/model_best.pt
+
+The dataset's first fold (the official train/val lists for VOC data) is used; the test cases are never read.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from deepmia.data.dataset import Dataset
+from deepmia.errors import DatasetError
+from deepmia.tasks.detect.data import Sample, batches, fingerprint, load_samples
+from deepmia.tasks.detect.plan import DetectPlan, apply_overrides, load_plan, make_plan
+
+__all__ = ["train", "plan_dataset", "build_detector", "fit_to_budget", "split_of", "validation_map"]
+
+Progress = Callable[[str], None]
+
+
+def split_of(dataset: Dataset) -> tuple[dict[str, list[str]], list[str]]:
+    """The first fold's train/val case ids and the test ids.
+
+    Raises:
+        DatasetError: The dataset has no split with a validation set.
+    """
+    splits = dataset.splits
+    if splits is None or not splits.folds or not splits.folds[0].val:
+        raise DatasetError("the dataset has no train/validation split", path=dataset.root,
+                           fix="run `deepmia dataset split DATASET` first (validation selects the model)")
+    fold = splits.folds[0]
+    return {"train": list(fold.train), "val": list(fold.val)}, list(splits.test)
+
+
+def plan_dataset(dataset: Dataset, *, time_budget_s: float | None = None,
+                 overrides: Sequence[str] | dict[str, Any] = ()) -> DetectPlan:
+    """Fingerprint the training cases' boxes and images and derive the plan (before the speed fit)."""
+    fold, _ = split_of(dataset)
+    plan = make_plan(fingerprint(dataset, fold["train"]), time_budget_s=time_budget_s)
+    return apply_overrides(plan, overrides) if overrides else plan
+
+
+def build_detector(plan: DetectPlan) -> torch.nn.Module:
+    """MONAI's RetinaNet detector the plan describes: network, anchors, ATSS matcher, hard-negative sampler."""
+    from monai.apps.detection.utils.anchor_utils import AnchorGeneratorWithAnchorShape
+
+    from deepmia.nn import build_network
+    from deepmia.nn.detection import Detector
+
+    a = plan.anchors
+    net = build_network(plan.network, spatial_dims=plan.spatial_dims, in_channels=plan.in_channels,
+                        num_classes=len(plan.class_names), num_anchors=len(a.base_shapes), **plan.network_params)
+    anchors = AnchorGeneratorWithAnchorShape(feature_map_scales=a.feature_map_scales,
+                                             base_anchor_shapes=[tuple(s) for s in a.base_shapes])
+    det = Detector(net, anchors, spatial_dims=plan.spatial_dims, num_classes=len(plan.class_names),
+                   size_divisible=[plan.stride] * plan.spatial_dims)
+    det.set_atss_matcher(num_candidates=a.atss_candidates, center_in_gt=False)
+    s = plan.schedule
+    det.set_hard_negative_sampler(batch_size_per_image=s.sampler_per_image, positive_fraction=s.positive_fraction,
+                                  pool_size=20, min_neg=16)
+    det.set_target_keys(box_key="box", label_key="label")
+    return det
+
+
+def _loss(model: torch.nn.Module, batch: tuple[torch.Tensor, list[dict[str, torch.Tensor]]]) -> torch.Tensor:
+    losses = model(batch[0], batch[1])
+    return losses["classification"] + losses["box_regression"]
+
+
+def _optimizer(model: torch.nn.Module, plan: DetectPlan) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(model.parameters(), lr=plan.schedule.lr, weight_decay=plan.schedule.weight_decay)
+
+
+def fit_to_budget(plan: DetectPlan, samples: Sequence[Sample], n_val: int, *, progress: Progress | None = None
+                  ) -> DetectPlan:
+    """Fit threads, precision, epochs and the validation interval to ``time_budget_s`` from a measured step.
+
+    A training step on a real batch is timed with one thread and with every core, bf16 against fp32.
+    Validation runs often enough to select a model but takes at most about a tenth of the budget. Without a
+    budget only threads and precision are set.
+    """
+    from deepmia.engine.runtime import autocast, choose_precision, configure_threads
+
+    say = progress or (lambda _m: None)
+    cores = configure_threads()
+    model = build_detector(plan)
+    opt = _optimizer(model, plan)
+    batch = next(batches(samples, plan, seed=plan.seed))
+    model.train()
+
+    def step(precision: str) -> None:
+        with autocast(precision):
+            loss = _loss(model, batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    runtime = {}
+    for n in sorted({1, cores}):
+        torch.set_num_threads(n)
+        choice = choose_precision(step, repeats=1)
+        seconds = choice[f"{choice['precision']}_s"]
+        if seconds is None:  # no bf16 on this machine: time fp32 alone
+            t = time.perf_counter()
+            step("fp32")
+            seconds = time.perf_counter() - t
+        runtime[n] = {**choice, "seconds": seconds}
+    threads = min(runtime, key=lambda n: runtime[n]["seconds"])
+    torch.set_num_threads(threads)
+    seconds = runtime[threads]["seconds"]
+    precision = runtime[threads]["precision"]
+    steps = max(1, len(samples) // min(plan.schedule.batch_size, len(samples)))
+    epoch_s = seconds * steps * 1.1
+    val_s = seconds / plan.schedule.batch_size * n_val * 0.6  # forward only, about a third of a training step
+    say(f"runtime: {threads} thread(s), {precision}, {seconds:.2f} s/step, ~{epoch_s:.0f} s/epoch")
+    update: dict[str, Any] = {"schedule.precision": precision, "schedule.threads": threads,
+                              "measurements": {"runtime": {str(k): v for k, v in runtime.items()},
+                                               "epoch_s": epoch_s, "validation_s": val_s}}
+    budget = plan.schedule.time_budget_s
+    if budget is not None:
+        val_every = max(1, int(np.ceil(val_s / (0.1 * epoch_s))))
+        epochs = int(budget / (epoch_s + val_s / val_every))
+        update.update({"schedule.max_epochs": max(1, min(plan.schedule.max_epochs, epochs)),
+                       "schedule.val_every": val_every})
+    return apply_overrides(plan, update)
+
+
+def validation_map(detector: torch.nn.Module, samples: Sequence[Sample], plan: DetectPlan) -> dict[str, float]:
+    """mAP@0.5 and mAP@[.5:.95] of validation samples (no test-time augmentation), in image pixels."""
+    from deepmia.metrics.detection import coco_evaluate
+    from deepmia.tasks.detect.predict import detect_arrays
+
+    found = detect_arrays([detector], [s.image for s in samples], plan, tta=False)
+    preds = [{"boxes": b / plan.scale, "scores": sc, "labels": lab} for b, sc, lab in found]
+    gts = [{"boxes": s.boxes / plan.scale, "labels": s.labels} for s in samples]
+    coco = coco_evaluate(preds, gts, class_names=dict(enumerate(plan.class_names)))
+    return {"val_map50": coco["map50"], "val_map": coco["map"]}
+
+
+def train(
+    dataset_dir: str | Path, out_dir: str | Path, *, time_budget_s: float | None = None,
+    overrides: Sequence[str] | dict[str, Any] = (), progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Plan, train and score a detector; write the model directory.
+
+    Args:
+        dataset_dir: A detection dataset folder with a train/validation split.
+        out_dir: The model directory (a re-run resumes from its checkpoint and keeps its plan).
+        time_budget_s: Wall-clock training budget.
+        overrides: Plan overrides (``"schedule.lr=0.002"``).
+        progress: Called with one-line status messages.
+
+    Returns:
+        The metrics written to ``metrics.json``.
+
+    Raises:
+        DatasetError: Not a detection dataset, no validation split, no boxes, or a box outside its image.
+    """
+    from deepmia.engine.runtime import seed_everything
+    from deepmia.engine.trainer import Trainer
+
+    say = progress or (lambda _m: None)
+    dataset = Dataset.load(dataset_dir)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    fold, test = split_of(dataset)
+    plan_path = out / "plan.json"
+    resuming = plan_path.exists()
+    plan = load_plan(plan_path) if resuming else plan_dataset(dataset, time_budget_s=time_budget_s,
+                                                               overrides=overrides)
+    t = time.perf_counter()
+    train_samples, ignored = load_samples(dataset, fold["train"], plan)
+    val_samples, _ = load_samples(dataset, fold["val"], plan)
+    say(f"loaded {len(train_samples)} training and {len(val_samples)} validation images in "
+        f"{time.perf_counter() - t:.0f} s" + (f" ({ignored} ignore boxes left out of training)" if ignored else ""))
+    if resuming:
+        torch.set_num_threads(plan.schedule.threads or torch.get_num_threads())
+    else:
+        plan = fit_to_budget(plan, train_samples, len(val_samples), progress=say)
+        plan_path.write_text(plan.model_dump_json(indent=1) + "\n")
+    say(f"plan: scale {plan.scale}, input {plan.input_size}, anchors {plan.anchors.base_shapes} x "
+        f"{plan.anchors.feature_map_scales}, up to {plan.schedule.max_epochs} epochs, validation every "
+        f"{plan.schedule.val_every}")
+    seed_everything(plan.seed)
+    model = build_detector(plan)
+    bs = min(plan.schedule.batch_size, len(train_samples))
+    trainer = Trainer(
+        model, _optimizer(model, plan), _loss, batches(train_samples, plan, seed=plan.seed),
+        out_dir=out / "fold_0", steps_per_epoch=max(1, len(train_samples) // bs),
+        max_epochs=plan.schedule.max_epochs, time_budget_s=plan.schedule.time_budget_s,
+        validate=lambda m: validation_map(m, val_samples, plan), val_every=plan.schedule.val_every,
+        monitor="val_map50", mode="max", warmup=plan.schedule.warmup, precision=plan.schedule.precision,
+    )
+    state = trainer.fit()
+    say(f"{state.epoch} epochs in {state.elapsed_s:.0f} s, best validation mAP@0.5 {state.best_metric:.4f} "
+        f"(epoch {state.best_epoch})")
+    (out / "split.json").write_text(json.dumps({**fold, "test": test}, indent=1) + "\n")
+    from deepmia.tasks.detect.evaluate import evaluate_model
+
+    val = evaluate_model(out, dataset, split="val")
+    metrics = {"validation": val, "training": {"epochs": state.epoch, "best_epoch": state.best_epoch,
+                                               "best_val_map50_no_tta": state.best_metric,
+                                               "seconds": round(state.elapsed_s, 1), "stopped": state.stopped}}
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1, default=float) + "\n")
+    from deepmia.tasks.detect.card import write_model_card
+
+    write_model_card(out, dataset=dataset)
+    return metrics
