@@ -34,13 +34,19 @@ def _csv(value: str | None) -> list[str] | None:
 
 @dataset_app.command("import")
 def import_(
-    fmt: str = typer.Argument(..., metavar="FORMAT", help="msd, medmnist, folder, voc, coco or dicom."),
+    fmt: str = typer.Argument(..., metavar="FORMAT", help="msd, pairs, medmnist, folder, voc, coco or dicom."),
     src: Path = typer.Argument(..., help="The source folder or file (a .npz for medmnist, a .json for coco)."),
     dst: Path = typer.Argument(..., help="The new dataset folder (must not exist or be empty)."),
     link: bool = typer.Option(False, "--link", help="Symlink source files instead of copying them."),
     limit: int = typer.Option(None, "--limit", help="msd: first N cases; medmnist: first N samples per split."),
     name: str = typer.Option(None, "--name", help="Dataset name (default from the source)."),
-    labels: str = typer.Option(None, "--labels", help="msd: label names, '0=background,1=anterior,...'."),
+    labels: str = typer.Option(None, "--labels", help="msd, pairs: label names, '0=background,1=anterior,...'."),
+    pattern: list[str] = typer.Option(
+        None, "--pattern", help="pairs: KIND=PATTERN with {id}, relative to SRC; KIND is image (one per channel "
+        "file), label, roi, test_image, test_label or test_roi. Repeatable.",
+    ),
+    value_map: str = typer.Option(None, "--value-map", help="pairs: stored label value -> label value, '255=1'."),
+    folds: int = typer.Option(None, "--folds", help="pairs: cross-validation folds over the training cases (5)."),
     classes: str = typer.Option(None, "--classes", help="Class names in index order, comma-separated."),
     channel: list[str] = typer.Option(None, "--channel", help="NAME:MODALITY of each channel, e.g. T1:MR."),
     patient_regex: str = typer.Option(None, "--patient-regex", help="folder: regex whose group 1 is the patient."),
@@ -61,6 +67,9 @@ def import_(
         "patient_regex": patient_regex,
         "images": images,
         "task": task,
+        "patterns": pattern or None,
+        "value_map": value_map,
+        "folds": folds,
     }
     options = {k: v for k, v in given.items() if v is not None}
     with _bar(f"importing {fmt}") as update:

@@ -59,9 +59,19 @@ def evaluate_segment(
         None, "--labels", help="Labels to score: '1=anterior,2=posterior' (default: all found)."
     ),
     tolerance: float = typer.Option(1.0, "--tolerance", min=0.0, help="NSD tolerance in mm."),
+    mask_dir: Path = typer.Option(
+        None, "--mask-dir", help="Region-of-interest masks (same names): score only inside them (e.g. a field of view)."
+    ),
+    prob_dir: Path = typer.Option(
+        None, "--prob-dir", help="Probability maps (same names, e.g. from predict --probabilities): adds pixel AUC."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
-    """Dice, IoU, HD95, ASSD and NSD per class, with bootstrap 95% intervals over cases."""
+    """Dice, IoU, HD95, ASSD and NSD per class, with bootstrap 95% intervals over cases.
+
+    Also pooled over all pixels of all cases: Dice (F1), sensitivity, specificity, accuracy and, with
+    --prob-dir, pixel AUC.
+    """
     from deepmia.errors import InvalidArgumentError
     from deepmia.tasks.segment.evaluate import evaluate_dirs
 
@@ -78,6 +88,8 @@ def evaluate_segment(
             gt_dir,
             labels=names,
             tolerance_mm=tolerance,
+            mask_dir=mask_dir,
+            prob_dir=prob_dir,
             out_dir=out,
             progress=lambda d, t: bar.update(job, completed=d, total=t),
         )
@@ -92,6 +104,10 @@ def evaluate_segment(
             ci = f" [{s['ci_low']:.3f}, {s['ci_high']:.3f}]"
             cells.append(f"{m} {s['mean']:.4f}{ci}")
         console.print(f"  {name:12s} " + "  ".join(cells), soft_wrap=True)
+    for name, entry in summary["pooled"].items():
+        pooled = {m: v for m, v in entry.items() if m != "n_cases"}
+        cells = [f"{m} {v['value']:.4f} [{v['ci_low']:.3f}, {v['ci_high']:.3f}]" for m, v in pooled.items()]
+        console.print(f"  {name:12s} pooled: " + "  ".join(cells), soft_wrap=True)
     if out is not None:
         console.print(f"wrote {out / 'per_case.csv'} and {out / 'summary.json'}")
 
@@ -111,14 +127,21 @@ def _inputs(src: Path) -> list[Path]:
 
 
 def predict(model_dir: Path, src: Path, dst: Path, *, options: dict[str, Any]) -> None:
-    """``deepmia predict`` for a segmentation model: one label map per input, same name, format and geometry."""
+    """``deepmia predict`` for a segmentation model: one label map per input, same name, format and geometry.
+
+    With ``options["probabilities"]``, each input's class probabilities (float32, one channel per class) go to
+    ``DST/probabilities/`` as well.
+    """
     from deepmia.tasks.segment.predict import Predictor
 
     predictor = Predictor(model_dir, folds=options.get("folds"), tta=options.get("tta", True))
     files = _inputs(src)
+    prob_dir = dst / "probabilities" if options.get("probabilities") else None
     with progress() as bar:
         job = bar.add_task("predict", total=len(files))
-        failed = predictor.predict_paths(files, dst, on_done=lambda _p, _e: bar.advance(job))
+        failed = predictor.predict_paths(
+            files, dst, probabilities_dir=prob_dir, on_done=lambda _p, _e: bar.advance(job)
+        )
     for _path, problem in failed:
         console.print(f"[red]skipped[/] {problem}", soft_wrap=True)
     if options.get("figure"):

@@ -797,3 +797,7 @@ def import_dicom(
         cases=cases, source=str(src),
     )
     return ImportReport(_save(ds), skipped, [])
+
+
+# Importers defined in their own modules register themselves on import.
+from deepmia.data import pairs as _pairs  # noqa: E402,F401

@@ -155,7 +155,7 @@ def fingerprint(dataset: Dataset, *, seed: int = 0, progress: Progress | None = 
             arr = image.array[c] if image.num_channels == len(channels) else image.array
             moments["all"].add(arr.ravel())
             if fg is not None:
-                moments["foreground"].add(arr[fg])
+                moments["foreground"].add(arr[..., fg].ravel())  # a multi-channel file pools its channels
         if progress:
             progress(i + 1, len(dataset))
 

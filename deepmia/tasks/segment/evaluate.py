@@ -1,6 +1,7 @@
 """Segmentation evaluation: per-case, per-class Dice/IoU/HD95/ASSD/NSD with bootstrap intervals.
 
-:func:`evaluate_dirs` scores a folder of predictions against a folder of references (matched by file name);
+:func:`evaluate_dirs` scores a folder of predictions against a folder of references (matched by file name),
+optionally inside region-of-interest masks and with pixel AUCs from probability maps, per case and pooled;
 :func:`validate_fold` predicts a fold's validation cases with the trained model, chooses keep-largest-component
 per class on them, and writes the fold's metrics.
 """
@@ -21,15 +22,26 @@ from deepmia.errors import DatasetError, InvalidArgumentError
 from deepmia.io import is_image_file
 from deepmia.metrics.segmentation import SegmentationAccumulator, dice_per_label
 
-__all__ = ["evaluate_dirs", "validate_fold", "write_rows"]
+__all__ = ["PooledCounts", "evaluate_dirs", "validate_fold", "write_rows"]
 
 Progress = Callable[[str, int, int], None]
 
 
 def _files(folder: Path) -> dict[str, Path]:
+    """Image files of ``folder`` by stem (``case_01.nii.gz`` -> ``case_01``), so a prediction may differ in format."""
+    from deepmia.io import image_stem
+
     if not folder.is_dir():
         raise InvalidArgumentError("not a folder", path=folder)
-    return {p.name: p for p in sorted(folder.iterdir()) if is_image_file(p)}
+    out: dict[str, Path] = {}
+    for p in sorted(folder.iterdir()):
+        if is_image_file(p):
+            stem = image_stem(p)
+            if stem in out:
+                raise InvalidArgumentError(f"{out[stem].name} and {p.name} have the same name", path=folder,
+                                           fix="keep one file per case in the folder")
+            out[stem] = p
+    return out
 
 
 def write_rows(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -40,6 +52,88 @@ def write_rows(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
         writer.writerows(rows)
 
 
+def _partner(files: dict[str, Path], name: str, folder: Path, what: str) -> Path:
+    if name not in files:
+        raise InvalidArgumentError(f"reference {name!r} has no {what}", path=folder,
+                                   fix=f"give every reference a {what} of the same name (any image format)")
+    return files[name]
+
+
+class PooledCounts:
+    """Per-case pixel counts and ranked scores of one class, for metrics over all pixels of all cases pooled.
+
+    Pooled (micro-averaged) scores are what retinal-vessel papers report: F1 over the pixels of every test
+    image together, and the pixel AUC of all their pixels. Confidence intervals resample cases, and a resample
+    is scored exactly without touching pixels again: the confusion counts add up per case, and the AUC is the
+    weighted sum of a case-by-case matrix ``A[c, d]`` = pairs (positive pixel of case c, negative pixel of case
+    d) ranked correctly (ties count one half), so the AUC of case weights ``w`` is ``w A w / (w.P)(w.N)``.
+    """
+
+    def __init__(self) -> None:
+        self.counts: list[tuple[int, int, int, int]] = []  # tp, fp, fn, tn
+        self.positives: list[np.ndarray] = []
+        self.negatives: list[np.ndarray] = []
+
+    def update(self, pred: np.ndarray, ref: np.ndarray, scores: np.ndarray | None) -> float:
+        """Add one case's masked boolean prediction/reference (and scores); returns its own AUC (NaN if undefined)."""
+        tp = int(np.count_nonzero(pred & ref))
+        fp = int(np.count_nonzero(pred & ~ref))
+        fn = int(np.count_nonzero(~pred & ref))
+        self.counts.append((tp, fp, fn, int(pred.size) - tp - fp - fn))
+        if scores is None:
+            return float("nan")
+        pos, neg = np.sort(scores[ref].astype(np.float32)), np.sort(scores[~ref].astype(np.float32))
+        self.positives.append(pos)
+        self.negatives.append(neg)
+        return _auc_matrix([pos], [neg])[0, 0] / (pos.size * neg.size) if pos.size and neg.size else float("nan")
+
+    def summary(self, *, n_resamples: int, seed: int = 0) -> dict[str, Any]:
+        """Pooled Dice (F1), sensitivity, specificity, accuracy and (with scores) AUC, each with a case bootstrap CI."""
+        from deepmia.metrics.bootstrap import bootstrap_indices_ci
+
+        c = np.asarray(self.counts, dtype=float)
+        n = len(c)
+        statistics: dict[str, Callable[[np.ndarray], float]] = {
+            "dice": lambda w: 2 * (w @ c[:, 0]) / (2 * (w @ c[:, 0]) + w @ c[:, 1] + w @ c[:, 2]),
+            "sensitivity": lambda w: (w @ c[:, 0]) / (w @ (c[:, 0] + c[:, 2])),
+            "specificity": lambda w: (w @ c[:, 3]) / (w @ (c[:, 3] + c[:, 1])),
+            "accuracy": lambda w: (w @ (c[:, 0] + c[:, 3])) / (w @ c.sum(axis=1)),
+        }
+        if self.positives:
+            pairs = _auc_matrix(self.positives, self.negatives)
+            npos = np.array([p.size for p in self.positives], float)
+            nneg = np.array([q.size for q in self.negatives], float)
+            statistics["auc"] = lambda w: (w @ pairs @ w) / ((w @ npos) * (w @ nneg))
+        out: dict[str, Any] = {"n_cases": n}
+        with np.errstate(invalid="ignore", divide="ignore"):
+            for name, stat in statistics.items():
+                point = float(stat(np.ones(n)))
+                entry = {"value": point, "ci_low": float("nan"), "ci_high": float("nan")}
+                if n >= 2 and n_resamples > 0 and np.isfinite(point):
+                    try:
+                        ci = bootstrap_indices_ci(
+                            lambda idx, f=stat: f(np.bincount(idx, minlength=n).astype(float)),
+                            n, n_resamples=n_resamples, seed=seed,
+                        )
+                        entry["ci_low"], entry["ci_high"] = ci.low, ci.high
+                    except InvalidArgumentError:  # undefined on some resample (a class absent): no interval
+                        pass
+                out[name] = entry
+        return out
+
+
+def _auc_matrix(positives: Sequence[np.ndarray], negatives: Sequence[np.ndarray]) -> np.ndarray:
+    """``A[c, d]``: correctly ranked (positive of c, negative of d) pairs, ties one half; inputs sorted."""
+    case_of = np.repeat(np.arange(len(positives)), [p.size for p in positives])
+    pos = np.concatenate(positives) if positives else np.zeros(0, np.float32)
+    out = np.zeros((len(positives), len(negatives)))
+    for d, neg in enumerate(negatives):
+        below = np.searchsorted(neg, pos, side="left")
+        tied = np.searchsorted(neg, pos, side="right") - below
+        out[:, d] = np.bincount(case_of, weights=below + 0.5 * tied, minlength=len(positives))
+    return out
+
+
 def evaluate_dirs(
     pred_dir: str | os.PathLike[str],
     gt_dir: str | os.PathLike[str],
@@ -47,10 +141,19 @@ def evaluate_dirs(
     labels: Mapping[int, str] | None = None,
     tolerance_mm: float = 1.0,
     n_resamples: int = 2000,
+    mask_dir: str | os.PathLike[str] | None = None,
+    prob_dir: str | os.PathLike[str] | None = None,
     out_dir: str | os.PathLike[str] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
-    """Score every reference in ``gt_dir`` against the prediction of the same file name in ``pred_dir``.
+    """Score every reference in ``gt_dir`` against the prediction of the same name in ``pred_dir``.
+
+    Files pair up by name without the image suffix (``01.tif`` with ``01.png``). With ``mask_dir``, each case
+    is scored only inside its region-of-interest mask (same name; non-zero = inside): prediction and reference
+    are set to background outside it, so Dice and IoU count ROI pixels only, and surface distances see the
+    ROI's edge as the image border. With ``prob_dir`` (probability maps of the same name, one channel per class
+    as ``deepmia predict --probabilities`` writes, or one foreground channel for a two-class problem), the pixel
+    AUC of each class is added: per case, and pooled over all pixels of all cases.
 
     Args:
         pred_dir: Predicted label maps.
@@ -58,15 +161,25 @@ def evaluate_dirs(
         labels: Foreground labels to score (default: every non-zero value found in the references).
         tolerance_mm: NSD tolerance.
         n_resamples: Bootstrap resamples for the 95% intervals.
+        mask_dir: Region-of-interest masks.
+        prob_dir: Class probability maps.
         out_dir: If given, writes ``per_case.csv`` and ``summary.json`` there.
         progress: Called as ``progress(done, total)``.
 
+    Returns:
+        The :class:`SegmentationAccumulator` summary (per-case means with intervals), plus ``pooled``: per
+        class, Dice (F1), sensitivity, specificity, accuracy and (with ``prob_dir``) AUC over the pooled pixels
+        with case-bootstrap intervals; with ``prob_dir`` each class's ``auc`` (per-case) summary too.
+
     Raises:
-        InvalidArgumentError: A reference has no prediction, or a pair's geometry differs.
+        InvalidArgumentError: A reference has no prediction (mask, probability map), or a pair's geometry differs.
     """
     from deepmia.io import read_image
+    from deepmia.metrics._base import summarise
 
     preds, refs = _files(Path(pred_dir)), _files(Path(gt_dir))
+    masks = _files(Path(mask_dir)) if mask_dir is not None else None
+    probs = _files(Path(prob_dir)) if prob_dir is not None else None
     if not refs:
         raise InvalidArgumentError("no label maps found", path=gt_dir)
     missing = sorted(set(refs) - set(preds))
@@ -77,28 +190,73 @@ def evaluate_dirs(
     for name in refs:
         ref = read_image(refs[name], kind="label")
         pred = read_image(preds[name], kind="label")
-        if ref.spatial_shape != pred.spatial_shape or not np.allclose(ref.affine, pred.affine, atol=1e-3):
-            raise InvalidArgumentError(
-                f"prediction shape {pred.spatial_shape} / affine differs from the reference's {ref.spatial_shape}",
-                path=preds[name],
-                fix="predict on the reference's grid",
-            )
-        found.update(int(v) for v in np.unique(ref.array) if v != 0)
-        loaded.append((name, pred, ref))
+        _check_grid(ref, pred, preds[name], "prediction")
+        roi = None
+        if masks is not None:
+            roi_image = read_image(_partner(masks, name, Path(mask_dir or ""), "ROI mask"), kind="label")
+            _check_grid(ref, roi_image, masks[name], "ROI mask")
+            roi = roi_image.array[0] != 0
+        found.update(int(v) for v in np.unique(ref.array if roi is None else ref.array[0][roi]) if v != 0)
+        loaded.append((name, pred, ref, roi))
     names = dict(labels) if labels else {k: str(k) for k in sorted(found)}
     acc = SegmentationAccumulator(names, tolerance_mm=tolerance_mm, n_resamples=n_resamples)
-    for i, (name, pred, ref) in enumerate(loaded):
-        acc.update(pred.array[0], ref.array[0], spacing=ref.spacing, case_id=name)
+    pooled = {k: PooledCounts() for k in names}
+    case_auc: dict[int, list[float]] = {k: [] for k in names}
+    for i, (name, pred, ref, roi) in enumerate(loaded):
+        p, r = pred.array[0], ref.array[0]
+        if roi is not None:
+            p, r = np.where(roi, p, 0), np.where(roi, r, 0)
+        acc.update(p, r, spacing=ref.spacing, case_id=name)
+        scores = _class_scores(probs, name, ref, Path(prob_dir or ""), max(names)) if probs is not None else None
+        inside = (slice(None),) * r.ndim if roi is None else roi
+        for k in names:
+            s = None if scores is None else (scores[0] if scores.shape[0] == 1 else scores[k])[inside]
+            case_auc[k].append(pooled[k].update(p[inside] == k, r[inside] == k, s))
         if progress:
             progress(i + 1, len(loaded))
     summary = acc.aggregate()
     summary["tolerance_mm"] = tolerance_mm
+    summary["roi"] = None if mask_dir is None else str(mask_dir)
+    summary["pooled"] = {names[k]: pooled[k].summary(n_resamples=n_resamples) for k in names}
+    rows = acc.rows()
+    if probs is not None:
+        for k in names:
+            summary["per_class"][names[k]]["auc"] = summarise(case_auc[k], n_resamples=n_resamples)
+        by_case = {(name, k): case_auc[k][i] for i, (name, *_rest) in enumerate(loaded) for k in names}
+        for row in rows:
+            row["auc"] = by_case[(row["case_id"], row["label"])]
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        write_rows(out / "per_case.csv", acc.rows())
+        write_rows(out / "per_case.csv", rows)
         (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
     return summary
+
+
+def _check_grid(ref: Any, other: Any, path: Path, what: str) -> None:
+    if ref.spatial_shape != other.spatial_shape or not np.allclose(ref.affine, other.affine, atol=1e-3):
+        raise InvalidArgumentError(
+            f"{what} shape {other.spatial_shape} / affine differs from the reference's {ref.spatial_shape}",
+            path=path,
+            fix=f"the {what} must be on the reference's grid",
+        )
+
+
+def _class_scores(probs: dict[str, Path], name: str, ref: Any, folder: Path, top: int) -> np.ndarray:
+    """A case's probability map ``(C, *spatial)``: one channel per class, or one foreground channel (2 classes)."""
+    from deepmia.io import read_image
+
+    path = _partner(probs, name, folder, "probability map")
+    image = read_image(path)
+    _check_grid(ref, image, path, "probability map")
+    if image.num_channels != 1 and image.num_channels <= top:
+        raise InvalidArgumentError(
+            f"probability map has {image.num_channels} channels; labels up to {top} need {top + 1} (one per class)",
+            path=path,
+        )
+    if image.num_channels == 1 and top > 1:
+        raise InvalidArgumentError(f"one probability channel cannot score {top} foreground classes", path=path)
+    return image.array
 
 
 def _score(

@@ -149,6 +149,26 @@ def _normalization(channel: dict[str, Any]) -> Normalization:
     return Normalization(scheme="zscore")
 
 
+def _array_channels(dataset: Dataset, fingerprint: dict[str, Any]) -> list[tuple[str, str, Normalization]]:
+    """Network input channels: ``(name, modality, normalisation)`` per array channel of a case's image.
+
+    A dataset channel is one file; a multi-channel file (an RGB photograph) gives the network one input per
+    colour, each normalised by its file's scheme and named ``RGB[0]``, ``RGB[1]``, ... Files read for this: the
+    first case's, one by one.
+    """
+    from deepmia.io import read_image
+
+    counts = [1] * len(dataset.spec.channels)
+    if dataset.cases:
+        counts = [read_image(dataset.path(rel)).num_channels for rel in dataset.cases[0].images]
+    out = []
+    for ch, fp, n in zip(dataset.spec.channels, fingerprint["channels"], counts, strict=True):
+        norm = _normalization(fp)
+        names = [ch.name] if n == 1 else [f"{ch.name}[{i}]" for i in range(n)]
+        out += [(name, ch.modality or "", norm) for name in names]
+    return out
+
+
 def _target_spacing(spacing: list[dict[str, float]]) -> tuple[list[float], int | None]:
     median = [s["median"] for s in spacing]
     hi, lo = max(median), min(median)
@@ -243,7 +263,7 @@ def make_plan(
     filters = [min(base * 2**i, cap) for i in range(len(strides))]
     batch = (2 if dims == 3 else 12) if not gpu else (4 if dims == 3 else 24)
     mirror = list(range(dims))
-    modalities = [ch.modality or "" for ch in spec.channels]
+    inputs = _array_channels(dataset, fingerprint)
     if time_budget_s is not None and time_budget_s < 4 * 3600:
         # A short budget (a few thousand steps): AdamW converges faster than nnU-Net's SGD schedule, which is
         # tuned for 250k steps; a brief warm-up keeps the first Adam steps stable.
@@ -253,12 +273,12 @@ def make_plan(
     return SegmentPlan(
         dataset=spec.name,
         labels={str(k): labels[str(k)] for k in values},
-        channels=[ch.name for ch in spec.channels],
-        modalities=modalities,
+        channels=[name for name, _, _ in inputs],
+        modalities=[modality for _, modality, _ in inputs],
         spatial_dims=dims,
         target_spacing=[float(s) for s in spacing],
         anisotropic_axis=aniso,
-        normalization=[_normalization(ch) for ch in fingerprint["channels"]],
+        normalization=[norm for _, _, norm in inputs],
         patch_size=patch,
         batch_size=batch,
         network_params={

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -38,6 +38,18 @@ def keep_largest_component(labels: np.ndarray, which: Sequence[int]) -> np.ndarr
             sizes[0] = 0
             out[mask & (comp != int(sizes.argmax()))] = 0
     return out
+
+
+_FLOAT_FORMATS = ("tiff", "nifti", "nrrd", "metaimage", "numpy")
+
+
+def _float_name(src: Path, image: Image) -> str:
+    """File name for a float map of ``src``: its own name if its format holds floats, else TIFF (2D) / NIfTI."""
+    from deepmia.io import format_of, image_stem
+
+    if format_of(src) in _FLOAT_FORMATS:
+        return src.name
+    return image_stem(src) + (".tif" if image.spatial_dims == 2 else ".nii.gz")
 
 
 class Predictor:
@@ -127,28 +139,57 @@ class Predictor:
 
     def predict(self, image: Image, *, path: Any = None) -> Image:
         """Label map of ``image`` on the image's own grid (shape and affine identical), kind ``label``."""
+        return self._predict(image, path=path, probabilities=False)[0]
+
+    def predict_with_probabilities(self, image: Image, *, path: Any = None) -> tuple[Image, Image]:
+        """Label map and class probabilities (float32, one channel per class) on the image's own grid.
+
+        One sliding-window pass gives both; the probabilities are the ensemble's (and TTA's) softmax before
+        post-processing, so a keep-largest-component choice changes the label map only. The sliding window
+        stores probabilities at float16 precision, and the labels are their argmax: they can differ from
+        :meth:`predict`'s (argmax in float32) where two classes tie within that precision. Memory: the full
+        ``(classes, *spatial)`` float32 map is held, unlike :meth:`predict`'s per-slab argmax.
+        """
+        labels, probs = self._predict(image, path=path, probabilities=True)
+        return labels, cast(Image, probs)
+
+    def _predict(self, image: Image, *, path: Any, probabilities: bool) -> tuple[Image, Image | None]:
         self.check(image, path=path)
         resampled = not np.allclose(image.spacing, self.plan.target_spacing, rtol=1e-3, atol=1e-4)
-        if not resampled:
+        probs = None
+        if not resampled and not probabilities:
             labels, _ = self.predict_array(image)
         else:
             probs, grid = self.predict_array(image, out="probabilities")
-            from deepmia.processing.spatial import resize
+            probs = probs.astype(np.float32, copy=False)
+            if resampled:
+                from deepmia.processing.spatial import resize
 
-            back = resize(grid.with_array(probs.astype(np.float32)), shape=tuple(image.spatial_shape))
-            labels = back.array.argmax(0).astype(np.uint8)
+                probs = resize(grid.with_array(probs), shape=tuple(image.spatial_shape)).array
+            labels = probs.argmax(0).astype(np.uint8)
         if self.postprocess and self.plan.inference.largest_component:
             labels = keep_largest_component(labels, self.plan.inference.largest_component)
-        return Image(labels[None], image.affine, kind="label", meta=dict(image.meta))
+        label_image = Image(labels[None], image.affine, kind="label", meta=dict(image.meta))
+        prob_image = None if probs is None else Image(probs, image.affine, kind="intensity", meta=dict(image.meta))
+        return label_image, prob_image
 
     def predict_paths(
         self,
         sources: Sequence[Path],
         out_dir: Path,
         *,
+        probabilities_dir: Path | None = None,
         on_done: Callable[[Path, DeepmiaError | None], None] | None = None,
     ) -> list[tuple[Path, str]]:
         """Predict each file into ``out_dir`` under the same name and format; a bad file is reported and skipped.
+
+        Args:
+            sources: Input image files.
+            out_dir: Folder for the label maps.
+            probabilities_dir: Also write each input's class probabilities here (float32, one channel per
+                class): under the input's name when its format holds floats (TIFF, NIfTI, NRRD, MHA, NumPy),
+                else as ``<stem>.tif`` (2D) or ``<stem>.nii.gz``.
+            on_done: Called as ``on_done(path, error_or_None)`` after each file.
 
         Returns:
             ``(path, problem)`` for every file that failed.
@@ -160,7 +201,12 @@ class Predictor:
         for src in sources:
             try:
                 image = read_image(src)
-                write_image(self.predict(image, path=src), out_dir / src.name)
+                if probabilities_dir is None:
+                    write_image(self.predict(image, path=src), out_dir / src.name)
+                else:
+                    labels, probs = self.predict_with_probabilities(image, path=src)
+                    write_image(labels, out_dir / src.name)
+                    write_image(probs, probabilities_dir / _float_name(src, image))
                 err = None
             except DeepmiaError as exc:
                 failed.append((src, str(exc)))
