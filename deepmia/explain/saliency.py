@@ -1,8 +1,9 @@
 """Saliency maps for classifiers: Grad-CAM, Grad-CAM++ (MONAI's implementations) and occlusion sensitivity.
 
 The Grad-CAM target layer is found by running the network once and taking the last module, in execution
-order, that has parameters and outputs a spatial feature map larger than one voxel (the last convolutional
-stage of any backbone); a user never names layers. Every map is returned at the network input's size,
+order, that has parameters and whose output map is at least :data:`MIN_CAM_SIZE` (7) voxels wide on every axis
+(the last convolutional stage on ImageNet-sized inputs, an earlier stage on small ones); a user never names
+layers. Every map is returned at the network input's size,
 scaled to [0, 1], higher meaning more evidence for the class.
 
 Two sanity checks (Adebayo et al., NeurIPS 2018; the deletion test of Samek et al., 2017) are provided for
@@ -24,6 +25,7 @@ from deepmia.errors import InvalidArgumentError
 
 __all__ = [
     "METHODS",
+    "MIN_CAM_SIZE",
     "target_layer",
     "saliency_map",
     "randomization_similarity",
@@ -50,8 +52,23 @@ class TabularBound(nn.Module):
         return self.model(x, self.tabular.expand(x.shape[0], -1))
 
 
+MIN_CAM_SIZE = 7
+"""Smallest Grad-CAM map side (voxels per axis) :func:`target_layer` accepts; smaller input axes count whole.
+
+Seven is the last-stage size of the ImageNet networks Grad-CAM was designed on (224 px inputs). Measured on the
+shipped 28 px models (deletion check, 60 PneumoniaMNIST test images, predicted class, 10% of the image blanked;
+``tests/explain/test_saliency.py``): ResNet-18's 4x4 last stage points only weakly at the evidence (probability
+drop 0.081 at the Grad-CAM top vs 0.048 at shifted copies, Wilcoxon p = 0.09), its 7x7 third stage clearly
+(0.182 vs 0.041, p < 1e-7), while the 14x14 and 28x28 stages lose the class (Grad-CAM++ at 14x14: p = 0.83).
+"""
+
+
 def target_layer(model: nn.Module, example: torch.Tensor) -> str:
-    """Name of the last module with parameters whose output is a spatial map of more than one voxel.
+    """Name of the deepest module with parameters whose output map is still at least :data:`MIN_CAM_SIZE` wide.
+
+    The network runs once on ``example``; modules are ordered by when their forward pass ends, so a residual
+    stage comes after its blocks and the deepest qualifying module is the end of the last stage whose output has
+    at least ``min(MIN_CAM_SIZE, input side)`` voxels on every axis (and more than one voxel in all).
 
     Args:
         model: The classifier, called as ``model(example)``.
@@ -61,12 +78,14 @@ def target_layer(model: nn.Module, example: torch.Tensor) -> str:
         InvalidArgumentError: No module produces a spatial map (not a convolutional network).
     """
     dims = example.dim()
+    need = [min(MIN_CAM_SIZE, int(s)) for s in example.shape[2:]]
     order: list[str] = []
     hooks = []
 
     def hook(name: str) -> Any:
         def record(_module: nn.Module, _inputs: Any, output: Any) -> None:
-            if isinstance(output, torch.Tensor) and output.dim() == dims and int(np.prod(output.shape[2:])) > 1:
+            if (isinstance(output, torch.Tensor) and output.dim() == dims and int(np.prod(output.shape[2:])) > 1
+                    and all(int(s) >= n for s, n in zip(output.shape[2:], need, strict=True))):
                 order.append(name)
         return record
 
@@ -82,6 +101,10 @@ def target_layer(model: nn.Module, example: torch.Tensor) -> str:
     if not order:
         raise InvalidArgumentError(f"{type(model).__name__} has no layer with a spatial output to explain")
     return order[-1]
+
+
+def _identity(m: torch.Tensor) -> torch.Tensor:
+    return m
 
 
 def _normalize(m: np.ndarray) -> np.ndarray:
@@ -140,7 +163,9 @@ def saliency_map(
     for m in inplace:
         m.inplace = False
     try:
-        cam = cam_cls(nn_module=model, target_layers=name)
+        # MONAI's default post-processing maps (min, max) to (1, 0), flipping the map (Project-MONAI/tutorials
+        # #1796): keep the raw upsampled map and scale it here, so that high means evidence for the class.
+        cam = cam_cls(nn_module=model, target_layers=name, postprocessing=_identity)
         with torch.enable_grad():
             out = cam(x, class_idx=class_index)
     finally:
@@ -164,14 +189,11 @@ def randomization_similarity(maps_trained: np.ndarray, maps_random: np.ndarray) 
     return float(spearmanr(a, b).statistic)
 
 
-def _box_mask(shape: Sequence[int], center: Sequence[int], size: Sequence[int]) -> np.ndarray:
-    mask = np.zeros(shape, dtype=bool)
-    sl = tuple(
-        slice(int(np.clip(c - s // 2, 0, n - s)), int(np.clip(c - s // 2, 0, n - s)) + s)
-        for c, s, n in zip(center, size, shape, strict=True)
-    )
-    mask[sl] = True
-    return mask
+def _top_mask(saliency: np.ndarray, fraction: float) -> np.ndarray:
+    k = max(1, round(fraction * saliency.size))
+    mask = np.zeros(saliency.size, dtype=bool)
+    mask[np.argsort(-saliency.ravel(), kind="stable")[:k]] = True
+    return mask.reshape(saliency.shape)
 
 
 def occlusion_drop(
@@ -183,34 +205,45 @@ def occlusion_drop(
     fraction: float = 0.1,
     fill: float = 0.0,
     rng: np.random.Generator,
+    n_random: int = 8,
     activation: str = "softmax",
 ) -> tuple[float, float]:
-    """Drop in the class probability when a box at the saliency peak, or one at a random place, is filled.
+    """Drop in the class probability when the most salient voxels, or the same shape elsewhere, are filled.
 
-    The deletion check: the first drop should be larger on average.
+    The deletion check (Samek et al., 2017): the voxels holding the top ``fraction`` of the map are set to
+    ``fill``, and so, one copy at a time, are ``n_random`` copies of that mask shifted (cyclically) by a random
+    offset, so that the control regions have the same size, shape and fill. A map that points at the evidence
+    gives the larger drop on average over many images.
 
     Args:
         model: The classifier, called as ``model(x)``.
         x: One network input ``(1, C, *spatial)``.
         saliency: Its map ``(*spatial)``.
         class_index: The class whose probability is watched.
-        fraction: Box volume as a fraction of the image.
-        fill: Value written into the box (0 is the dataset mean after standardisation).
-        rng: Random generator for the random box.
+        fraction: Share of the voxels to fill.
+        fill: Value written into the mask (0 is the dataset mean after standardisation).
+        rng: Random generator for the shifts.
+        n_random: Number of shifted masks.
         activation: ``"softmax"`` or ``"sigmoid"``.
 
     Returns:
-        ``(drop at the peak, drop at a random place)``.
+        ``(drop with the salient voxels filled, mean drop with a shifted mask filled)``.
+
+    Raises:
+        InvalidArgumentError: ``saliency`` does not have ``x``'s spatial shape, or ``fraction`` is not in (0, 1).
     """
-    spatial = list(x.shape[2:])
-    side = [max(1, round(s * fraction ** (1 / len(spatial)))) for s in spatial]
-    peak = np.unravel_index(int(np.argmax(saliency)), saliency.shape)
-    random_center = [int(rng.integers(0, s)) for s in spatial]
+    spatial = tuple(x.shape[2:])
+    if saliency.shape != spatial:
+        raise InvalidArgumentError(f"saliency map shape {saliency.shape} differs from the input's {spatial}")
+    if not 0 < fraction < 1:
+        raise InvalidArgumentError(f"fraction must be in (0, 1), got {fraction}")
+    top = _top_mask(saliency, fraction)
+    axes = tuple(range(len(spatial)))
+    masks = [top] + [np.roll(top, [int(rng.integers(0, n)) for n in spatial], axis=axes) for _ in range(n_random)]
     act = (lambda z: z.softmax(1)) if activation == "softmax" else torch.sigmoid
     with torch.no_grad():
-        batch = x.float().repeat(3, *([1] * (x.dim() - 1)))
-        for i, center in ((1, peak), (2, random_center)):
-            m = torch.from_numpy(_box_mask(spatial, center, side))
-            batch[i, :, m] = fill
+        batch = x.float().repeat(len(masks) + 1, *([1] * (x.dim() - 1)))
+        for i, m in enumerate(masks, start=1):
+            batch[i, :, torch.from_numpy(m)] = fill
         p = act(model(batch))[:, class_index].numpy()
-    return float(p[0] - p[1]), float(p[0] - p[2])
+    return float(p[0] - p[1]), float(np.mean(p[0] - p[2:]))
