@@ -38,7 +38,10 @@ def import_(
     src: Path = typer.Argument(..., help="The source folder or file (a .npz for medmnist, a .json for coco)."),
     dst: Path = typer.Argument(..., help="The new dataset folder (must not exist or be empty)."),
     link: bool = typer.Option(False, "--link", help="Symlink source files instead of copying them."),
-    limit: int = typer.Option(None, "--limit", help="msd: first N cases; medmnist: first N samples per split."),
+    limit: int = typer.Option(
+        None, "--limit", help="msd: first N cases; pairs: first N training and N test cases; medmnist: first N "
+        "samples per split.",
+    ),
     name: str = typer.Option(None, "--name", help="Dataset name (default from the source)."),
     labels: str = typer.Option(None, "--labels", help="msd, pairs: label names, '0=background,1=anterior,...'."),
     pattern: list[str] = typer.Option(

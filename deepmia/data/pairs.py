@@ -148,7 +148,7 @@ def _resolve(src: Path, pattern: str, case_id: str) -> Path | None:
     Raises:
         DatasetError: Several files match.
     """
-    glob = pattern.replace("{id}", glob_escape(case_id))
+    glob = pattern.replace("{id}", _glob_escape(case_id))
     matches = sorted(p for p in src.glob(glob) if p.is_file())
     if len(matches) > 1:
         raise DatasetError(f"case {case_id!r}: {len(matches)} files match {pattern!r} ({matches[0].name}, ...)",
@@ -156,7 +156,7 @@ def _resolve(src: Path, pattern: str, case_id: str) -> Path | None:
     return matches[0] if matches else None
 
 
-def glob_escape(text: str) -> str:
+def _glob_escape(text: str) -> str:
     """``text`` with glob wildcards escaped (``[*]``, ``[?]``, ``[[]``)."""
     return re.sub(r"([*?\[])", r"[\1]", text)
 

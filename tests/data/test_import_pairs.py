@@ -151,3 +151,35 @@ def test_drive_subset(tmp_path, shared_data):
     fraction = label.array[0][roi].mean()
     assert 0.05 < fraction < 0.2  # retinal vessels: about a tenth of the field of view
     assert not label.array[0][~roi].any() or label.array[0][~roi].mean() < 0.01
+
+
+def test_raster_label_takes_the_image_geometry_and_says_so(tmp_path):
+    _write_source(tmp_path / "src", train=("a1", "a2"), test=())
+    for case in ("a1", "a2"):  # photos with a 0.5 mm pixel size (PNG pHYs); the GIF labels carry none
+        path = tmp_path / "src/train/img" / f"{case}_photo.png"
+        PILImage.open(path).save(path, dpi=(50.8, 50.8))
+    report = import_dataset("pairs", tmp_path / "src", tmp_path / "ds", patterns=PATTERNS[:3], labels="0=bg,1=v",
+                            value_map="255=1", folds=2)
+    assert any("label map a1_ann.gif took its image's geometry" in n for n in report.notes)
+    ds = report.dataset
+    image = ds.read_image("a1")
+    assert image.spacing == pytest.approx((0.5, 0.5), abs=1e-3)
+    np.testing.assert_allclose(ds.read_label("a1", image=image).affine, image.affine)
+
+
+def test_one_pattern_per_channel_file(tmp_path):
+    src = tmp_path / "src"
+    made = _write_source(src, train=("a1", "a2", "a3"), test=())
+    (src / "train/t2").mkdir()
+    for case in ("a1", "a3"):  # a2 has no second channel
+        PILImage.fromarray(made[case][0][..., 1]).save(src / "train/t2" / f"{case}.png")
+    report = import_dataset(
+        "pairs", src, tmp_path / "ds", patterns=[PATTERNS[0], "image=train/t2/{id}.png", *PATTERNS[1:3]],
+        labels="0=bg,1=v", value_map="255=1", channels=["photo:XC", "green:XC"], folds=2,
+    )
+    assert report.skipped == [("train/img/a2_photo.png", "no channel 1 file matching 'train/t2/{id}.png'")]
+    ds = report.dataset
+    assert ds.case("a3").images == ["images/a3_0000.png", "images/a3_0001.png"]
+    image = ds.read_image("a3")
+    assert image.num_channels == 4  # an RGB file and a grey file, stacked
+    np.testing.assert_array_equal(image.array[3], made["a3"][0][..., 1].T)

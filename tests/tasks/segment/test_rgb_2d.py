@@ -93,3 +93,16 @@ def test_train_predict_probabilities_and_evaluate_in_the_roi(rgb_dataset, tmp_pa
         labels={1: "vessel"},
     )
     assert summary["n_cases"] == 2 and 0 <= summary["pooled"]["vessel"]["auc"]["value"] <= 1
+
+
+@pytest.mark.shared_data
+def test_drive_plan_is_2d_rgb_with_a_patch_inside_the_image(tmp_path, shared_data):
+    patterns = ["image=training/images/{id}_training.tif", "label=training/1st_manual/{id}_manual1.gif"]
+    ds = import_dataset("pairs", shared_data / "drive", tmp_path / "drive", patterns=patterns, limit=4,
+                        labels="0=background,1=vessel", value_map="255=1", channels=["RGB:OP"], folds=2).dataset
+    plan = make_plan(ds, fingerprint(ds), machine={"cores": 2, "gpu": None}, time_budget_s=2700)
+    assert plan.spatial_dims == 2 and plan.in_channels == 3 and plan.target_spacing == [1.0, 1.0]
+    assert {n.scheme for n in plan.normalization} == {"rgb"}
+    assert all(64 <= p <= s for p, s in zip(plan.patch_size, (565, 584), strict=True))
+    pools = np.prod(plan.network_params["strides"], axis=0)
+    assert all(p % k == 0 for p, k in zip(plan.patch_size, pools, strict=True))
