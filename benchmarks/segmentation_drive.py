@@ -14,8 +14,9 @@ import patterns (where the files are and that labels are stored as 0/255):
    (``testing/2nd_manual``) is scored the same way as a reference point.
 
 Targets (issue 4): pooled F1 in FOV >= 0.81 and pixel AUC >= 0.975, with at most 45 minutes of training.
-A run with a shorter budget is a smoke test: its results go to ``WORK/results/segmentation_drive_smoke.*``,
-never to ``benchmarks/results``.
+A run with a shorter budget is a smoke test: it works in its own folder and its results go to
+``WORK/results/segmentation_drive_smoke.*``, never to ``benchmarks/results``. Training resumes from the work
+folder's last checkpoint, so start a new measurement with ``--fresh`` (or a new ``--work``).
 
 Usage: python benchmarks/segmentation_drive.py [--data ../shared/data] [--time-budget 45m] [--work DIR]
 """
@@ -156,8 +157,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--time-budget", default="45m", help="Training budget (45m; shorter = a smoke run).")
-    parser.add_argument("--work", type=Path, default=REPO / "out" / "segmentation_drive",
-                        help="Dataset, cache, predictions (default out/segmentation_drive, git-ignored).")
+    parser.add_argument("--work", type=Path, default=None,
+                        help="Dataset, cache, model, predictions (default out/segmentation_drive, or "
+                        "out/segmentation_drive_smoke for a shortened budget; git-ignored).")
     parser.add_argument("--model", type=Path, default=None, help="Model directory (default WORK/model).")
     parser.add_argument("--fresh", action="store_true", help="Delete WORK first (else steps resume / are reused).")
     args = parser.parse_args()
@@ -167,7 +169,7 @@ def main() -> None:
     budget_s = parse_duration(args.time_budget) or FULL_BUDGET_S
     smoke = budget_s < FULL_BUDGET_S
     drive = args.data / "drive"
-    work = args.work
+    work = args.work or REPO / "out" / ("segmentation_drive_smoke" if smoke else "segmentation_drive")
     if args.fresh and work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
