@@ -10,9 +10,11 @@ one degraded copy per type, with a seeded random strength inside a stated range:
 * ``ghosting``: a copy shifted by half the field of view along a random axis, amplitude 0.15-0.3
 * ``bias_field``: multiplicative smooth field exp(linear + quadratic), p95/p5 ratio about 1.6-2.2 over the FOV;
   the report counts copies whose field undoes the image's own shading (correlation with its N4 field < -0.5)
+  and gives the ceiling: the AUROC a perfect field estimate would reach, scoring each copy by the coefficient
+  of variation of the field it truly carries (the clean image's own N4 field times the synthetic field)
 * ``clipping``: intensities clipped at the 85-95th percentile of the foreground
 
-For each type the measure that should react (snr, snr, sharpness, ghosting, bias_field_ratio,
+For each type the measure that should react (snr, snr, sharpness, ghosting, bias_field_cv,
 clipping_fraction) is computed by ``deepmia.quality.assess`` on the clean and the degraded images, and the
 AUROC of that score separating clean (0) from degraded (1) is reported, pooled over all datasets and per dataset.
 
@@ -38,7 +40,7 @@ RELEVANT = {
     "rician_noise": ("snr", False),
     "blur": ("sharpness", False),
     "ghosting": ("ghosting", True),
-    "bias_field": ("bias_field_ratio", True),
+    "bias_field": ("bias_field_cv", True),
     "clipping": ("clipping_fraction", True),
 }
 
@@ -65,19 +67,26 @@ def load_images(data: Path, n_hippo: int, n_drive: int):
 LAST_FIELD: dict[str, np.ndarray] = {}  # the log of the last synthetic bias field, for the cancellation check
 
 
-def cancels_own_shading(clean, log_field: np.ndarray) -> float:
-    """Correlation, inside the foreground, of the synthetic log field with the clean image's own N4 log field.
+def own_shading(clean, log_field: np.ndarray) -> dict[str, float]:
+    """How the synthetic log field meets the clean image's own N4 field, inside the clean foreground.
 
-    Strongly negative (below -0.5): the added field undoes the image's own shading (a fundus photograph's
-    illumination gradient), so the "degraded" copy is flatter than the clean one and no no-reference measure
-    can call it more biased.
+    ``field_corr_own``: correlation of the two log fields. Strongly negative (below -0.5): the added field undoes
+    the image's own shading (a fundus photograph's illumination gradient), so the "degraded" copy is flatter than
+    the clean one and no no-reference measure can call it more biased. ``true_field_cv``: coefficient of variation
+    of the field the copy truly carries (own field times synthetic field), what a perfect estimate would report;
+    the clean image's own field is what the measure reports on it, so these give the ceiling of any field-spread
+    measure.
     """
     from deepmia.quality import foreground_mask
     from deepmia.quality.measures import n4_field
 
     fg = foreground_mask(clean.array[0].astype(np.float64), clean.spacing)
     own, _ = n4_field(clean, fg)
-    return float(np.corrcoef(np.log(own[fg]), log_field[fg])[0, 1])
+    true_field = own[fg] * np.exp(log_field[fg])
+    return {
+        "field_corr_own": float(np.corrcoef(np.log(own[fg]), log_field[fg])[0, 1]),
+        "true_field_cv": float(true_field.std() / true_field.mean()),
+    }
 
 
 def degrade(kind: str, image, rng: np.random.Generator):
@@ -149,8 +158,8 @@ def main() -> None:
         rows.append({"dataset": dataset, "image": name, "degradation": "clean", "strength": 0.0, **base})
         for kind, (measure, _) in RELEVANT.items():
             bad, strength = degrade(kind, clean, rng)
-            r = assess(bad, bias=measure == "bias_field_ratio")
-            extra = {"field_corr_own": cancels_own_shading(clean, LAST_FIELD["log"])} if kind == "bias_field" else {}
+            r = assess(bad, bias=measure == "bias_field_cv")
+            extra = own_shading(clean, LAST_FIELD["log"]) if kind == "bias_field" else {}
             rows.append(
                 {
                     "dataset": dataset,
@@ -177,10 +186,13 @@ def main() -> None:
         t = THRESHOLDS[measure]
         clean_all = [r[measure] for r in rows if r["degradation"] == "clean"]
         bad_all = [r[measure] for r in rows if r["degradation"] == kind]
-        if kind == "bias_field":  # copies whose field undoes the image's own shading (see cancels_own_shading)
+        if kind == "bias_field":  # cancelling copies and the perfect-estimate ceiling (see own_shading)
             for scope in ["all", *datasets]:
-                corr = [r["field_corr_own"] for r in rows if r["degradation"] == kind and scope in ("all", r["dataset"])]
-                entry[scope]["n_cancelling"] = int(sum(c < -0.5 for c in corr))
+                sel = [r for r in rows if scope in ("all", r["dataset"])]
+                copies = [r for r in sel if r["degradation"] == kind]
+                entry[scope]["n_cancelling"] = int(sum(r["field_corr_own"] < -0.5 for r in copies))
+                own = [r[measure] for r in sel if r["degradation"] == "clean"]
+                entry[scope]["ceiling_auroc"] = auroc(own, [r["true_field_cv"] for r in copies], True)
         entry["clean_pass_rate"] = float(np.mean([t.status(v) == "pass" for v in clean_all]))
         entry["degraded_flag_rate"] = float(np.mean([t.status(v) != "pass" for v in bad_all]))
         results[kind] = entry
@@ -217,7 +229,8 @@ def main() -> None:
         "bias_field copies whose synthetic field correlates below -0.5 with the clean image's own N4 field (the "
         "added field undoes the image's shading, so the copy is flatter than the original): "
         + ", ".join(f"{d} {bias[d]['n_cancelling']}/{bias[d]['n_degraded']}" for d in datasets)
-        + ".",
+        + ". Ceiling (AUROC if the measure knew the field each copy truly carries, own N4 field times synthetic "
+        "field): " + ", ".join(f"{s} {bias[s]['ceiling_auroc']:.3f}" for s in ["all", *datasets]) + ".",
     ]
     (res_dir / "quality_auroc.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

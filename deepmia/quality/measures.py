@@ -1,8 +1,9 @@
 """Image-quality measures, full-reference and no-reference, each with a pass/warn/fail flag and its threshold.
 
 The measures follow MRIQC's image quality metrics (Esteban et al., PLoS ONE 2017) where one applies to any
-modality: SNR, CNR, a ghosting indicator, intensity non-uniformity from N4, plus PSNR/SSIM against a reference
-and geometry checks. ``docs/quality.md`` explains what each means for a user and where the thresholds come from.
+modality: SNR, CNR, a ghosting indicator, intensity non-uniformity from N4 (the field's coefficient of
+variation), plus PSNR/SSIM against a reference and geometry checks. ``docs/quality.md`` explains what each
+means for a user and where the thresholds come from.
 
 Each measure is a pure function of arrays (and spacing); :func:`assess` runs them all on an :class:`Image`.
 """
@@ -70,7 +71,7 @@ THRESHOLDS: dict[str, Threshold] = {
     "sharpness": Threshold(0.55, 0.40, True),
     "clipping_fraction": Threshold(0.002, 0.01, False),
     "ghosting": Threshold(0.12, 0.25, False),
-    "bias_field_ratio": Threshold(1.3, 1.6, False),
+    "bias_field_cv": Threshold(0.08, 0.15, False),
     "slice_spacing_cv": Threshold(0.01, 0.05, False),
     "anisotropy": Threshold(3.0, 6.0, False),
     "missing_metadata": Threshold(0.0, 2.0, False),
@@ -279,15 +280,21 @@ def ghosting(array: np.ndarray, spacing: Sequence[float]) -> tuple[float, dict[s
 
 
 def bias_field(image: Image, fg: np.ndarray) -> tuple[float, dict[str, float]]:
-    """Intensity non-uniformity: 95th/5th percentile ratio of the N4 bias field inside the foreground.
+    """Intensity non-uniformity: coefficient of variation (std / mean) of the N4 bias field inside the foreground.
 
-    MRIQC reports the N4 field's range (``inu_range``); a ratio of 1 is a flat field. The field is fitted on a
-    grid shrunk to at most about 32 voxels per axis with two fitting levels, which is enough for a field that is
-    smooth by definition and keeps the cost well under a second.
+    0 is a flat field; a linear ramp from 0.8 to 1.2 along one axis of a box reads 0.115. MRIQC reports the same
+    field's range (``inu_range``), kept here in the details as the 95th/5th percentile ratio ``field_ratio``. The
+    spread over every foreground voxel depends less on the few voxels at the object's rim than the percentile
+    range does, and separates the benchmark's clean photographs from their biased copies better (AUROC 0.92 against
+    0.89 on DRIVE, 1.00 on MR and CT for both; docs/quality.md). The field is fitted on a grid shrunk to at most
+    about 32 voxels per axis with two fitting levels, which is enough for a field that is smooth by definition and
+    keeps the cost well under a second.
     """
     field_, shrink = n4_field(image, fg)
-    lo, hi = np.percentile(field_[fg], [5, 95])
-    return float(hi / lo), {"field_p5": float(lo), "field_p95": float(hi), "shrink": shrink}
+    values = field_[fg] if fg.any() else field_.ravel()
+    lo, hi = np.percentile(values, [5, 95])
+    cv = float(values.std() / values.mean())
+    return cv, {"field_ratio": float(hi / lo), "field_p5": float(lo), "field_p95": float(hi), "shrink": shrink}
 
 
 def n4_field(image: Image, fg: np.ndarray) -> tuple[np.ndarray, int]:
@@ -466,7 +473,7 @@ def assess(
     if bias:
         value, details = bias_field(image, fg)
         measures.append(
-            _measure("bias_field_ratio", value, th, "", "N4 field p95/p5 in the foreground (1 = flat)", details)
+            _measure("bias_field_cv", value, th, "", "std / mean of the N4 field in the foreground (0 = flat)", details)
         )
     measures.extend(_geometry_measures(image, th))
     return QualityReport(image.meta.get("source"), measures)
