@@ -68,7 +68,8 @@ def explain_path(
         for method in methods:
             m = saliency_map(model, xt, method=method, class_index=cls, layer=layer, activation=activation)
             files = write_overlays(image, m, dst / f"{stem}_{method}")
-            rows.append([path.name, predictor.class_names[cls], f"{prob[cls]:.4f}", method, layer,
+            rows.append([path.name, predictor.class_names[cls], f"{prob[cls]:.4f}", method,
+                         "" if method == "occlusion" else layer,
                          ";".join(f.name for f in files)])
     if not rows:
         raise InvalidArgumentError(f"nothing could be explained ({len(skipped)} skipped)", path=src)
