@@ -248,6 +248,6 @@ def make_plan(
             "negatives": int(fingerprint.get("negatives", 0)),
             "median_shape": shape.tolist(),
             "box_counts": fingerprint["box_counts"],
-            "box_size_percentiles": {p: np.percentile(sizes, p, axis=0).round(1).tolist() for p in (2, 50, 98)},
+            "box_size_percentiles": {f"p{p}": np.percentile(sizes, p, axis=0).round(1).tolist() for p in (2, 50, 98)},
         },
     )

@@ -27,8 +27,8 @@ from deepmia.image import Image
 from deepmia.tasks.detect.data import mirror_boxes, normalize, resize
 from deepmia.tasks.detect.plan import DetectPlan, load_plan
 
-__all__ = ["Predictor", "weighted_box_fusion", "mirror_passes", "detect_arrays", "to_coco_results",
-           "categories_of", "available_folds"]
+__all__ = ["Predictor", "weighted_box_fusion", "mirror_passes", "detect_passes", "fuse", "detect_arrays",
+           "to_coco_results", "categories_of", "available_folds"]
 
 
 def available_folds(model_dir: Path) -> list[int]:
@@ -78,7 +78,7 @@ def weighted_box_fusion(
     n_pred = len(results)
     if n_pred == 0:
         raise InvalidArgumentError("weighted box fusion needs at least one prediction")
-    dims2 = max((r[0].shape[1] for r in results if r[0].size), default=4)
+    dims2 = next((np.asarray(r[0]).shape[1] for r in results if np.ndim(r[0]) == 2), 4)
     boxes = np.concatenate([np.asarray(r[0], np.float64).reshape(-1, dims2) for r in results])
     scores = np.concatenate([np.asarray(r[1], np.float64) for r in results])
     labels = np.concatenate([np.asarray(r[2], np.int64) for r in results])
@@ -123,19 +123,22 @@ def _configure(detector: torch.nn.Module, plan: DetectPlan) -> None:
     )
 
 
-def detect_arrays(
+Result = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def detect_passes(
     detectors: Sequence[torch.nn.Module], arrays: Sequence[np.ndarray], plan: DetectPlan, *, tta: bool,
     precision: str | None = None, batch_size: int = 8,
-) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Detect objects in network-space arrays ``(C, *spatial)``; boxes stay in network pixels.
+) -> list[list[Result]]:
+    """Every prediction (mirror pass x detector) of network-space arrays ``(C, *spatial)``, in network pixels.
 
     Images of one size within ``input_size`` run in batches; a larger one runs through MONAI's sliding-window
-    inferer. Each mirror pass and each detector gives one prediction; several are fused by
-    :func:`weighted_box_fusion`.
+    inferer. Boxes of a mirrored pass are mirrored back. The first prediction of each image is the unmirrored
+    pass of the first detector.
     """
     passes = mirror_passes(plan.augmentation.mirror_axes, plan.spatial_dims) if tta else [()]
     precision = precision or plan.schedule.precision
-    per_image: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in arrays]
+    per_image: list[list[Result]] = [[] for _ in arrays]
     groups: dict[tuple[int, ...], list[int]] = {}
     for i, a in enumerate(arrays):
         groups.setdefault(tuple(a.shape[1:]), []).append(i)
@@ -150,7 +153,7 @@ def detect_arrays(
                 for mirror in passes:
                     x = torch.from_numpy(np.stack([arrays[i] for i in chunk]))
                     if mirror:
-                        x = torch.flip(x, dims=[1 + a for a in mirror])
+                        x = torch.flip(x, dims=[2 + a for a in mirror])  # (B, C, *spatial)
                     with torch.no_grad(), autocast(precision):
                         outs = det(x, use_inferer=windowed)
                     for i, out in zip(chunk, outs, strict=True):
@@ -159,9 +162,25 @@ def detect_arrays(
                             boxes = mirror_boxes(boxes, a, shape[a])
                         per_image[i].append((boxes, out["label_scores"].float().numpy(),
                                              out["label"].numpy().astype(np.int64)))
-    if len(per_image[0] if per_image else []) == 1:
-        return [p[0] for p in per_image]
-    return [weighted_box_fusion(p, iou_threshold=plan.inference.wbf_iou) for p in per_image]
+    return per_image
+
+
+def fuse(predictions: Sequence[Result], *, iou_threshold: float, max_detections: int) -> Result:
+    """One prediction as it is; several by :func:`weighted_box_fusion`, cut to the ``max_detections`` best."""
+    if len(predictions) == 1:
+        return predictions[0]
+    boxes, scores, labels = weighted_box_fusion(predictions, iou_threshold=iou_threshold)
+    return boxes[:max_detections], scores[:max_detections], labels[:max_detections]
+
+
+def detect_arrays(
+    detectors: Sequence[torch.nn.Module], arrays: Sequence[np.ndarray], plan: DetectPlan, *, tta: bool,
+    precision: str | None = None, batch_size: int = 8,
+) -> list[Result]:
+    """Detect objects in network-space arrays: :func:`detect_passes` fused with the plan's WBF threshold."""
+    inf = plan.inference
+    return [fuse(p, iou_threshold=inf.wbf_iou, max_detections=inf.max_detections)
+            for p in detect_passes(detectors, arrays, plan, tta=tta, precision=precision, batch_size=batch_size)]
 
 
 def to_coco_results(image_id: str, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray) -> list[dict]:
@@ -201,7 +220,8 @@ class Predictor:
     Args:
         model_dir: The model directory (``plan.json`` and ``fold_<k>/model_best.pt``).
         folds: Folds to ensemble (default: every trained fold).
-        tta: Mirror test-time augmentation (default: the plan's ``inference.tta``).
+        tta: False turns mirror test-time augmentation off; otherwise the plan's ``inference.tta`` (chosen on
+            validation when the model was trained) applies.
         precision: Override the plan's precision.
 
     Raises:
@@ -223,7 +243,7 @@ class Predictor:
             raise InvalidArgumentError(f"no trained weights for fold(s) {missing or 'any'} (found {found})",
                                        path=self.model_dir, fix="train them with `deepmia train detect`")
         configure_threads(self.plan.schedule.threads)
-        self.tta = self.plan.inference.tta if tta is None else tta
+        self.tta = self.plan.inference.tta and tta is not False
         self.precision = precision or self.plan.schedule.precision
         self.detectors = []
         for k in self.folds:

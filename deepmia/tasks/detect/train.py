@@ -2,8 +2,8 @@
 
 ``train(dataset_dir, out_dir, time_budget_s=3600)``: fingerprint of the training boxes -> plan -> measure the
 step time (threads, bf16 against fp32) and fit the epochs to the budget -> train with
-:class:`deepmia.engine.Trainer` (model selection on validation mAP@0.5) -> score the validation cases with the
-:class:`~deepmia.tasks.detect.predict.Predictor` (test-time augmentation included) -> write the model directory::
+:class:`deepmia.engine.Trainer` (model selection on validation mAP@0.5) -> choose test-time augmentation and the
+box-fusion threshold on the validation cases (:func:`choose_inference`) -> write the model directory::
 
     MODEL_DIR/plan.json  split.json  metrics.json  README.md  fold_0/model_best.pt
 
@@ -26,7 +26,8 @@ from deepmia.errors import DatasetError
 from deepmia.tasks.detect.data import Sample, batches, fingerprint, load_samples
 from deepmia.tasks.detect.plan import DetectPlan, apply_overrides, load_plan, make_plan
 
-__all__ = ["train", "plan_dataset", "build_detector", "fit_to_budget", "split_of", "validation_map"]
+__all__ = ["train", "plan_dataset", "build_detector", "fit_to_budget", "split_of", "validation_map", "choose_inference",
+           "INFERENCE_CHOICES"]
 
 Progress = Callable[[str], None]
 
@@ -90,11 +91,15 @@ def fit_to_budget(plan: DetectPlan, samples: Sequence[Sample], n_val: int, *, pr
 
     A training step on a real batch is timed with one thread and with every core, bf16 against fp32.
     Validation runs often enough to select a model but takes at most about a tenth of the budget. Without a
-    budget only threads and precision are set.
+    budget only threads and precision are set; without a budget and with ``schedule.threads`` set, nothing is
+    measured.
     """
     from deepmia.engine.runtime import autocast, choose_precision, configure_threads
 
     say = progress or (lambda _m: None)
+    if plan.schedule.time_budget_s is None and plan.schedule.threads:  # the user fixed the runtime: nothing to fit
+        torch.set_num_threads(plan.schedule.threads)
+        return plan
     cores = configure_threads()
     model = build_detector(plan)
     opt = _optimizer(model, plan)
@@ -144,10 +149,65 @@ def validation_map(detector: torch.nn.Module, samples: Sequence[Sample], plan: D
     from deepmia.tasks.detect.predict import detect_arrays
 
     found = detect_arrays([detector], [s.image for s in samples], plan, tta=False)
-    preds = [{"boxes": b / plan.scale, "scores": sc, "labels": lab} for b, sc, lab in found]
-    gts = [{"boxes": s.boxes / plan.scale, "labels": s.labels} for s in samples]
-    coco = coco_evaluate(preds, gts, class_names=dict(enumerate(plan.class_names)))
+    preds, refs = _to_image_space(found, samples, plan)
+    coco = coco_evaluate([preds[s.case_id] for s in samples], [refs[s.case_id] for s in samples],
+                         class_names=dict(enumerate(plan.class_names)))
     return {"val_map50": coco["map50"], "val_map": coco["map"]}
+
+
+#: Test-time augmentation settings tried on validation: (tta, WBF IoU threshold).
+INFERENCE_CHOICES = ((False, None), (True, 0.55), (True, 0.7), (True, 0.85))
+
+
+def _to_image_space(found: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], samples: Sequence[Sample],
+                    plan: DetectPlan) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, dict[str, np.ndarray]]]:
+    preds, refs = {}, {}
+    for (boxes, scores, labels), s in zip(found, samples, strict=True):
+        d = len(s.original_shape)
+        b = boxes / plan.scale
+        hi = np.asarray(s.original_shape, float)
+        b = np.concatenate([np.clip(b[:, :d], 0, hi), np.clip(b[:, d:], 0, hi)], axis=1)
+        preds[s.case_id] = {"boxes": b, "scores": scores, "labels": labels}
+        refs[s.case_id] = {"boxes": s.boxes.astype(float) / plan.scale, "labels": s.labels}
+    return preds, refs
+
+
+def choose_inference(plan: DetectPlan, weights: Path, samples: Sequence[Sample], *, progress: Progress | None = None
+                     ) -> tuple[DetectPlan, dict[str, Any]]:
+    """Choose test-time augmentation and the WBF threshold on validation; return the plan and validation metrics.
+
+    Every mirror pass of the best model is computed once; each of :data:`INFERENCE_CHOICES` fuses them and is
+    scored by the mean of mAP@0.5 and mAP@[.5:.95]; the best is stored in ``plan.inference`` and its metrics (with
+    bootstrap intervals, FROC and CPM) are returned.
+    """
+    from deepmia.tasks.detect.evaluate import score
+    from deepmia.tasks.detect.predict import detect_passes, fuse
+
+    say = progress or (lambda _m: None)
+    det = build_detector(plan)
+    det.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    passes = detect_passes([det], [s.image for s in samples], plan, tta=True)
+    table, best = [], None
+    for tta, iou in INFERENCE_CHOICES:
+        found = [fuse(p if tta else p[:1], iou_threshold=iou or 1.0, max_detections=plan.inference.max_detections)
+                 for p in passes]
+        preds, refs = _to_image_space(found, samples, plan)
+        coco = score(preds, refs, plan.class_names, n_resamples=0)["coco"]
+        row = {"tta": tta, "wbf_iou": iou, "map50": coco["map50"], "map": coco["map"]}
+        table.append(row)
+        if best is None or row["map50"] + row["map"] > best[0]["map50"] + best[0]["map"]:
+            best = (row, preds, refs)
+    row, preds, refs = best
+    say("validation: " + "; ".join(f"{'TTA WBF ' + str(r['wbf_iou']) if r['tta'] else 'no TTA'}: mAP@0.5 "
+                                   f"{r['map50']:.4f}, mAP {r['map']:.4f}" for r in table))
+    update: dict[str, Any] = {"inference.tta": row["tta"], "measurements": {**plan.measurements,
+                                                                             "inference_choice": table}}
+    if row["tta"]:
+        update["inference.wbf_iou"] = row["wbf_iou"]
+    plan = apply_overrides(plan, update)
+    val = score(preds, refs, plan.class_names)
+    val.update(split="val", tta=row["tta"], wbf_iou=plan.inference.wbf_iou if row["tta"] else None)
+    return plan, val
 
 
 def train(
@@ -208,9 +268,8 @@ def train(
     say(f"{state.epoch} epochs in {state.elapsed_s:.0f} s, best validation mAP@0.5 {state.best_metric:.4f} "
         f"(epoch {state.best_epoch})")
     (out / "split.json").write_text(json.dumps({**fold, "test": test}, indent=1) + "\n")
-    from deepmia.tasks.detect.evaluate import evaluate_model
-
-    val = evaluate_model(out, dataset, split="val")
+    plan, val = choose_inference(plan, out / "fold_0" / "model_best.pt", val_samples, progress=say)
+    plan_path.write_text(plan.model_dump_json(indent=1) + "\n")
     metrics = {"validation": val, "training": {"epochs": state.epoch, "best_epoch": state.best_epoch,
                                                "best_val_map50_no_tta": state.best_metric,
                                                "seconds": round(state.elapsed_s, 1), "stopped": state.stopped}}

@@ -1,0 +1,48 @@
+"""Weighted box fusion, mirror passes and the COCO results format."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from deepmia.errors import InvalidArgumentError
+from deepmia.tasks.detect.predict import categories_of, mirror_passes, to_coco_results, weighted_box_fusion
+
+
+def test_wbf_fuses_agreeing_boxes_by_score_weighted_mean():
+    a = (np.array([[10.0, 10, 20, 20]]), np.array([0.9]), np.array([0]))
+    b = (np.array([[12.0, 10, 22, 20]]), np.array([0.3]), np.array([0]))
+    boxes, scores, labels = weighted_box_fusion([a, b], iou_threshold=0.5)
+    assert len(boxes) == 1 and labels.tolist() == [0]
+    np.testing.assert_allclose(boxes[0], [10.5, 10, 20.5, 20])  # (0.9 * 10 + 0.3 * 12) / 1.2
+    assert scores[0] == pytest.approx(0.6)
+
+
+def test_wbf_keeps_classes_and_distant_boxes_apart_and_penalises_lone_boxes():
+    a = (np.array([[0.0, 0, 10, 10], [50, 50, 60, 60]]), np.array([0.8, 0.8]), np.array([0, 0]))
+    b = (np.array([[0.0, 0, 10, 10]]), np.array([0.8]), np.array([1]))  # same place, other class
+    boxes, scores, labels = weighted_box_fusion([a, b])
+    assert len(boxes) == 3
+    np.testing.assert_allclose(sorted(scores), [0.4, 0.4, 0.4])  # each found by one of two predictions
+
+
+def test_wbf_3d_and_empty():
+    a = (np.array([[0.0, 0, 0, 4, 4, 4]]), np.array([0.5]), np.array([2]))
+    boxes, scores, labels = weighted_box_fusion([a, a, a])
+    np.testing.assert_allclose(boxes, a[0]) and np.testing.assert_allclose(scores, [0.5])
+    empty = (np.zeros((0, 6)), np.zeros(0), np.zeros(0, np.int64))
+    assert weighted_box_fusion([empty, empty])[0].shape == (0, 6)
+    with pytest.raises(InvalidArgumentError):
+        weighted_box_fusion([])
+
+
+def test_mirror_passes():
+    assert mirror_passes([0, 1], 2) == [(), (0,), (1,), (0, 1)]
+    assert mirror_passes([0, 1, 2], 3) == [(), (0,), (1,), (2,)]
+    assert mirror_passes([], 2) == [()]
+
+
+def test_coco_results_format():
+    rows = to_coco_results("case_7", np.array([[1.0, 2.0, 11.0, 7.0]]), np.array([0.75]), np.array([2]))
+    assert rows == [{"image_id": "case_7", "category_id": 3, "bbox": [1.0, 2.0, 10.0, 5.0], "score": 0.75}]
+    assert categories_of(["a", "b"]) == [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]
