@@ -254,7 +254,8 @@ def canny(
         raise InvalidArgumentError(f"canny: low quantile {low} is above high quantile {high}")
     src = image.with_array(as_float(image.array[:1]).astype(np.float32, copy=False))
     s = to_sitk(src)
-    grad = sitk.GetArrayViewFromImage(sitk.GradientMagnitudeRecursiveGaussian(s, sigma=sigma))
+    # a copy, not GetArrayViewFromImage: a view of the temporary image dangles once SimpleITK frees its buffer
+    grad = sitk.GetArrayFromImage(sitk.GradientMagnitudeRecursiveGaussian(s, sigma=sigma))
     lo, hi = (float(v) for v in np.quantile(grad, [low, high]))
     edges = sitk.CannyEdgeDetection(s, lowerThreshold=lo, upperThreshold=hi, variance=[sigma**2] * image.spatial_dims)
     arr = (sitk.GetArrayFromImage(edges).T > 0).astype(np.uint8)

@@ -100,6 +100,25 @@ def test_canny_finds_the_boundary_and_closing_fills_it(noisy_volume):
     assert filled.array[0, 20, 18, 12] == 1
 
 
+def test_canny_thresholds_come_from_live_gradient_memory(noisy_volume, monkeypatch):
+    """The gradient's buffer must outlive the quantiles, also when other threads allocate meanwhile."""
+    import SimpleITK as sitk
+
+    from deepmia.io._sitk import to_sitk
+
+    grad = sitk.GetArrayFromImage(sitk.GradientMagnitudeRecursiveGaussian(to_sitk(noisy_volume), sigma=1.0))
+    quantile = np.quantile
+
+    def busy_quantile(a, q, **kw):  # what a busy process does between two lines: allocate, reusing freed buffers
+        junk = [sitk.Image(list(noisy_volume.spatial_shape), sitk.sitkFloat32) + 1e6 for _ in range(3)]
+        del junk
+        return quantile(a, q, **kw)
+
+    monkeypatch.setattr(np, "quantile", busy_quantile)
+    out = seg.canny(noisy_volume, sigma=1.0, low=0.6, high=0.95)
+    np.testing.assert_allclose(out.meta["thresholds"][0], quantile(grad, [0.6, 0.95]), rtol=1e-6)
+
+
 def test_chan_vese_segments_the_disc(image_2d):
     out = seg.chan_vese(image_2d.with_array(image_2d.array[:1]), iterations=20)
     x, y = np.meshgrid(np.arange(64), np.arange(48), indexing="ij")
