@@ -50,3 +50,33 @@ def make_dataset(root: Path, *, n_train: int = 24, n_val: int = 6, n_test: int =
 def shapes_dataset(tmp_path: Path) -> Dataset:
     """A small synthetic 2D detection dataset."""
     return make_dataset(tmp_path / "shapes")
+
+
+def make_volume_dataset(root: Path, *, n_train: int = 12, n_val: int = 4, size: int = 32, radius: tuple = (4, 6),
+                        seed: int = 0) -> Dataset:
+    """A 3D detection dataset of NIfTI volumes, each with one or two bright balls ("nodule")."""
+    from deepmia.image import Image
+    from deepmia.io import write_image
+
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True)
+    grid = np.indices((size,) * 3).astype(np.float32)
+    cases, ids = [], []
+    for i in range(n_train + n_val):
+        cid = f"vol{i:03d}"
+        vol = rng.normal(0, 0.3, (size,) * 3).astype(np.float32)
+        boxes = []
+        for _ in range(int(rng.integers(1, 3))):
+            r = float(rng.uniform(radius[0], radius[1]))
+            c = rng.uniform(r + 1, size - r - 1, 3)
+            vol[((grid - c[:, None, None, None]) ** 2).sum(axis=0) <= r * r] += 2.0
+            boxes.append({"label": "nodule", "box": [*(c - r).tolist(), *(c + r).tolist()]})
+        write_image(Image(vol[None], np.eye(4)), root / "images" / f"{cid}.nii.gz")
+        cases.append({"id": cid, "patient_id": cid, "images": [f"images/{cid}.nii.gz"], "boxes": boxes,
+                      "shape": [size] * 3})
+        ids.append(cid)
+    ds = Dataset.create(root, name="balls", task="detection", channels=[{"name": "CT", "modality": "CT"}],
+                        labels=["nodule"], cases=cases,
+                        splits={"folds": [{"train": ids[:n_train], "val": ids[n_train:]}], "test": []})
+    ds.save()
+    return ds
