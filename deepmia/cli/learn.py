@@ -50,6 +50,8 @@ def predict(
     tta: bool = typer.Option(True, "--tta/--no-tta", help="Test-time augmentation where the task has it."),
     folds: str = typer.Option(None, "--folds", help="Comma-separated folds to ensemble (default: all trained)."),
     figure: bool = typer.Option(False, "--figure", help="Also draw the results as PNG figures."),
+    clinical: Path = typer.Option(None, "--clinical", help="Clinical CSV for an image + clinical classification "
+                                  "model, joined on case id = input file name without suffix."),
 ) -> None:
     """Predict with a trained model: the task comes from MODEL_DIR/plan.json."""
     plan_path = model_dir / "plan.json"
@@ -62,7 +64,11 @@ def predict(
     name = TASKS.get(task)
     if name is None:
         raise InvalidArgumentError(f"plan.json names task {task!r}, which this deepmia cannot predict", path=plan_path)
-    options = {"tta": tta, "figure": figure, "folds": [int(f) for f in folds.split(",")] if folds else None}
+    if clinical is not None and name != "classify":
+        raise InvalidArgumentError(f"--clinical applies to classification models; this is a {task} model",
+                                   path=model_dir, fix="leave out --clinical")
+    options = {"tta": tta, "figure": figure, "folds": [int(f) for f in folds.split(",")] if folds else None,
+               "clinical": clinical}
     _task_module(name).predict(model_dir, src, dst, options=options)
 
 
