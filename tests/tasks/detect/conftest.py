@@ -46,6 +46,20 @@ def make_dataset(root: Path, *, n_train: int = 24, n_val: int = 6, n_test: int =
     return ds
 
 
+@pytest.fixture(scope="session")
+def detect_app():
+    """A Typer app with the detection commands (``train detect``, ``evaluate detect``)."""
+    import typer
+
+    from deepmia.cli import detect as cli
+
+    root, train_app, evaluate_app = typer.Typer(), typer.Typer(), typer.Typer()
+    root.add_typer(train_app, name="train")
+    root.add_typer(evaluate_app, name="evaluate")
+    cli.register(app=root, train=train_app, evaluate=evaluate_app)
+    return root
+
+
 @pytest.fixture
 def shapes_dataset(tmp_path: Path) -> Dataset:
     """A small synthetic 2D detection dataset."""

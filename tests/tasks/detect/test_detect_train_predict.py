@@ -31,16 +31,6 @@ def trained(tmp_path_factory):
     return ds, root / "model", metrics
 
 
-@pytest.fixture(scope="module")
-def app() -> typer.Typer:
-    root = typer.Typer()
-    train_app, evaluate_app = typer.Typer(), typer.Typer()
-    root.add_typer(train_app, name="train")
-    root.add_typer(evaluate_app, name="evaluate")
-    cli.register(app=root, train=train_app, evaluate=evaluate_app)
-    return root
-
-
 def test_training_learns_and_writes_the_model_directory(trained):
     ds, model, metrics = trained
     for name in ("plan.json", "split.json", "metrics.json", "README.md", "fold_0/model_best.pt"):
@@ -82,7 +72,7 @@ def test_predict_writes_coco_results_and_figures(trained, tmp_path):
     assert json.loads((out / "skipped.json").read_text())[0]["file"] == "readme.txt"
 
 
-def test_evaluate_cli_matches_pycocotools(trained, tmp_path, app):
+def test_evaluate_cli_matches_pycocotools(trained, tmp_path, detect_app):
     pytest.importorskip("pycocotools")
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
@@ -90,7 +80,7 @@ def test_evaluate_cli_matches_pycocotools(trained, tmp_path, app):
     ds, model, _ = trained
     out = tmp_path / "pred"
     Predictor(model).predict_path(ds.root / "images", out)
-    result = CliRunner().invoke(app, ["evaluate", "detect", str(out), str(ds.root), "--split", "all", "--json",
+    result = CliRunner().invoke(detect_app, ["evaluate", "detect", str(out), str(ds.root), "--split", "all", "--json",
                                       "--resamples", "0"])
     assert result.exit_code == 0, result.output
     ours = json.loads(result.output)
