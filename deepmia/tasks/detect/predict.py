@@ -6,7 +6,8 @@ fuse the passes (and the folds of an ensemble) by weighted box fusion, map the b
 clip them to the image. The detector's own per-class NMS (MONAI ``batched_nms``) runs inside each pass.
 
 ``predict_path`` writes COCO results: ``predictions.json`` (``image_id`` = the file's stem, ``category_id``,
-``bbox`` = ``[x, y, width, height]`` in pixels, ``score``; 3D: ``[x, y, z, w, h, d]``) and ``categories.json``.
+``bbox`` = ``[x, y, width, height]`` in pixels, ``score``; 3D: ``[x, y, z, w, h, d]`` in voxels plus
+``bbox_world``, the box in RAS millimetres) and ``categories.json``.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from deepmia.tasks.detect.data import mirror_boxes, normalize, resize
 from deepmia.tasks.detect.plan import DetectPlan, load_plan
 
 __all__ = ["Predictor", "weighted_box_fusion", "mirror_passes", "detect_passes", "fuse", "detect_arrays",
-           "to_coco_results", "categories_of", "available_folds"]
+           "to_coco_results", "world_boxes", "categories_of", "available_folds"]
 
 
 def available_folds(model_dir: Path) -> list[int]:
@@ -183,12 +184,37 @@ def detect_arrays(
             for p in detect_passes(detectors, arrays, plan, tta=tta, precision=precision, batch_size=batch_size)]
 
 
-def to_coco_results(image_id: str, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray) -> list[dict]:
-    """COCO result entries: ``bbox`` ``[x, y, w, h]`` (3D ``[x, y, z, w, h, d]``), ``category_id`` = class + 1."""
+def world_boxes(boxes: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """Axis-aligned world (RAS mm) bounds of voxel-edge corner boxes ``(N, 6)`` under a 4x4 affine.
+
+    Voxel ``i`` spans ``[i, i + 1)`` in box coordinates and has its centre at index ``i`` in the affine, so a
+    corner ``c`` maps to ``affine @ (c - 0.5)``; the bounds of the 8 mapped corners are returned (an oblique
+    affine gives the enclosing box).
+    """
+    if boxes.size == 0:
+        return np.zeros((0, 6))
+    lo, hi = boxes[:, :3] - 0.5, boxes[:, 3:] - 0.5
+    corners = np.stack([np.where(np.array(bits, bool), hi, lo) for bits in itertools.product((0, 1), repeat=3)],
+                       axis=1)  # (N, 8, 3)
+    world = corners @ affine[:3, :3].T + affine[:3, 3]
+    return np.concatenate([world.min(axis=1), world.max(axis=1)], axis=1)
+
+
+def to_coco_results(image_id: str, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, *,
+                    affine: np.ndarray | None = None) -> list[dict]:
+    """COCO result entries: ``bbox`` ``[x, y, w, h]`` (3D ``[x, y, z, w, h, d]``), ``category_id`` = class + 1.
+
+    For 3D boxes with the image's ``affine``, ``bbox_world`` adds the box in world coordinates: RAS millimetres
+    ``[x0, y0, z0, x1, y1, z1]`` (:func:`world_boxes`).
+    """
     d = boxes.shape[1] // 2 if boxes.size else 2
-    return [{"image_id": image_id, "category_id": int(lab) + 1,
+    rows = [{"image_id": image_id, "category_id": int(lab) + 1,
              "bbox": [round(float(v), 2) for v in (*b[:d], *(b[d:] - b[:d]))], "score": round(float(s), 5)}
             for b, s, lab in zip(boxes, scores, labels, strict=True)]
+    if d == 3 and affine is not None:
+        for row, w in zip(rows, world_boxes(boxes, np.asarray(affine, float)), strict=True):
+            row["bbox_world"] = [round(float(v), 2) for v in w]
+    return rows
 
 
 def categories_of(class_names: Sequence[str]) -> list[dict[str, Any]]:
@@ -323,7 +349,7 @@ class Predictor:
                 skipped.append((path.name, str(exc)))
                 continue
             n += 1
-            results.extend(to_coco_results(image_stem(path), boxes, scores, labels))
+            results.extend(to_coco_results(image_stem(path), boxes, scores, labels, affine=image.affine))
             if figure:
                 (dst / "figures").mkdir(exist_ok=True)
                 _figure(image, boxes, scores, labels, self.plan.class_names,

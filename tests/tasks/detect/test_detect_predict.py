@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 from deepmia.errors import InvalidArgumentError
-from deepmia.tasks.detect.predict import categories_of, mirror_passes, to_coco_results, weighted_box_fusion
+from deepmia.tasks.detect.predict import (
+    categories_of,
+    mirror_passes,
+    to_coco_results,
+    weighted_box_fusion,
+    world_boxes,
+)
 
 
 def test_wbf_fuses_agreeing_boxes_by_score_weighted_mean():
@@ -46,3 +52,15 @@ def test_coco_results_format():
     rows = to_coco_results("case_7", np.array([[1.0, 2.0, 11.0, 7.0]]), np.array([0.75]), np.array([2]))
     assert rows == [{"image_id": "case_7", "category_id": 3, "bbox": [1.0, 2.0, 10.0, 5.0], "score": 0.75}]
     assert categories_of(["a", "b"]) == [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]
+
+
+def test_3d_results_carry_world_boxes():
+    affine = np.diag([2.0, 2.0, 3.0, 1.0])
+    affine[:3, 3] = [-10, 0, 5]
+    box = np.array([[0.0, 0, 0, 1, 1, 1]])  # the first voxel: centre at index 0 = world (-10, 0, 5)
+    np.testing.assert_allclose(world_boxes(box, affine), [[-11, -1, 3.5, -9, 1, 6.5]])
+    flipped = affine.copy()
+    flipped[0, 0] = -2.0  # an axis pointing the other way still gives min <= max
+    assert (world_boxes(box, flipped)[:, 3:] >= world_boxes(box, flipped)[:, :3]).all()
+    rows = to_coco_results("v", box * 4, np.array([0.5]), np.array([0]), affine=affine)
+    assert rows[0]["bbox"] == [0, 0, 0, 4, 4, 4] and rows[0]["bbox_world"] == [-11, -1, 3.5, -3, 7, 15.5]

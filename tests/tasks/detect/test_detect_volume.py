@@ -28,7 +28,7 @@ def test_volumes_train_predict_and_evaluate(tmp_path):
     report = predictor.predict_path(ds.root / "images", tmp_path / "out")
     assert report["predicted"] == len(ds.cases)
     rows = json.loads((tmp_path / "out" / "predictions.json").read_text())
-    assert rows and all(len(r["bbox"]) == 6 and min(r["bbox"][3:]) >= 0 for r in rows)
+    assert rows and all(len(r["bbox"]) == 6 and min(r["bbox"][3:]) >= 0 and len(r["bbox_world"]) == 6 for r in rows)
     m = evaluate(tmp_path / "out", ds.root, split="val", n_resamples=0)
     assert m["coco"]["map50"] == pytest.approx(val["coco"]["map50"], abs=0.05)  # same model, image files
     with pytest.raises(InvalidArgumentError, match="2D"):
