@@ -3,8 +3,8 @@
 The Grad-CAM target layer is found by running the network once and taking the last module, in execution
 order, that has parameters and whose output map is at least :data:`MIN_CAM_SIZE` (7) voxels wide on every axis
 (the last convolutional stage on ImageNet-sized inputs, an earlier stage on small ones); a user never names
-layers. Every map is returned at the network input's size,
-scaled to [0, 1], higher meaning more evidence for the class.
+layers. Every map is returned at the network input's size, scaled to [0, 1], higher meaning more evidence for the
+class.
 
 Two sanity checks (Adebayo et al., NeurIPS 2018; the deletion test of Samek et al., 2017) are provided for
 tests and benchmarks: :func:`randomization_similarity` and :func:`occlusion_drop` (:func:`deletion_drops` over many
