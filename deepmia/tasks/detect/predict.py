@@ -230,11 +230,14 @@ def _figure(image: Image, boxes: np.ndarray, scores: np.ndarray, labels: np.ndar
     from deepmia.display import LABEL_COLOURS, save_png, to_rgb
 
     rgb = np.ascontiguousarray(to_rgb(np.swapaxes(image.array, 1, 2)))
+    zoom = max(1, int(np.ceil(512 / max(rgb.shape[:2]))))  # draw on a picture of at least 512 px
+    if zoom > 1:
+        rgb = np.ascontiguousarray(np.repeat(np.repeat(rgb, zoom, axis=0), zoom, axis=1))
     for b, s, lab in zip(boxes, scores, labels, strict=True):
         if s < min_score:
             continue
         colour = tuple(int(v) for v in LABEL_COLOURS[lab % len(LABEL_COLOURS)])
-        x0, y0, x1, y1 = (int(round(v)) for v in b)
+        x0, y0, x1, y1 = (int(round(v * zoom)) for v in b)
         cv2.rectangle(rgb, (x0, y0), (x1 - 1, y1 - 1), colour, 2)
         cv2.putText(rgb, f"{names[lab]} {s:.2f}", (x0, max(y0 - 3, 10)), cv2.FONT_HERSHEY_SIMPLEX, 0.4, colour, 1)
     save_png(rgb, path)
