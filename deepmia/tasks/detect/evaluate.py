@@ -9,7 +9,9 @@ images for mAP, mAP@0.5 and the CPM).
 Bad input is refused with the file and the entry named: a category that is not a class of the dataset, a box
 of negative width, a non-finite score, or predictions none of whose images are in the chosen split. Images of
 the split without predictions count as images where nothing was found; predictions for images outside the
-split are left out and counted. ``ignore`` reference boxes (VOC ``difficult``) are left out of the reference.
+split are left out and counted. ``ignore`` reference boxes (VOC ``difficult``, COCO ``iscrowd``) are neither
+found nor missed: they leave the reference, and detections of their class with half their area on one leave the
+predictions (counted in ``detections_on_ignore_boxes``).
 """
 
 from __future__ import annotations
@@ -103,7 +105,7 @@ def _split_ids(dataset: Dataset, split: str) -> list[str]:
 
 
 def reference_of(dataset: Dataset, ids: Sequence[str]) -> tuple[dict[str, dict[str, np.ndarray]], int]:
-    """Reference boxes and labels of cases (``ignore`` boxes left out; their count is returned).
+    """Reference boxes and labels of cases; ``ignore`` boxes go to ``ignore_boxes``/``ignore_labels`` (and are counted).
 
     Raises:
         DatasetError: A box outside its image (when the case records its shape).
@@ -116,8 +118,30 @@ def reference_of(dataset: Dataset, ids: Sequence[str]) -> tuple[dict[str, dict[s
             check_boxes(case, case.shape, path=dataset.root)
         boxes, labels, n = case_targets(case, names)
         ignored += n
-        out[cid] = {"boxes": boxes.astype(float), "labels": labels}
+        skip = [b for b in case.boxes or [] if b.ignore]
+        out[cid] = {"boxes": boxes.astype(float), "labels": labels,
+                    "ignore_boxes": np.array([b.box for b in skip], float).reshape(len(skip), boxes.shape[1]),
+                    "ignore_labels": np.array([names.index(b.label) for b in skip], np.int64)}
     return out, ignored
+
+
+def _drop_on_ignored(pred: Mapping[str, np.ndarray], ref: Mapping[str, np.ndarray]) -> tuple[dict, int]:
+    """Remove detections lying on an ``ignore`` box of their class; returns the rest and how many were removed.
+
+    A detection lies on one when half its area is inside it (as COCO's crowd regions).
+    """
+    ig, ig_lab = ref.get("ignore_boxes"), ref.get("ignore_labels")
+    boxes = np.asarray(pred["boxes"], float)
+    if ig is None or not len(ig) or not len(boxes):
+        return dict(pred), 0
+    d = boxes.shape[1] // 2
+    lo = np.maximum(boxes[:, None, :d], ig[None, :, :d])
+    hi = np.minimum(boxes[:, None, d:], ig[None, :, d:])
+    inter = np.prod(np.clip(hi - lo, 0, None), axis=2)
+    area = np.prod(boxes[:, d:] - boxes[:, :d], axis=1)[:, None]
+    on = (inter >= 0.5 * np.maximum(area, 1e-12)) & (np.asarray(pred["labels"])[:, None] == ig_lab[None, :])
+    keep = ~on.any(axis=1)
+    return {k: np.asarray(v)[keep] for k, v in pred.items()}, int((~keep).sum())
 
 
 def score(predictions: Mapping[str, Mapping[str, np.ndarray]], reference: Mapping[str, Mapping[str, np.ndarray]],
@@ -131,10 +155,14 @@ def score(predictions: Mapping[str, Mapping[str, np.ndarray]], reference: Mappin
     acc = DetectionAccumulator(dict(enumerate(class_names)), hit="iou", iou_threshold=iou,
                                n_resamples=n_resamples, seed=seed)
     empty = {"boxes": np.zeros((0, 2 * dims)), "scores": np.zeros(0), "labels": np.zeros(0, np.int64)}
+    dropped = 0
     for image_id, ref in reference.items():
-        acc.update(predictions.get(image_id, empty), ref, image_id=image_id)
+        pred, n = _drop_on_ignored(predictions.get(image_id, empty), ref)
+        dropped += n
+        acc.update(pred, {"boxes": ref["boxes"], "labels": ref["labels"]}, image_id=image_id)
     out = acc.aggregate()
     out["froc_iou"] = iou
+    out["detections_on_ignore_boxes"] = dropped
     out["images_without_predictions"] = sum(1 for k in reference if k not in predictions)
     return out
 

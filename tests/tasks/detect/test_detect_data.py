@@ -119,3 +119,18 @@ def test_voc_import_clips_and_reports_boxes_outside(tmp_path):
     report = import_dataset("voc", src, tmp_path / "ds")
     assert report.dataset.cases[0].boxes[0].box == [39.0, 4.0, 50.0, 20.0]
     assert any("a" in note and "clip" in note for note in report.notes)
+
+
+def test_ignore_boxes_leave_training_targets_and_the_reference(shapes_dataset):
+    from deepmia.tasks.detect.evaluate import reference_of
+
+    root = shapes_dataset.root
+    data = json.loads((root / "dataset.json").read_text())
+    case = next(c for c in data["cases"] if c["id"] == "img000")
+    case["boxes"][0]["ignore"] = True
+    (root / "dataset.json").write_text(json.dumps(data))
+    ds = Dataset.load(root)
+    samples, ignored = load_samples(ds, ["img000"], plan_dataset(ds))
+    assert ignored == 1 and len(samples[0].boxes) == len(case["boxes"]) - 1
+    ref, n = reference_of(ds, ["img000"])
+    assert n == 1 and ref["img000"]["ignore_boxes"].tolist() == [case["boxes"][0]["box"]]

@@ -64,3 +64,15 @@ def test_3d_results_carry_world_boxes():
     assert (world_boxes(box, flipped)[:, 3:] >= world_boxes(box, flipped)[:, :3]).all()
     rows = to_coco_results("v", box * 4, np.array([0.5]), np.array([0]), affine=affine)
     assert rows[0]["bbox"] == [0, 0, 0, 4, 4, 4] and rows[0]["bbox_world"] == [-11, -1, 3.5, -3, 7, 15.5]
+
+
+def test_detections_on_ignore_boxes_are_neither_hits_nor_false_positives():
+    from deepmia.tasks.detect.evaluate import score
+
+    ref = {"a": {"boxes": np.array([[0.0, 0, 10, 10]]), "labels": np.array([0]),
+                 "ignore_boxes": np.array([[20.0, 20, 40, 40]]), "ignore_labels": np.array([0])}}
+    pred = {"a": {"boxes": np.array([[0.0, 0, 10, 10], [22, 22, 30, 30], [22, 22, 30, 30]]),
+                  "scores": np.array([0.5, 0.9, 0.8]), "labels": np.array([0, 0, 1])}}
+    out = score(pred, ref, ["x", "y"], n_resamples=0)
+    assert out["detections_on_ignore_boxes"] == 1  # the class-1 box on a class-0 ignore region still counts
+    assert out["coco"]["per_class"]["x"]["ap50"] == pytest.approx(1.0)  # the 0.9 box no longer outranks the hit
