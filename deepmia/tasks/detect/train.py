@@ -89,7 +89,8 @@ def fit_to_budget(plan: DetectPlan, samples: Sequence[Sample], n_val: int, *, pr
                   ) -> DetectPlan:
     """Fit threads, precision, epochs and the validation interval to ``time_budget_s`` from a measured step.
 
-    A training step on a real batch is timed with one thread and with every core, bf16 against fp32.
+    A training step on a real batch is timed with one thread and with every core (or the user's
+    ``schedule.threads`` alone), bf16 against fp32.
     Validation runs often enough to select a model but takes at most about a tenth of the budget. Without a
     budget only threads and precision are set; without a budget and with ``schedule.threads`` set, nothing is
     measured.
@@ -114,7 +115,7 @@ def fit_to_budget(plan: DetectPlan, samples: Sequence[Sample], n_val: int, *, pr
         opt.step()
 
     runtime = {}
-    for n in sorted({1, cores}):
+    for n in [plan.schedule.threads] if plan.schedule.threads else sorted({1, cores}):
         torch.set_num_threads(n)
         choice = choose_precision(step, repeats=1)
         seconds = choice[f"{choice['precision']}_s"]
