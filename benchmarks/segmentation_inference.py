@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import subprocess
@@ -100,11 +101,52 @@ def run_method(method: str, data: Path, model: Path, big: bool) -> dict:
     }
 
 
+def write_results(result: dict) -> None:
+    """Write ``results/segmentation_inference.json`` and its markdown table."""
+    runs, big, speedup = result["runs"], result["big_volume"], result["speedup_deepmia_vs_monai"]
+    load_before, load_after = result["load_average_1min"]["before"], result["load_average_1min"]["after"]
+    (HERE / "results").mkdir(exist_ok=True)
+    (HERE / "results" / "segmentation_inference.json").write_text(json.dumps(result, indent=2) + "\n")
+    lines = [
+        "### Segmentation inference: deepmia Predictor vs MONAI SlidingWindowInferer (fp32)",
+        "",
+        f"Data: the {runs[0]['cases']} fold-0 validation volumes of hippocampus; model `models/hippocampus` fold 0; "
+        "window = plan patch, overlap 0.5, Gaussian blending, no mirroring; each method in its own process; "
+        f"machine: {result['machine']}, 1-minute load average {load_before:.1f} before and {load_after:.1f} after "
+        "(2 would mean both cores busy with other work). Command: `python benchmarks/segmentation_inference.py`.",
+        "",
+        "| method | precision | cases/s | seconds | Dice anterior | Dice posterior | mean Dice | peak RSS MiB |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in runs:
+        lines.append(
+            f"| {r['method']} | {r['precision']} | {r['cases_per_s']:.2f} | {r['seconds']:.1f} | "
+            f"{r['dice_anterior']:.4f} | {r['dice_posterior']:.4f} | {r['dice_mean']:.4f} | {r['peak_rss_mib']:.0f} |"
+        )
+    lines += [
+        "",
+        f"Speed-up deepmia / MONAI: **{speedup:.2f}x**; mean Dice difference {result['dice_difference']:+.4f}.",
+        "",
+    ]
+    if big:
+        if any(b.get("earlier_run") for b in big):
+            lines += ["Big volume: from an earlier run of this script (not re-run with `--no-big`).", ""]
+        lines += ["| 512x512x300 synthetic volume (overlap 0) | seconds | peak RSS MiB |", "|---|---:|---:|"]
+        lines += [f"| {b['method']} | {b['seconds']:.1f} | {b['peak_rss_mib']:.0f} |" for b in big]
+        lines.append("")
+    (HERE / "results" / "segmentation_inference.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--model", type=Path, default=REPO / "models" / "hippocampus")
-    parser.add_argument("--no-big", action="store_true", help="Skip the 512x512x300 volume.")
+    parser.add_argument(
+        "--no-big",
+        action="store_true",
+        help="Skip the 512x512x300 volume (the previous result file's big-volume rows are kept, marked as earlier).",
+    )
     parser.add_argument("--worker", nargs=2, metavar=("METHOD", "BIG"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -126,45 +168,25 @@ def main() -> None:
         out = subprocess.run(cmd, capture_output=True, text=True, check=True)
         return json.loads(out.stdout.strip().splitlines()[-1])
 
+    load_before = os.getloadavg()[0]
     runs = [child("monai", False), child("deepmia", False)]
     big = [] if args.no_big else [child("deepmia", True), child("monai", True)]
+    load_after = os.getloadavg()[0]
+    previous = HERE / "results" / "segmentation_inference.json"
+    if args.no_big and previous.is_file():
+        old = json.loads(previous.read_text())
+        big = [{**b, "earlier_run": True} for b in old.get("big_volume", [])]
     speedup = runs[0]["seconds"] / runs[1]["seconds"]
     result = {
-        "machine": f"{platform.machine()}, 2-core CPU (shared with other jobs)",
+        "machine": f"{platform.machine()}, {os.cpu_count()}-core CPU",
+        "load_average_1min": {"before": load_before, "after": load_after},
         "model": str(args.model),
         "runs": runs,
         "big_volume": big,
         "speedup_deepmia_vs_monai": speedup,
         "dice_difference": runs[1]["dice_mean"] - runs[0]["dice_mean"],
     }
-    (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "segmentation_inference.json").write_text(json.dumps(result, indent=2) + "\n")
-    lines = [
-        "### Segmentation inference: deepmia Predictor vs MONAI SlidingWindowInferer (fp32)",
-        "",
-        f"Data: the {runs[0]['cases']} fold-0 validation volumes of hippocampus; model `models/hippocampus` fold 0; "
-        "window = plan patch, overlap 0.5, Gaussian blending, no mirroring; each method in its own process; "
-        "machine: 2-core CPU shared with other jobs. Command: `python benchmarks/segmentation_inference.py`.",
-        "",
-        "| method | precision | cases/s | seconds | Dice anterior | Dice posterior | mean Dice | peak RSS MiB |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in runs:
-        lines.append(
-            f"| {r['method']} | {r['precision']} | {r['cases_per_s']:.2f} | {r['seconds']:.1f} | "
-            f"{r['dice_anterior']:.4f} | {r['dice_posterior']:.4f} | {r['dice_mean']:.4f} | {r['peak_rss_mib']:.0f} |"
-        )
-    lines += [
-        "",
-        f"Speed-up deepmia / MONAI: **{speedup:.2f}x**; mean Dice difference {result['dice_difference']:+.4f}.",
-        "",
-    ]
-    if big:
-        lines += ["| 512x512x300 synthetic volume (overlap 0) | seconds | peak RSS MiB |", "|---|---:|---:|"]
-        lines += [f"| {b['method']} | {b['seconds']:.1f} | {b['peak_rss_mib']:.0f} |" for b in big]
-        lines.append("")
-    (HERE / "results" / "segmentation_inference.md").write_text("\n".join(lines))
-    print("\n".join(lines))
+    write_results(result)
 
 
 if __name__ == "__main__":
