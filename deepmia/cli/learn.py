@@ -17,7 +17,12 @@ import typer
 from deepmia.errors import InvalidArgumentError
 
 # task name in plan.json -> the CLI module (in deepmia.cli) that trains, evaluates and predicts it
-TASKS = {"segmentation": "segment", "classification": "classify", "registration": "registration"}
+TASKS = {
+    "segmentation": "segment",
+    "classification": "classify",
+    "registration": "registration",
+    "detection": "detect",
+}
 
 train_app = typer.Typer(help="Train a model: deepmia train <task> --dataset DIR --out MODEL_DIR.", no_args_is_help=True)
 evaluate_app = typer.Typer(
@@ -50,8 +55,14 @@ def predict(
     tta: bool = typer.Option(True, "--tta/--no-tta", help="Test-time augmentation where the task has it."),
     folds: str = typer.Option(None, "--folds", help="Comma-separated folds to ensemble (default: all trained)."),
     figure: bool = typer.Option(False, "--figure", help="Also draw the results as PNG figures."),
-    clinical: Path = typer.Option(None, "--clinical", help="Clinical CSV for an image + clinical classification "
-                                  "model, joined on case id = input file name without suffix."),
+    probabilities: bool = typer.Option(
+        False, "--probabilities", help="Segmentation: also write class probability maps to OUT/probabilities/."
+    ),
+    clinical: Path = typer.Option(
+        None,
+        "--clinical",
+        help="Clinical CSV for an image + clinical classification model, joined on case id = file name without suffix.",
+    ),
 ) -> None:
     """Predict with a trained model: the task comes from MODEL_DIR/plan.json."""
     plan_path = model_dir / "plan.json"
@@ -65,10 +76,18 @@ def predict(
     if name is None:
         raise InvalidArgumentError(f"plan.json names task {task!r}, which this deepmia cannot predict", path=plan_path)
     if clinical is not None and name != "classify":
-        raise InvalidArgumentError(f"--clinical applies to classification models; this is a {task} model",
-                                   path=model_dir, fix="leave out --clinical")
-    options = {"tta": tta, "figure": figure, "folds": [int(f) for f in folds.split(",")] if folds else None,
-               "clinical": clinical}
+        raise InvalidArgumentError(
+            f"--clinical applies to classification models; this is a {task} model",
+            path=model_dir,
+            fix="leave out --clinical",
+        )
+    options = {
+        "tta": tta,
+        "figure": figure,
+        "folds": [int(f) for f in folds.split(",")] if folds else None,
+        "clinical": clinical,
+        "probabilities": probabilities,
+    }
     _task_module(name).predict(model_dir, src, dst, options=options)
 
 

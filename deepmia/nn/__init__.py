@@ -21,7 +21,7 @@ networks: Registry[Callable[..., Any]] = Registry("network")
 losses: Registry[Callable[..., Any]] = Registry("loss")
 
 # Modules that register networks and losses: a fixed list, imported on first use (torch is heavy).
-_MODULES = ("segmentation", "classification", "registration")
+_MODULES = ("segmentation", "classification", "registration", "detection")
 _loaded = False
 
 
