@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import platform
 import shutil
 import subprocess
@@ -82,6 +83,7 @@ def main() -> None:
     from deepmia.tasks.classify.train import youden_threshold
 
     t_start = time.perf_counter()
+    load_at_start = round(os.getloadavg()[0], 2)  # other jobs on the machine slow every model alike
     work = Path(tempfile.mkdtemp(prefix="deepmia_fusion_"))
     ds_dir = work / "pneumoniamnist"
     deepmia("dataset", "import", "medmnist", str(args.data / "medmnist" / "pneumoniamnist.npz"), str(ds_dir))
@@ -104,7 +106,7 @@ def main() -> None:
     y = labels_of(ds, test, plan)
     image = image_pred.predict_arrays(x)
     results = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()} CPU (2 cores, shared)",
-               "torch": torch.__version__, "data": "PneumoniaMNIST (official split), constructed clinical table",
+               "load_average_at_start": load_at_start, "torch": torch.__version__, "data": "PneumoniaMNIST (official split), constructed clinical table",
                "train_cases": len(split["train"]), "val_cases": len(split["val"]), "test_cases": len(test),
                "test_prevalence": float(y.mean()), "time_budget": args.time_budget, "widths": json.loads(WIDTHS),
                "training_seconds": seconds, "epochs": {}, "models": {}}
