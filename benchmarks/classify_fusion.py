@@ -106,7 +106,8 @@ def main() -> None:
     y = labels_of(ds, test, plan)
     image = image_pred.predict_arrays(x)
     results = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()} CPU (2 cores, shared)",
-               "load_average_at_start": load_at_start, "torch": torch.__version__, "data": "PneumoniaMNIST (official split), constructed clinical table",
+               "load_average_at_start": load_at_start,
+               "torch": torch.__version__, "data": "PneumoniaMNIST (official split), constructed clinical table",
                "train_cases": len(split["train"]), "val_cases": len(split["val"]), "test_cases": len(test),
                "test_prevalence": float(y.mean()), "time_budget": args.time_budget, "widths": json.loads(WIDTHS),
                "training_seconds": seconds, "epochs": {}, "models": {}}
