@@ -231,6 +231,8 @@ class Trainer:
             self.state.step += 1
             self.state.elapsed_s += time.perf_counter() - start
             start = time.perf_counter()
+            if self.time_budget_s and self.state.elapsed_s >= self.time_budget_s:
+                break  # the budget ends mid-epoch: the poly rate is 0 from here on, so further steps change nothing
         self.state.epoch += 1
         row: dict[str, Any] = {
             "epoch": self.state.epoch,

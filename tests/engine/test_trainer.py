@@ -82,6 +82,23 @@ def test_time_budget_stops_training(tmp_path):
     assert state.stopped == "time_budget" and state.epoch < 10_000
 
 
+def test_time_budget_ends_an_epoch_early(tmp_path):
+    import time
+
+    trainer = _trainer(tmp_path, max_epochs=10_000, time_budget_s=0.2)
+    step = trainer.train_step
+
+    def slow(m, batch):  # 8 steps of 0.05 s: the budget runs out inside the first epoch
+        time.sleep(0.05)
+        return step(m, batch)
+
+    trainer.train_step = slow
+    state = trainer.fit()
+    assert state.epoch == 1 and state.stopped == "time_budget"
+    assert 4 <= state.step < 8  # stopped at the first step past 0.2 s, not at the end of the epoch
+    assert "val_loss" in state.history[-1]  # the last (short) epoch is still validated
+
+
 def test_poly_schedule():
     assert poly_lr(1.0, 0.0) == 1.0 and poly_lr(1.0, 1.0) == 0.0
     assert poly_lr(1.0, 0.5) == pytest.approx(0.5**0.9)
