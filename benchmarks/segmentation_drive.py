@@ -126,7 +126,8 @@ def markdown(result: dict, smoke: bool) -> str:
         "20 test images against the 1st manual, inside each image's field-of-view mask. Pooled = all FOV pixels "
         "of the 20 images together (the DRIVE literature's convention); per image = mean over images. "
         "95% intervals: bootstrap over images. Machine: 2-core CPU, no GPU.",
-        f"Command: `python benchmarks/segmentation_drive.py --time-budget {result['time_budget']}`.",
+        "Command: `python benchmarks/segmentation_drive.py --time-budget "
+        + result["time_budget"] + "".join(f" --set {o}" for o in result.get("plan_overrides", [])) + "`.",
         "",
         "| method | F1 pooled | AUC pooled | F1 per image | AUC per image | sensitivity | specificity | accuracy |",
         "|---|---|---|---|---|---|---|---|",
@@ -162,6 +163,8 @@ def main() -> None:
                         "out/segmentation_drive_smoke for a shortened budget; git-ignored).")
     parser.add_argument("--model", type=Path, default=None, help="Model directory (default WORK/model).")
     parser.add_argument("--fresh", action="store_true", help="Delete WORK first (else steps resume / are reused).")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="Plan override passed to train segment (repeatable); recorded in the results.")
     args = parser.parse_args()
 
     from deepmia.cli.learn import parse_duration
@@ -187,7 +190,7 @@ def main() -> None:
         seconds["import"] = 0.0
     seconds["train"], _ = deepmia(
         "train", "segment", "--dataset", str(dataset), "--out", str(model), "--time-budget", args.time_budget,
-        "--cache", str(work / "cache"), log=work / "train.log",
+        "--cache", str(work / "cache"), *(a for o in args.overrides for a in ("--set", o)), log=work / "train.log",
     )
     pred = work / "pred"
     if pred.exists():
@@ -211,6 +214,7 @@ def main() -> None:
         "benchmark": "segmentation_drive",
         "smoke": smoke,
         "time_budget": args.time_budget,
+        "plan_overrides": args.overrides,
         "data": str(drive),
         "split": "official: train 21-40 (fold 0: 16 train / 4 val), test 01-20 (1st manual), inside the FOV masks",
         "model": model_scores,
