@@ -452,6 +452,12 @@ class Dataset:
         """The stored splits, if any."""
         return self.spec.splits
 
+    def without_cases(self, case_ids: Iterable[str]) -> Dataset:
+        """The same dataset minus ``case_ids`` and without stored splits (e.g. planning without the test set)."""
+        drop = set(case_ids)
+        kept = [c for c in self.spec.cases if c.id not in drop]
+        return Dataset(self.root, self.spec.model_copy(update={"cases": kept, "splits": None}))
+
     @property
     def patient_of(self) -> dict[str, str]:
         """Patient id of each case id."""

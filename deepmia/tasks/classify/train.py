@@ -65,10 +65,7 @@ def plan_dataset(
     from deepmia.data.stats import fingerprint
 
     folds, test = member_splits(dataset)
-    held_out = set(test)
-    sub = Dataset(dataset.root, dataset.spec.model_copy(
-        update={"cases": [c for c in dataset.cases if c.id not in held_out], "splits": None}))
-    fp = fingerprint(sub)
+    fp = fingerprint(dataset.without_cases(test))
     plan = make_plan(fp, multi_label=_is_multi_label(dataset), time_budget_s=time_budget_s, num_folds=len(folds))
     return apply_overrides(plan, overrides) if overrides else plan
 

@@ -43,10 +43,12 @@ def plan_dataset(
     folds: int = 5,
     progress: Progress | None = None,
 ) -> SegmentPlan:
-    """Fingerprint a segmentation dataset and derive its plan for this machine."""
+    """Fingerprint a segmentation dataset (its held-out test cases left out) and derive its plan for this machine."""
     from deepmia.data.stats import fingerprint
 
-    fp = fingerprint(dataset, progress=(lambda d, t: progress("fingerprint", d, t)) if progress else None)
+    test = dataset.splits.test if dataset.splits is not None else []
+    report = (lambda d, t: progress("fingerprint", d, t)) if progress else None
+    fp = fingerprint(dataset.without_cases(test), progress=report)
     plan = make_plan(dataset, fp, machine=machine(), time_budget_s=time_budget_s, folds=folds)
     return apply_overrides(plan, list(overrides)) if overrides else plan
 
@@ -287,5 +289,6 @@ class _EpochLog(Callback):
     def on_epoch_end(self, trainer: Trainer, row: dict[str, Any]) -> None:
         metrics = " ".join(f"{k}={v:.4f}" for k, v in row.items() if k.startswith("val_"))
         self.log(
-            f"epoch {row['epoch']} loss={row['train_loss']:.4f} lr={row['lr']:.5f} {row['seconds'] / 60:.1f} min {metrics}"
+            f"epoch {row['epoch']} loss={row['train_loss']:.4f} lr={row['lr']:.5f} "
+            f"{row['seconds'] / 60:.1f} min {metrics}"
         )

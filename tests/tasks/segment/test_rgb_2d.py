@@ -106,3 +106,21 @@ def test_drive_plan_is_2d_rgb_with_a_patch_inside_the_image(tmp_path, shared_dat
     assert all(64 <= p <= s for p, s in zip(plan.patch_size, (565, 584), strict=True))
     pools = np.prod(plan.network_params["strides"], axis=0)
     assert all(p % k == 0 for p, k in zip(plan.patch_size, pools, strict=True))
+
+
+def test_planning_never_reads_the_held_out_test_cases(rgb_dataset, monkeypatch):
+    import deepmia.data.stats as stats
+    from deepmia.tasks.segment.train import plan_dataset
+
+    test_ids = set(rgb_dataset.splits.test)
+    assert len(test_ids) == 2
+    seen: list[str] = []
+    real = stats.fingerprint
+
+    def spy(dataset, **kw):
+        seen.extend(c.id for c in dataset.cases)
+        return real(dataset, **kw)
+
+    monkeypatch.setattr(stats, "fingerprint", spy)
+    plan_dataset(rgb_dataset)
+    assert len(seen) == 4 and not test_ids & set(seen)
