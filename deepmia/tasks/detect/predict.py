@@ -25,6 +25,7 @@ import torch
 from deepmia.engine.runtime import autocast, configure_threads
 from deepmia.errors import DeepmiaError, InvalidArgumentError
 from deepmia.image import Image
+from deepmia.metrics.detection import box_iou
 from deepmia.tasks.detect.data import mirror_boxes, normalize, resize
 from deepmia.tasks.detect.plan import DetectPlan, load_plan
 
@@ -46,15 +47,6 @@ def mirror_passes(axes: Sequence[int], spatial_dims: int) -> list[tuple[int, ...
     if spatial_dims == 2:
         return [c for r in range(len(axes) + 1) for c in itertools.combinations(axes, r)]
     return [(), *[(a,) for a in axes]]
-
-
-def _iou_one(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    d = box.shape[0] // 2
-    lo = np.maximum(box[:d], boxes[:, :d])
-    hi = np.minimum(box[d:], boxes[:, d:])
-    inter = np.prod(np.clip(hi - lo, 0, None), axis=1)
-    union = np.prod(box[d:] - box[:d]) + np.prod(boxes[:, d:] - boxes[:, :d], axis=1) - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
 def weighted_box_fusion(
@@ -93,7 +85,7 @@ def weighted_box_fusion(
         members: list[list[int]] = []
         for i in sel:
             if fused:
-                iou = _iou_one(boxes[i], np.stack(fused))
+                iou = box_iou(boxes[i][None], np.stack(fused))[0]
                 j = int(iou.argmax())
                 if iou[j] > iou_threshold:
                     members[j].append(i)
