@@ -48,11 +48,12 @@ def explain_path(
     single = src.is_file()
     rows, skipped = [], []
     activation = "sigmoid" if predictor.plan.multi_label else "softmax"
+    clinical_rows = predictor.read_clinical(clinical)  # read and checked once, before any image
     for path in list_inputs(src):
         try:
             image = read_image(path)
             x = predictor.prepare(image, path=path)
-            tab = predictor.clinical_row(clinical, path)
+            tab = predictor.clinical_row(clinical_rows, path, table=clinical)
         except DeepmiaError as exc:
             if single:
                 raise

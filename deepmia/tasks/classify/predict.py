@@ -296,14 +296,19 @@ class Predictor:
         return {"predicted": len(kept), "skipped": skipped, "low_confidence": int(result["low_confidence"].sum()),
                 "notes": notes, "out": str(dst / "predictions.csv")}
 
-    def clinical_row(self, table: str | Path | None, path: Path) -> np.ndarray | None:
-        """Encoded clinical features of one input file (None for an image-only model).
+    def clinical_row(
+        self, rows: Mapping[str, Mapping[str, str]] | None, path: Path, *, table: str | Path | None = None
+    ) -> np.ndarray | None:
+        """Encoded clinical features of one input file, from the rows :meth:`read_clinical` returned.
+
+        Args:
+            rows: The table's rows (None for an image-only model).
+            path: The input file; its name without suffix is the case id.
+            table: The table's path, for error messages.
 
         Raises:
-            InvalidArgumentError: A fusion model without ``table`` (or an image-only model with one).
-            DatasetError: A bad table, or no row for this file.
+            DatasetError: No row for this file.
         """
-        rows = self.read_clinical(table)
         if rows is None:
             return None
         return encode_table(rows, [case_id_of(path)], cast(TabularSpec, self.plan.tabular), path=table)
