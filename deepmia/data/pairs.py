@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from deepmia.data.dataset import Channel, Dataset, DatasetSpec
+from deepmia.data.dataset import Channel, Dataset
 from deepmia.data.importers import (
     ImportReport,
     Progress,
@@ -353,11 +353,8 @@ def _folds(ds: Dataset, train_ids: list[str], test_ids: list[str], *, folds: int
     from deepmia.data.splits import make_splits
 
     train = set(train_ids)
-    subset = DatasetSpec.model_validate(
-        {**ds.spec.model_dump(by_alias=True, exclude_none=True),
-         "cases": [c.model_dump(by_alias=True, exclude_none=True) for c in ds.cases if c.id in train]}
-    )
-    splits = make_splits(Dataset(ds.root, subset), folds=folds, test_fraction=0.0, seed=seed)
+    subset = ds.without_cases(c.id for c in ds.cases if c.id not in train)
+    splits = make_splits(subset, folds=folds, test_fraction=0.0, seed=seed)
     meta = {**splits.meta, "test": "given by the test_* patterns" if test_ids else "none"}
     if test_ids:
         notes.append(f"{len(test_ids)} test case(s) held out in splits.test; {folds} folds over {len(train_ids)}")
