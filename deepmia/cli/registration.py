@@ -44,7 +44,9 @@ def register_command(
     ),
     fixed_mask: Path = typer.Option(None, "--fixed-mask", help="Mask on FIXED's grid restricting the metric."),
     moving_mask: Path = typer.Option(None, "--moving-mask", help="Mask on MOVING's grid restricting the metric."),
-    metric: str = typer.Option(None, "--metric", help="mse, ncc or mi (default: mi for rigid/affine, mse otherwise)."),
+    metric: str = typer.Option(
+        None, "--metric", help="mse, ncc or mi (default: mi for rigid/affine, ncc for learned, mse otherwise)."
+    ),
     deformable: str = typer.Option("demons", "--deformable", help="demons, diffeomorphic-demons or bspline."),
     figure: bool = typer.Option(False, "--figure", help="Write checkerboard, overlay and deformation-grid PNGs."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
@@ -56,6 +58,8 @@ def register_command(
     options: dict[str, Any] = {}
     if method != "learned":
         options["deformable"] = deformable
+    if metric is None and method == "learned":
+        metric = "ncc"
     if metric is None:
         metric = (
             "mi" if method in ("rigid", "affine") or (method == "deformable" and deformable == "bspline") else "mse"
@@ -125,31 +129,39 @@ def evaluate_command(
 
 def train_command(
     dataset: Path = typer.Option(..., "--dataset", help="Dataset folder (deepmia dataset import) with label maps."),
-    out: Path = typer.Option(..., "--out", "-o", help="Model folder to write."),
+    out: Path = typer.Option(..., "--out", "-o", help="Model folder to write (an existing one resumes)."),
     time_budget: float = typer.Option(600.0, "--time-budget", help="Training wall-clock budget in seconds."),
-    epochs: int = typer.Option(40, "--epochs", help="Maximum epochs."),
+    epochs: int = typer.Option(1000, "--epochs", help="Maximum epochs."),
     dice_weight: float = typer.Option(1.0, "--dice-weight", help="Weight of the label-overlap term (0: unsupervised)."),
-    max_cases: int = typer.Option(120, "--max-cases", help="Use at most this many training cases."),
-    steps_per_epoch: int = typer.Option(20, "--steps-per-epoch", help="Optimiser steps per epoch."),
+    smoothness_weight: float = typer.Option(1.0, "--smoothness-weight", help="Weight of the bending energy."),
+    max_cases: int = typer.Option(1000, "--max-cases", help="Use at most this many training cases."),
+    steps_per_epoch: int = typer.Option(50, "--steps-per-epoch", help="Optimiser steps between validations."),
+    batch_size: int = typer.Option(4, "--batch-size", help="Pairs per optimiser step."),
+    precision: str = typer.Option("auto", "--precision", help="auto (measure bf16 against fp32), bf16 or fp32."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
 ) -> None:
-    """Train a VoxelMorph-style deformable registration network on the dataset's training cases."""
+    """Train the learned registration network (affine head + VoxelMorph) on the dataset's training cases."""
+    from deepmia._validate import look_up_option
     from deepmia.cli._common import console
     from deepmia.tasks.register.train import train_registration
 
+    precision = look_up_option(precision, ("auto", "bf16", "fp32"), what="precision")
     summary = train_registration(
         dataset,
         out,
         time_budget_s=time_budget,
         max_epochs=epochs,
         dice_weight=dice_weight,
+        smoothness_weight=smoothness_weight,
         max_train_cases=max_cases,
         steps_per_epoch=steps_per_epoch,
+        batch_size=batch_size,
+        precision=None if precision == "auto" else precision,
         seed=seed,
     )
     console.print(
-        f"trained {summary['epochs']} epochs in {summary['seconds']:.0f} s; "
-        f"validation Dice {summary['best_val_dice']:.4f}; wrote {out}",
+        f"trained {summary['epochs']} epochs ({summary['steps']} steps) in {summary['seconds']:.0f} s; "
+        f"validation Dice {summary['best_val_dice']:.4f}, folding {summary['best_val_folding']}; wrote {out}",
         soft_wrap=True,
     )
 

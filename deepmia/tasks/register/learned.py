@@ -1,8 +1,11 @@
-"""Learned deformable registration at inference: affine (SimpleITK) then one VoxelMorph forward pass.
+"""Learned registration at inference: moments initialisation, then one forward pass does affine and deformable.
 
-The network's displacement (voxels along the fixed array axes) becomes a RAS+ world field on the fixed grid and
-a :class:`~deepmia.tasks.register.transforms.Transform` composed after the affine, so the output folder,
-evaluation and figures are those of classical registration.
+The whole alignment is the network's (see :mod:`deepmia.tasks.register.plan`): the moving image is put on the
+fixed grid (padded to the plan's multiple) after matching the intensity centres of mass, the network returns a
+displacement in voxels on that grid, and the composed map becomes one dense RAS+ world
+:class:`~deepmia.tasks.register.transforms.Transform` on the fixed grid, so the output folder, evaluation and
+figures are those of classical registration. Everything runs in torch on the arrays (one resampling of the
+original moving image for the divergence check); SimpleITK only receives the final field.
 """
 
 from __future__ import annotations
@@ -14,34 +17,114 @@ from typing import Any
 
 import numpy as np
 
-from deepmia.errors import ReadError
+from deepmia._validate import look_up_option
+from deepmia.errors import GeometryError, InvalidArgumentError, ReadError
 from deepmia.image import Image
 from deepmia.tasks.register.classical import (
+    METRICS,
     RegistrationDivergedError,
     RegistrationResult,
+    check_pair,
     normalise_intensity,
-    register_images,
     similarity,
 )
 from deepmia.tasks.register.plan import RegistrationPlan, load_plan
 from deepmia.tasks.register.transforms import Transform
 
-__all__ = ["LearnedRegistration", "pad_to_multiple", "voxel_field_to_world"]
+__all__ = [
+    "LearnedRegistration",
+    "centre_of_mass",
+    "moments_map",
+    "padded_shape",
+    "pad_end",
+    "sample",
+    "voxel_grid",
+    "map_points",
+    "folding_fraction",
+]
 
-MULTIPLE = 16  #: network inputs are padded to a multiple of this many voxels per axis (4 poolings)
+
+def padded_shape(shape: tuple[int, ...], multiple: int) -> tuple[int, ...]:
+    """``shape`` rounded up to a multiple per axis."""
+    return tuple(int(n + (-n) % multiple) for n in shape)
 
 
-def pad_to_multiple(array: np.ndarray, multiple: int = MULTIPLE) -> np.ndarray:
-    """Zero-pad the spatial axes of ``(C, *spatial)`` at their ends up to a multiple (the affine is unchanged)."""
-    pads = [(0, 0)] + [(0, (-n) % multiple) for n in array.shape[1:]]
-    return np.pad(array, pads)
+def pad_end(array: Any, shape: tuple[int, ...]) -> Any:
+    """Zero-pad a ``(B, C, *S)`` tensor at the ends of its spatial axes up to ``shape``."""
+    import torch.nn.functional as F
+
+    pads: list[int] = []
+    for n, m in zip(reversed(array.shape[2:]), reversed(shape), strict=True):
+        pads += [0, int(m) - int(n)]
+    return F.pad(array, pads)
 
 
-def voxel_field_to_world(ddf: np.ndarray, grid: Image) -> Image:
-    """A displacement in voxels along the grid's array axes, ``(D, *spatial)``, as RAS+ world millimetres."""
-    d = grid.spatial_dims
-    world = np.einsum("ij,j...->i...", grid.affine[:d, :d], ddf.astype(np.float64))
-    return grid.with_array(world.astype(np.float32), kind="intensity")
+def centre_of_mass(image: Image, *, mask: Image | None = None) -> np.ndarray:
+    """Intensity centre of mass of a non-negative single-channel image (in ``mask``), RAS+ world mm."""
+    weights = image.array[0].astype(np.float64)
+    if mask is not None:
+        weights = weights * (mask.array[0] != 0)
+    total = weights.sum()
+    if total <= 0:
+        return image.voxel_to_world((np.array(image.spatial_shape) - 1) / 2.0)[0]
+    index = [
+        np.tensordot(weights.sum(tuple(a for a in range(weights.ndim) if a != k)), np.arange(n), 1)
+        for k, n in enumerate(weights.shape)
+    ]
+    return image.voxel_to_world(np.array(index) / total)[0]
+
+
+def moments_map(
+    fixed_affine: np.ndarray, fixed_com: np.ndarray, moving_affine: np.ndarray, moving_com: np.ndarray
+) -> np.ndarray:
+    """The 4x4 map of fixed voxel indices to moving voxel indices: world identity shifted so the centres meet."""
+    shift = np.eye(4)
+    shift[:3, 3] = np.asarray(moving_com) - np.asarray(fixed_com)
+    return np.linalg.inv(moving_affine) @ shift @ fixed_affine
+
+
+def voxel_grid(shape: tuple[int, ...]) -> Any:
+    """Voxel indices ``(D, *shape)`` as a float32 tensor."""
+    import torch
+
+    axes = [torch.arange(n, dtype=torch.float32) for n in shape]
+    return torch.stack(torch.meshgrid(*axes, indexing="ij"))
+
+
+def map_points(matrix: Any, points: Any) -> Any:
+    """Homogeneous ``(B or 1, D + 1, D + 1)`` voxel maps applied to points ``(B or 1, D, *shape)``."""
+    import torch
+
+    d = points.shape[1]
+    m = torch.as_tensor(matrix, dtype=points.dtype)
+    m = m[None] if m.ndim == 2 else m
+    flat = points.reshape(points.shape[0], d, -1).expand(m.shape[0], d, -1)
+    with torch.autocast(points.device.type, enabled=False):  # coordinates stay in their own precision
+        return torch.baddbmm(m[:, :d, d:], m[:, :d, :d], flat).reshape(m.shape[0], d, *points.shape[2:])
+
+
+def sample(array: Any, positions: Any, *, mode: str = "bilinear") -> Any:
+    """Sample ``(B, C, *S)`` at voxel positions ``(B, D, *shape)`` (array axes); zero outside."""
+    import torch
+    import torch.nn.functional as F
+
+    d = positions.shape[1]
+    size = torch.tensor(array.shape[2:], dtype=positions.dtype).reshape(1, d, *([1] * d))
+    norm = 2.0 * positions / (size - 1).clamp(min=1) - 1.0
+    grid = norm.flip(1).movedim(1, -1)  # grid_sample wants (x, y, z) = the last array axis first
+    with torch.autocast(positions.device.type, enabled=False):
+        return F.grid_sample(array.float(), grid, mode=mode, padding_mode="zeros", align_corners=True)
+
+
+def folding_fraction(positions: Any) -> float:
+    """Fraction of voxels where the map ``positions`` (``(1, D, *shape)``, voxels) has a Jacobian det <= 0."""
+    import torch
+
+    d = positions.shape[1]
+    grads = torch.stack([torch.stack(torch.gradient(positions[0, i], dim=tuple(range(d)))) for i in range(d)])
+    grads = grads.reshape(d, d, -1)
+    det = torch.linalg.det(grads.permute(2, 0, 1))
+    return float((det <= 0).float().mean())
 
 
 class LearnedRegistration:
@@ -49,7 +132,7 @@ class LearnedRegistration:
 
     Args:
         plan: The model's plan.
-        network: The VoxelMorph network with its trained weights, in eval mode.
+        network: The network with its trained weights, in eval mode.
     """
 
     def __init__(self, plan: RegistrationPlan, network: Any) -> None:
@@ -62,6 +145,7 @@ class LearnedRegistration:
 
         Raises:
             ReadError: The folder lacks the plan or the weights.
+            DatasetError: The plan is invalid (for example from an older version: retrain).
         """
         import torch
 
@@ -80,16 +164,24 @@ class LearnedRegistration:
         net.eval()
         return cls(plan, net)
 
-    def displacement(self, fixed: np.ndarray, moving: np.ndarray) -> np.ndarray:
-        """The network's field (voxels, ``(D, *spatial)``) for two normalised single-channel arrays on one grid."""
+    def positions(self, fixed: Any, moving: Any, initial: np.ndarray, *, precision: str | None = None) -> Any:
+        """Moving voxel positions ``(1, D, *fixed grid)`` of the fixed voxels: the network's map after ``initial``.
+
+        Args:
+            fixed: Normalised fixed array, a ``(1, 1, *S)`` tensor whose sides are multiples of ``plan.multiple``.
+            moving: Normalised moving array, a ``(1, 1, *S_m)`` tensor.
+            initial: Homogeneous fixed-voxel to moving-voxel map (:func:`moments_map`).
+            precision: Forward-pass precision (default: the plan's ``inference_precision``).
+        """
         import torch
 
-        shape = fixed.shape[1:]
-        f = torch.from_numpy(pad_to_multiple(fixed.astype(np.float32)))[None]
-        m = torch.from_numpy(pad_to_multiple(moving.astype(np.float32)))[None]
-        with torch.inference_mode():
-            _, ddf = self.network(m, f)
-        return ddf[0][(slice(None), *[slice(0, n) for n in shape])].float().numpy()
+        from deepmia.engine.runtime import autocast
+
+        grid = voxel_grid(tuple(fixed.shape[2:]))[None]
+        moved = sample(moving, map_points(initial, grid))
+        with torch.inference_mode(), autocast(precision or self.plan.inference_precision):
+            ddf = self.network.field(moved, fixed)
+        return map_points(initial, grid + ddf.float())
 
     def register(
         self,
@@ -99,51 +191,82 @@ class LearnedRegistration:
         fixed_mask: Image | None = None,
         moving_mask: Image | None = None,
         check_divergence: bool = True,
-        **affine_options: Any,
+        metric: str | None = None,
+        **options: Any,
     ) -> RegistrationResult:
-        """Affine registration, then the network's deformable field on the fixed grid.
+        """Register with one forward pass; the result is one dense transform on the fixed grid.
 
         Args:
             fixed: Fixed image.
             moving: Moving image.
-            fixed_mask: Mask for the affine stage's metric.
-            moving_mask: Mask for the affine stage's metric.
+            fixed_mask: Region of the fixed image for the initial moments and the similarity check.
+            moving_mask: Region of the moving image for the initial moments.
             check_divergence: Raise when the final similarity is worse than the identity's.
-            **affine_options: Options of :func:`~deepmia.tasks.register.classical.register_images` for the affine
-                stage (default metric: the plan's).
+            metric: Similarity of the divergence check (default: the plan's).
+            **options: Options of classical registration are refused: the network has none.
 
         Raises:
-            RegistrationDivergedError: The result is worse than the start.
+            GeometryError: See :func:`~deepmia.tasks.register.classical.check_pair`; images of other dimensions
+                than the model's.
+            InvalidArgumentError: Classical options were given.
+            RegistrationDivergedError: The result is worse than the start, or not finite.
         """
+        import torch
+
+        if options:
+            raise InvalidArgumentError(
+                f"learned registration takes no classical options ({', '.join(sorted(options))})",
+                fix="drop them, or use --method deformable",
+            )
+        metric = look_up_option(metric or self.plan.metric, METRICS, what="metric")
+        check_pair(fixed, moving, fixed_mask=fixed_mask, moving_mask=moving_mask)
+        if fixed.spatial_dims != self.plan.spatial_dims:
+            raise GeometryError(
+                f"the model registers {self.plan.spatial_dims}D images, got {fixed.spatial_dims}D",
+                path=fixed.meta.get("source"),
+                fix="use --method deformable for these images",
+            )
         start = time.perf_counter()
-        affine_options.setdefault("metric", self.plan.affine_metric)
-        affine_options.pop("deformable", None)
-        affine = register_images(
-            fixed, moving, method="affine", fixed_mask=fixed_mask, moving_mask=moving_mask, **affine_options
+        fixed_n, moving_n = normalise_intensity(fixed), normalise_intensity(moving)
+        initial = moments_map(
+            fixed.affine,
+            centre_of_mass(fixed_n, mask=fixed_mask),
+            moving.affine,
+            centre_of_mass(moving_n, mask=moving_mask),
         )
+        shape = fixed.spatial_shape
+        f = pad_end(torch.from_numpy(fixed_n.array)[None], padded_shape(shape, self.plan.multiple))
+        m = torch.from_numpy(moving_n.array)[None]
         t0 = time.perf_counter()
-        fixed_n = normalise_intensity(fixed)
-        moving_n = affine.transform.apply(normalise_intensity(moving), reference=fixed)
-        ddf = self.displacement(fixed_n.array, moving_n.array)
-        dense = Transform.from_displacement(voxel_field_to_world(ddf, fixed))
-        transform = dense.then(affine.transform)
-        warped = transform.apply(normalise_intensity(moving), reference=fixed)
-        mask = None if fixed_mask is None else fixed_mask.array[0] != 0
-        after = similarity(fixed_n.array[0], warped.array[0], affine.metric, mask=mask)
-        stages = [*affine.stages, {"stage": "network", "seconds": round(time.perf_counter() - t0, 3), "metric": after}]
-        if check_divergence and after < affine.metric_before:
+        pos = self.positions(f, m, initial)[(slice(None), slice(None), *[slice(0, n) for n in shape])]
+        seconds = time.perf_counter() - t0
+        if not torch.isfinite(pos).all():
             raise RegistrationDivergedError(
-                f"learned registration diverged: {affine.metric} similarity went from {affine.metric_before:.4g} "
-                f"to {after:.4g}",
+                "learned registration diverged: the network's field is not finite",
                 path=moving.meta.get("source"),
                 fix="the pair may be unlike the training data; try --method deformable",
             )
+        mask = None if fixed_mask is None else fixed_mask.array[0] != 0
+        identity = map_points(np.linalg.inv(moving.affine) @ fixed.affine, voxel_grid(shape)[None])
+        before = similarity(fixed_n.array[0], sample(m, identity)[0, 0].numpy(), metric, mask=mask)
+        after = similarity(fixed_n.array[0], sample(m, pos)[0, 0].numpy(), metric, mask=mask)
+        if check_divergence and after < before:
+            raise RegistrationDivergedError(
+                f"learned registration diverged: {metric} similarity went from {before:.4g} to {after:.4g}",
+                path=moving.meta.get("source"),
+                fix="the pair may be unlike the training data; try --method deformable",
+            )
+        world = map_points(moving.affine, pos)[0] - map_points(fixed.affine, voxel_grid(shape)[None])[0]
+        transform = Transform.from_displacement(fixed.with_array(world.numpy(), kind="intensity"))
         return RegistrationResult(
             transform=transform,
             method="learned",
-            metric=affine.metric,
-            metric_before=affine.metric_before,
+            metric=metric,
+            metric_before=before,
             metric_after=after,
             seconds=time.perf_counter() - start,
-            stages=stages,
+            stages=[
+                {"stage": "moments", "seconds": round(t0 - start, 4)},
+                {"stage": "network", "seconds": round(seconds, 4), "metric": after},
+            ],
         )

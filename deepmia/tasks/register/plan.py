@@ -1,10 +1,12 @@
 """The learned-registration plan: the choices of a training run, stored as ``plan.json`` in the model folder.
 
-Rules: every training case is affinely registered to a template case (the one of median volume), resampled
-onto the template grid padded up to a multiple of 16 voxels, and intensities are mapped to [0, 1] by the 0.5th
-and 99.5th percentiles. The network (VoxelMorph, diffeomorphic) learns the deformable part between any two
-such cases: local NCC similarity, bending-energy smoothness and an optional soft Dice on the label maps.
-At inference the pair is first registered affinely (SimpleITK), then one forward pass gives the field.
+Rules: intensities are mapped to [0, 1] by the 0.5th and 99.5th percentiles; the fixed image is zero-padded at
+its ends to a multiple of ``multiple`` voxels per axis, and the moving image is resampled onto that grid after
+matching the two intensity centres of mass (image moments; the only classical step, about a millisecond).
+The network (``affine_voxelmorph``: an affine head, then a diffeomorphic VoxelMorph U-Net) does the rest of the
+alignment, affine and deformable, in one forward pass. It is trained on random pairs of training cases that are
+not pre-aligned beyond the moments, each moving image further moved by a random affine (rotation, scale, shift),
+with local NCC similarity, bending-energy smoothness and an optional soft Dice on the label maps.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from deepmia.errors import DatasetError, ReadError
 
 __all__ = ["RegistrationPlan", "load_plan", "PLAN_VERSION"]
 
-PLAN_VERSION = 1
+PLAN_VERSION = 2
 
 
 class RegistrationPlan(BaseModel):
@@ -30,23 +32,28 @@ class RegistrationPlan(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     task: Literal["registration"] = "registration"
-    version: int = PLAN_VERSION
+    version: Literal[2] = PLAN_VERSION
     spatial_dims: int = Field(3, ge=2, le=3)
-    network: str = "voxelmorph"
+    network: str = "affine_voxelmorph"
     network_params: dict[str, Any] = Field(default_factory=dict)
-    grid_shape: list[int]
-    template_case: str
+    multiple: int = Field(16, ge=1, description="network grids are padded to a multiple of this many voxels")
+    grid_shape: list[int] = Field(description="the padded training grid (the largest training case)")
     labels: list[int] = Field(default_factory=list, description="foreground label values of the Dice term")
-    similarity: Literal["lncc", "mse"] = "lncc"
+    similarity: Literal["lncc"] = "lncc"
+    lncc_kernel: int = Field(7, ge=3)
     smoothness_weight: float = Field(1.0, ge=0)
     dice_weight: float = Field(1.0, ge=0)
-    batch_size: int = Field(2, ge=1)
+    augment_rotation_deg: float = Field(10.0, ge=0, description="random rotation of moving images, per axis")
+    augment_scale: float = Field(0.1, ge=0, lt=1, description="random scaling of moving images, per axis")
+    augment_shift: float = Field(4.0, ge=0, description="random shift of moving images, voxels per axis")
+    batch_size: int = Field(4, ge=1)
     learning_rate: float = Field(1e-3, gt=0)
-    max_epochs: int = Field(40, ge=1)
-    steps_per_epoch: int = Field(20, ge=1)
+    max_epochs: int = Field(1000, ge=1)
+    steps_per_epoch: int = Field(50, ge=1)
     time_budget_s: float | None = Field(600.0, gt=0)
-    affine_metric: Literal["mse", "ncc", "mi"] = "ncc"
-    precision: Literal["bf16", "fp32"] = "fp32"
+    metric: Literal["mse", "ncc", "mi"] = Field("ncc", description="similarity of the divergence check")
+    precision: Literal["bf16", "fp32"] = Field("fp32", description="training precision (measured)")
+    inference_precision: Literal["bf16", "fp32"] = Field("fp32", description="forward-pass precision (measured)")
     seed: int = 0
 
     def save(self, path: str | PathLike[str]) -> Path:

@@ -2,6 +2,9 @@
 
 See :mod:`deepmia.tasks.register.plan` for the rules. Cases are split by patient into train / val / test
 (80/10/10, seeded; ``split.json``); test cases are never seen in training, so benchmarks draw pairs from them.
+Each case is read once, normalised and zero-padded onto the training grid; every step draws random pairs,
+matches their centres of mass as inference does, moves the moving image by a random affine and resamples it
+(image and one-hot labels together) in one ``grid_sample``.
 """
 
 from __future__ import annotations
@@ -17,12 +20,29 @@ import numpy as np
 
 from deepmia.data.dataset import Dataset
 from deepmia.errors import DatasetError
-from deepmia.image import Image
-from deepmia.tasks.register.classical import normalise_intensity, register_images
-from deepmia.tasks.register.learned import MULTIPLE
-from deepmia.tasks.register.plan import RegistrationPlan
+from deepmia.tasks.register.classical import normalise_intensity
+from deepmia.tasks.register.learned import (
+    LearnedRegistration,
+    centre_of_mass,
+    folding_fraction,
+    map_points,
+    moments_map,
+    pad_end,
+    padded_shape,
+    sample,
+    voxel_grid,
+)
+from deepmia.tasks.register.plan import RegistrationPlan, load_plan
 
-__all__ = ["train_registration", "split_cases", "to_template"]
+__all__ = ["train_registration", "split_cases", "random_affine", "DEFAULT_NETWORK"]
+
+#: Network parameters of ``affine_voxelmorph`` unless the caller gives others.
+DEFAULT_NETWORK: dict[str, Any] = {
+    "channels": [16, 32, 32, 32, 32, 32],
+    "final_channels": [16, 16],
+    "affine_channels": [8, 16, 32, 32],
+    "integration_steps": 5,
+}
 
 
 def split_cases(dataset: Dataset, *, seed: int) -> dict[str, list[str]]:
@@ -36,32 +56,91 @@ def split_cases(dataset: Dataset, *, seed: int) -> dict[str, list[str]]:
     return {side: sorted(c for p in ps for c in dataset.patients[p]) for side, ps in sides.items()}
 
 
-def _template_grid(image: Image) -> Image:
-    shape = [n + (-n) % MULTIPLE for n in image.spatial_shape]
-    return Image(np.zeros((1, *shape), np.uint8), image.affine, kind="label")
+def random_affine(
+    rng: np.random.Generator, centre: np.ndarray, *, rotation_deg: float, scale: float, shift: float
+) -> np.ndarray:
+    """A random homogeneous 3D voxel map about ``centre``: rotations about each axis, per-axis scales, a shift."""
+    out = np.eye(3)
+    for axis, angle in enumerate(np.deg2rad(rng.uniform(-rotation_deg, rotation_deg, 3))):
+        a, b = [k for k in range(3) if k != axis]
+        rot = np.eye(3)
+        rot[a, a] = rot[b, b] = np.cos(angle)
+        rot[a, b], rot[b, a] = -np.sin(angle), np.sin(angle)
+        out = rot @ out
+    out = out @ np.diag(rng.uniform(1 - scale, 1 + scale, 3))
+    m = np.eye(4)
+    m[:3, :3] = out
+    m[:3, 3] = centre + rng.uniform(-shift, shift, 3) - out @ centre
+    return m
 
 
-def to_template(dataset: Dataset, case_id: str, template: Image, grid: Image) -> tuple[np.ndarray, np.ndarray]:
-    """A case affinely registered to the template, resampled onto the padded template grid: image in [0, 1], labels."""
-    image, label = dataset.read_image(case_id), None
-    label = dataset.read_label(case_id, image=image)
-    result = register_images(
-        template, image, method="affine", metric="ncc", levels=2, iterations=100, check_divergence=False
-    )
-    warped = result.transform.apply(normalise_intensity(image), reference=grid)
-    warped_label = result.transform.apply(label, reference=grid)
-    return warped.array.astype(np.float32), warped_label.array.astype(np.int64)
+class _Cases:
+    """Training arrays: normalised images and labels zero-padded onto one grid, affines, centres, true shapes."""
+
+    def __init__(self, dataset: Dataset, ids: list[str], grid: tuple[int, ...]) -> None:
+        import torch
+
+        images, labels, affines, centres, self.shapes = [], [], [], [], []
+        for case_id in ids:
+            image = dataset.read_image(case_id)
+            label = dataset.read_label(case_id, image=image)
+            normalised = normalise_intensity(image)
+            images.append(pad_end(torch.from_numpy(normalised.array)[None], grid)[0])
+            labels.append(pad_end(torch.from_numpy(label.array.astype(np.int64))[None], grid)[0])
+            affines.append(image.affine)
+            centres.append(centre_of_mass(normalised))
+            self.shapes.append(image.spatial_shape)
+        self.images, self.labels = torch.stack(images), torch.stack(labels)
+        self.affines, self.centres = np.stack(affines), np.stack(centres)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def initial(self, i: int, j: int) -> np.ndarray:
+        """The moments map from case ``i`` (fixed) to case ``j`` (moving), as at inference."""
+        return moments_map(self.affines[i], self.centres[i], self.affines[j], self.centres[j])
 
 
-def _pairs(images: np.ndarray, labels: np.ndarray, batch: int, seed: int) -> Iterator[tuple[Any, ...]]:
+def _onehot(labels: Any, n_classes: int) -> Any:
+    import torch
+
+    return torch.nn.functional.one_hot(labels[:, 0], n_classes).movedim(-1, 1).float()
+
+
+def _pairs(cases: _Cases, plan: RegistrationPlan, n_classes: int, seed: int) -> Iterator[tuple[Any, ...]]:
+    """Random pairs forever: (moving, fixed, moving one-hot labels, fixed one-hot labels) on the grid."""
     import torch
 
     rng = np.random.default_rng(seed)
-    n = len(images)
+    grid = voxel_grid(tuple(plan.grid_shape))[None]
+    n, batch = len(cases), plan.batch_size
     while True:
         i = rng.integers(0, n, batch)
         j = (i + rng.integers(1, n, batch)) % n  # never a case with itself
-        yield tuple(torch.from_numpy(a) for a in (images[i], images[j], labels[i], labels[j]))
+        maps = [
+            cases.initial(a, b)
+            @ random_affine(
+                rng,
+                (np.array(cases.shapes[a]) - 1) / 2.0,
+                rotation_deg=plan.augment_rotation_deg,
+                scale=plan.augment_scale,
+                shift=plan.augment_shift,
+            )
+            for a, b in zip(i, j, strict=True)
+        ]
+        pos = map_points(torch.tensor(np.stack(maps), dtype=torch.float32), grid)
+        moving = sample(torch.cat([cases.images[j], _onehot(cases.labels[j], n_classes)], 1), pos)
+        yield moving[:, :1], cases.images[i], moving[:, 1:], _onehot(cases.labels[i], n_classes)
+
+
+def _dice_scores(warped: Any, target: Any, labels: list[int]) -> list[float]:
+    out = []
+    for label in labels:
+        a, b = warped == label, target == label
+        denom = int(a.sum() + b.sum())
+        if denom:
+            out.append(2 * int((a & b).sum()) / denom)
+    return out
 
 
 def train_registration(
@@ -69,26 +148,43 @@ def train_registration(
     model_dir: str | PathLike[str],
     *,
     time_budget_s: float = 600.0,
-    max_epochs: int = 40,
+    max_epochs: int = 1000,
     dice_weight: float = 1.0,
-    max_train_cases: int = 120,
-    steps_per_epoch: int = 20,
+    smoothness_weight: float = 1.0,
+    max_train_cases: int = 1000,
+    steps_per_epoch: int = 50,
+    batch_size: int = 4,
     network_params: dict[str, Any] | None = None,
+    precision: str | None = None,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Prepare the data, train VoxelMorph, write the model folder; returns the run summary.
+    """Prepare the data, train ``affine_voxelmorph``, write the model folder; returns the run summary.
 
     Model folder: ``plan.json``, ``fold_0/`` (the Trainer's checkpoint, best weights and logs), ``split.json``,
-    ``metrics.json`` and ``README.md``.
+    ``metrics.json`` and ``README.md``. A second call with the same folder resumes from the last checkpoint.
+
+    Args:
+        dataset_dir: Dataset folder with label maps.
+        model_dir: Model folder to write.
+        time_budget_s: Training wall-clock budget (data preparation not included).
+        max_epochs: Upper bound on epochs.
+        dice_weight: Weight of the soft label Dice (0: unsupervised).
+        smoothness_weight: Weight of the bending energy.
+        max_train_cases: Use at most this many training cases.
+        steps_per_epoch: Optimiser steps between validations.
+        batch_size: Pairs per step.
+        network_params: Parameters of ``affine_voxelmorph`` (default :data:`DEFAULT_NETWORK`).
+        precision: ``bf16`` or ``fp32`` for training and inference; None measures both and takes the faster.
+        seed: Split, sampling and initialisation seed.
 
     Raises:
-        DatasetError: The dataset has fewer than 10 cases with label maps, or images that are not 3D.
+        DatasetError: The dataset has fewer than 20 cases with label maps, or images that are not 3D.
     """
     import torch
     from monai.losses import BendingEnergyLoss, DiceLoss, LocalNormalizedCrossCorrelationLoss
     from monai.networks.blocks import Warp
 
-    from deepmia.engine.runtime import configure_threads, seed_everything
+    from deepmia.engine.runtime import choose_precision, configure_threads, seed_everything
     from deepmia.engine.trainer import Trainer
     from deepmia.nn import build_network
 
@@ -97,29 +193,29 @@ def train_registration(
     seed_everything(seed)
     dataset = Dataset.load(dataset_dir)
     cases = [c for c in dataset.cases if c.label]
-    if len(cases) < 10:
+    if len(cases) < 20:
         raise DatasetError(
-            f"learned registration needs >= 10 cases with label maps, found {len(cases)}", path=dataset.root
+            f"learned registration needs >= 20 cases with label maps (2 validation pairs), found {len(cases)}",
+            path=dataset.root,
         )
     split = split_cases(dataset, seed=seed)
     train_ids = split["train"][:max_train_cases]
-    shapes = {c: dataset.read_image(c).spatial_shape for c in train_ids}
-    volumes = sorted(train_ids, key=lambda c: (int(np.prod(shapes[c])), c))
-    template_id = volumes[len(volumes) // 2]
-    template = dataset.read_image(template_id)
-    if template.spatial_dims != 3:
+    shapes = [dataset.read_image(c).spatial_shape for c in [*train_ids, *split["val"]]]
+    if any(len(s) != 3 for s in shapes):
         raise DatasetError("learned registration is trained on 3D volumes", path=dataset.root)
-    grid = _template_grid(template)
+    multiple = 16
+    grid = padded_shape(tuple(int(n) for n in np.max(shapes, axis=0)), multiple)
     labels = (
         sorted(int(v) for v in dataset.spec.labels if int(v) != 0) if isinstance(dataset.spec.labels, dict) else [1]
     )
     plan = RegistrationPlan(
-        grid_shape=list(grid.spatial_shape),
-        template_case=template_id,
+        network_params=network_params or DEFAULT_NETWORK,
+        multiple=multiple,
+        grid_shape=list(grid),
         labels=labels,
-        network_params=network_params
-        or {"channels": [16, 32, 32, 32, 32, 32], "final_channels": [16, 16], "integration_steps": 7},
         dice_weight=dice_weight,
+        smoothness_weight=smoothness_weight,
+        batch_size=batch_size,
         max_epochs=max_epochs,
         steps_per_epoch=steps_per_epoch,
         time_budget_s=time_budget_s,
@@ -127,71 +223,97 @@ def train_registration(
     )
     out = Path(model_dir)
     out.mkdir(parents=True, exist_ok=True)
-    plan.save(out / "plan.json")
     (out / "split.json").write_text(json.dumps(split, indent=1) + "\n", encoding="utf-8")
 
-    prepared = {c: to_template(dataset, c, template, grid) for c in [*train_ids, *split["val"]]}
+    train, val = _Cases(dataset, train_ids, grid), _Cases(dataset, split["val"], grid)
     prep_seconds = time.perf_counter() - start
-    stack = lambda ids, k: np.stack([prepared[c][k] for c in ids])  # noqa: E731
-    train_img, train_lab = stack(train_ids, 0), stack(train_ids, 1)
-    val_img, val_lab = stack(split["val"], 0), stack(split["val"], 1)
     n_classes = max(labels) + 1
 
     net = build_network(plan.network, spatial_dims=3, **plan.network_params)
-    warp, warp_nearest = Warp(mode="bilinear", padding_mode="border"), Warp(mode="nearest", padding_mode="border")
-    similarity = LocalNormalizedCrossCorrelationLoss(spatial_dims=3, kernel_size=7)
+    warp = Warp(mode="bilinear", padding_mode="border")
+    lncc = LocalNormalizedCrossCorrelationLoss(spatial_dims=3, kernel_size=plan.lncc_kernel)
     smooth, dice = BendingEnergyLoss(), DiceLoss(include_background=False)
-
-    def onehot(lab: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.one_hot(lab[:, 0], n_classes).movedim(-1, 1).float()
 
     def train_step(model: torch.nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
         moving, fixed, moving_lab, fixed_lab = batch
         warped, ddf = model(moving, fixed)
-        loss = similarity(warped.float(), fixed) + plan.smoothness_weight * smooth(ddf.float())
-        if plan.dice_weight > 0:
-            loss = loss + plan.dice_weight * dice(warp(onehot(moving_lab), ddf.float()), onehot(fixed_lab))
+        with torch.autocast(fixed.device.type, enabled=False):  # losses in float32 (LNCC cancels badly in bf16)
+            loss = lncc(warped, fixed) + plan.smoothness_weight * smooth(ddf)
+            if plan.dice_weight > 0:
+                loss = loss + plan.dice_weight * dice(warp(moving_lab, ddf), fixed_lab)
         return loss
 
-    n_val = len(val_img)
+    model = LearnedRegistration(plan, net)
+    n_val = len(val)
     val_pairs = [(i, (i + 1) % n_val) for i in range(n_val)]
 
-    def validate(model: torch.nn.Module) -> dict[str, float]:
-        scores = []
+    def validate(network: torch.nn.Module, precision: str | None = None) -> dict[str, float]:
+        scores, folding = [], []
         for i, j in val_pairs:
-            _, ddf = model(torch.from_numpy(val_img[i : i + 1]), torch.from_numpy(val_img[j : j + 1]))
-            warped = warp_nearest(torch.from_numpy(val_lab[i : i + 1]).float(), ddf.float())[0, 0].round().long()
-            target = torch.from_numpy(val_lab[j, 0])
-            for label in labels:
-                a, b = warped == label, target == label
-                denom = int(a.sum() + b.sum())
-                if denom:
-                    scores.append(2 * int((a & b).sum()) / denom)
-        return {"val_dice": float(np.mean(scores))}
+            pos = model.positions(val.images[i : i + 1], val.images[j : j + 1], val.initial(i, j), precision=precision)
+            crop = (slice(None), slice(None), *[slice(0, n) for n in val.shapes[i]])
+            pos = pos[crop]
+            warped = sample(val.labels[j : j + 1], pos, mode="nearest")[0, 0].round().long()
+            scores += _dice_scores(warped, val.labels[i, 0][crop[2:]], labels)
+            folding.append(folding_fraction(pos))
+        return {"val_dice": float(np.mean(scores)), "val_folding": float(np.max(folding))}
+
+    previous = out / "plan.json"
+    if precision is None and (out / "fold_0" / "checkpoint_last.pt").is_file() and previous.is_file():
+        precision_of = load_plan(out)  # a resumed run keeps the precisions it measured
+        plan.precision, plan.inference_precision = precision_of.precision, precision_of.inference_precision
+        measured_train = {"precision": plan.precision, "resumed": True}
+        measured_infer = {"precision": plan.inference_precision, "resumed": True}
+    elif precision is None:
+        batch = next(_pairs(train, plan, n_classes, seed + 1))
+
+        def step(p: str) -> None:
+            from deepmia.engine.runtime import autocast
+
+            with autocast(p):
+                loss = train_step(net, batch)
+            loss.backward()
+            net.zero_grad(set_to_none=True)
+
+        measured_train = choose_precision(step, repeats=2)
+        net.eval()
+        measured_infer = choose_precision(
+            lambda p: model.positions(train.images[:1], train.images[1:2], train.initial(0, 1), precision=p)
+        )
+        plan.precision, plan.inference_precision = measured_train["precision"], measured_infer["precision"]
+    else:
+        measured_train = measured_infer = {"precision": precision}
+        plan.precision = plan.inference_precision = precision  # type: ignore[assignment]
+    plan.save(out / "plan.json")
+    seed_everything(seed)
 
     trainer = Trainer(
         net,
         torch.optim.Adam(net.parameters(), lr=plan.learning_rate),
         train_step,
-        _pairs(train_img, train_lab, plan.batch_size, seed),
+        _pairs(train, plan, n_classes, seed),
         out_dir=out / "fold_0",
         steps_per_epoch=plan.steps_per_epoch,
         max_epochs=plan.max_epochs,
         time_budget_s=plan.time_budget_s,
-        validate=validate,
+        validate=lambda network: validate(network, plan.inference_precision),
         monitor="val_dice",
         mode="max",
         precision=plan.precision,
         extra_state={"plan": plan.model_dump()},
     )
     state = trainer.fit()
+    best = next((r for r in state.history if r["epoch"] == state.best_epoch), {})
     summary = {
         "epochs": state.epoch,
         "steps": state.step,
         "seconds": time.perf_counter() - start,
+        "train_seconds": state.elapsed_s,
         "prepare_seconds": prep_seconds,
         "best_val_dice": state.best_metric,
+        "best_val_folding": best.get("val_folding"),
         "best_epoch": state.best_epoch,
+        "precision": {"train": measured_train, "inference": measured_infer},
         "n_train": len(train_ids),
         "n_val": len(split["val"]),
         "n_test": len(split["test"]),
@@ -202,18 +324,21 @@ def train_registration(
 
 
 def _model_card(dataset: Dataset, plan: RegistrationPlan, summary: dict[str, Any]) -> str:
-    return f"""# Learned deformable registration ({plan.network})
+    return f"""# Learned registration ({plan.network}): affine and deformable in one forward pass
 
 - Data: dataset `{dataset.name}` ({dataset.root}), {summary["n_train"]} training cases, {summary["n_val"]}
   validation cases, {summary["n_test"]} held-out test cases (`split.json`);
   licence: {dataset.spec.license or "see dataset"}.
-- Method: affine (SimpleITK, {plan.affine_metric}) to the fixed image, then a diffeomorphic VoxelMorph network
-  (MONAI) predicting the remaining displacement in one forward pass; trained on random pairs of training cases
-  affinely aligned to template case `{plan.template_case}`, loss = local NCC + {plan.smoothness_weight} x bending
+- Method: the moving image is put on the fixed grid (padded to a multiple of {plan.multiple}) after matching
+  intensity centres of mass; one forward pass predicts an affine (GlobalNet-style head) and a diffeomorphic
+  VoxelMorph field at half resolution (MONAI), composed as x -> A(x + u(x)). Trained on random pairs of training
+  cases, each moving image moved by a random affine (rotation {plan.augment_rotation_deg} deg, scale
+  {plan.augment_scale}, shift {plan.augment_shift} voxels); loss = local NCC + {plan.smoothness_weight} x bending
   energy + {plan.dice_weight} x soft Dice of labels {plan.labels}.
-- Training: {summary["epochs"]} epochs ({summary["steps"]} steps) in {summary["seconds"]:.0f} s on a CPU.
-- Validation: mean label Dice of warped validation pairs {summary["best_val_dice"]:.4f}
-  (best epoch {summary["best_epoch"]}).
+- Training: {summary["epochs"]} epochs ({summary["steps"]} steps of {plan.batch_size} pairs) in
+  {summary["train_seconds"]:.0f} s on a CPU ({plan.precision}); inference in {plan.inference_precision}.
+- Validation: mean label Dice of warped validation pairs {summary["best_val_dice"]:.4f}, worst folding fraction
+  {summary["best_val_folding"]} (best epoch {summary["best_epoch"]}).
 - Intended use: inter-subject alignment of images like the training data (same modality, field of view and
   resolution). Limits: not validated on other anatomy or modalities; a pair unlike the training data can
   diverge (detected and reported, not written).

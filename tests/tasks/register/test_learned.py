@@ -1,4 +1,5 @@
-"""Learned registration: the registered network, a tiny training run on a synthetic dataset, inference outputs."""
+"""Learned registration: the networks, sampling and moments helpers, a tiny training run that resumes, inference
+geometry and outputs, divergence detection."""
 
 from __future__ import annotations
 
@@ -9,15 +10,30 @@ import pytest
 from scipy import ndimage
 
 from deepmia.data.dataset import Case, Dataset
+from deepmia.errors import InvalidArgumentError
 from deepmia.image import Image
-from deepmia.io import write_image
-from deepmia.tasks.register.learned import pad_to_multiple, voxel_field_to_world
+from deepmia.io import read_image, write_image
+from deepmia.tasks.register.classical import RegistrationDivergedError
+from deepmia.tasks.register.learned import (
+    LearnedRegistration,
+    centre_of_mass,
+    folding_fraction,
+    map_points,
+    moments_map,
+    pad_end,
+    padded_shape,
+    sample,
+    voxel_grid,
+)
+from deepmia.tasks.register.plan import RegistrationPlan
 from deepmia.tasks.register.predict import Predictor
 
 torch = pytest.importorskip("torch")
 
+TINY = {"channels": [4, 8, 8, 8], "final_channels": [4], "affine_channels": [4, 8], "integration_steps": 2}
 
-def test_network_returns_field_per_axis():
+
+def test_voxelmorph_returns_field_per_axis():
     from deepmia.nn import build_network
 
     net = build_network("voxelmorph", spatial_dims=3, channels=(4, 8, 8, 8), final_channels=(4,), integration_steps=2)
@@ -26,13 +42,46 @@ def test_network_returns_field_per_axis():
     assert warped.shape == x.shape and ddf.shape == (1, 3, 16, 16, 16)
 
 
-def test_voxel_field_to_world_uses_the_affine():
-    grid = Image(np.zeros((1, 4, 5, 6), np.float32), np.diag([-2.0, 3.0, 1.0, 1.0]))
-    ddf = np.zeros((3, 4, 5, 6), np.float32)
-    ddf[0] = 1.0  # one voxel along axis 0 = -2 mm in R
-    world = voxel_field_to_world(ddf, grid)
-    assert np.allclose(world.array[0], -2.0) and np.allclose(world.array[1:], 0.0)
-    assert pad_to_multiple(np.zeros((1, 17, 16, 3))).shape == (1, 32, 16, 16)
+def test_affine_voxelmorph_starts_at_identity_and_composes_its_affine():
+    from deepmia.nn import build_network
+
+    net = build_network("affine_voxelmorph", spatial_dims=3, **TINY).eval()
+    x = torch.rand(2, 1, 16, 32, 16)
+    with torch.no_grad():
+        warped, ddf = net(x, x)
+        assert warped.shape == x.shape and ddf.shape == (2, 3, 16, 32, 16)
+        assert float(ddf.abs().max()) < 1e-3
+        net.affine_fc.bias[9:] = torch.tensor([0.5, -0.25, 0.0])  # a shift of 4 * (0.5, -0.25, 0) voxels
+        matrix = net.affine(x, x)
+        assert torch.allclose(matrix[:, :, 3], torch.tensor([2.0, -1.0, 0.0]).expand(2, 3), atol=1e-6)
+        ddf = net.field(x, x)
+    assert torch.allclose(ddf.mean((2, 3, 4)), torch.tensor([2.0, -1.0, 0.0]).expand(2, 3), atol=1e-2)
+
+
+def test_sampling_helpers_shift_pad_and_fold():
+    a = torch.arange(5 * 6 * 7, dtype=torch.float32).reshape(1, 1, 5, 6, 7)
+    shift = np.eye(4)
+    shift[:3, 3] = [1, 0, 2]
+    out = sample(a, map_points(shift, voxel_grid((4, 6, 5))[None]))
+    assert torch.allclose(out[0, 0], a[0, 0, 1:, :, 2:])
+    assert sample(a, voxel_grid((5, 6, 7))[None] + 10.0).abs().max() == 0  # zero outside
+    assert pad_end(a, padded_shape((5, 6, 7), 4)).shape == (1, 1, 8, 8, 8)
+    flipped = voxel_grid((6, 6, 6))[None].clone()
+    flipped[:, 0] = 5 - flipped[:, 0]
+    assert folding_fraction(voxel_grid((6, 6, 6))[None]) == 0.0 and folding_fraction(flipped) == 1.0
+
+
+def test_moments_map_matches_centres_of_mass_in_world():
+    fixed = np.zeros((1, 10, 12, 8), np.float32)
+    fixed[0, 2:5, 3:6, 2:4] = 1
+    affine = np.diag([2.0, -1.0, 1.5, 1.0])
+    affine[:3, 3] = [10, 20, -5]
+    f = Image(fixed, affine)
+    m = Image(np.roll(fixed, (3, 2, 1), axis=(1, 2, 3)), np.eye(4))
+    cf, cm = centre_of_mass(f), centre_of_mass(m)
+    matrix = moments_map(f.affine, cf, m.affine, cm)
+    mapped = matrix @ np.append(f.world_to_voxel(cf), 1.0)
+    assert np.allclose(mapped[:3], m.world_to_voxel(cm))
 
 
 def _case(rng, shape=(20, 22, 18)) -> tuple[np.ndarray, np.ndarray]:
@@ -51,7 +100,7 @@ def dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("ds")
     rng = np.random.default_rng(0)
     cases = []
-    for i in range(10):
+    for i in range(20):
         img, lab = _case(rng)
         write_image(Image(img[None]), root / f"images/c{i}.nii.gz")
         write_image(Image(lab[None], kind="label"), root / f"labels/c{i}.nii.gz")
@@ -67,36 +116,72 @@ def dataset(tmp_path_factory):
     return root
 
 
-def test_train_then_register(dataset, tmp_path):
+def test_train_resume_then_register(dataset, tmp_path):
     from deepmia.tasks.register.train import train_registration
 
     model = tmp_path / "model"
-    summary = train_registration(
-        dataset,
-        model,
-        time_budget_s=30,
-        max_epochs=1,
-        steps_per_epoch=1,
-        network_params={"channels": [4, 8, 8, 8], "final_channels": [4], "integration_steps": 2},
-    )
-    assert summary["epochs"] == 1
+    options = dict(time_budget_s=60, steps_per_epoch=2, batch_size=2, network_params=TINY)
+    summary = train_registration(dataset, model, max_epochs=1, **options)  # precision measured
+    assert summary["epochs"] == 1 and summary["steps"] == 2
+    assert summary["precision"]["train"]["precision"] in ("bf16", "fp32")
     for name in ("plan.json", "split.json", "metrics.json", "README.md", "fold_0/model_best.pt"):
         assert (model / name).is_file()
     plan = json.loads((model / "plan.json").read_text())
-    assert plan["task"] == "registration" and all(n % 16 == 0 for n in plan["grid_shape"])
+    assert plan["task"] == "registration" and plan["network"] == "affine_voxelmorph"
+    assert all(n % 16 == 0 for n in plan["grid_shape"])
     split = json.loads((model / "split.json").read_text())
     assert not set(split["test"]) & set(split["train"])
+    assert 0.0 <= summary["best_val_dice"] <= 1.0 and 0.0 <= summary["best_val_folding"] <= 1.0
+
+    resumed = train_registration(dataset, model, max_epochs=2, **options)
+    assert resumed["epochs"] == 2 and resumed["steps"] == 4  # continued, not restarted
+    assert resumed["precision"]["train"].get("resumed")
 
     ds = Dataset.load(dataset)
     fixed, moving = ds.read_image("c0"), ds.read_image("c1")
     out = Predictor(method="learned", model_dir=model).run(
-        fixed,
-        moving,
-        tmp_path / "out",
-        moving_label=ds.read_label("c1"),
+        fixed, moving, tmp_path / "out", moving_label=ds.read_label("c1")
     )
     assert out["method"] == "learned" and out["stages"][-1]["stage"] == "network"
-    from deepmia.io import read_image
-
     assert read_image(tmp_path / "out" / "warped_label.nii.gz").same_geometry(fixed)
-    assert (tmp_path / "out" / "transform.h5").is_file()
+    assert (tmp_path / "out" / "transform.h5").is_file() and (tmp_path / "out" / "displacement.nii.gz").is_file()
+
+
+def _untrained(tmp_path) -> LearnedRegistration:
+    from deepmia.nn import build_network
+
+    plan = RegistrationPlan(network_params=TINY, grid_shape=[32, 32, 32], labels=[1])
+    return LearnedRegistration(plan, build_network(plan.network, spatial_dims=3, **TINY).eval())
+
+
+def _blob(shape, centre, affine) -> Image:
+    x = np.indices(shape).astype(np.float32)
+    r2 = sum((x[k] - centre[k]) ** 2 for k in range(3))
+    return Image(np.exp(-r2 / 18.0)[None].astype(np.float32), affine)
+
+
+def test_inference_geometry_world_moments_on_oblique_grids(tmp_path):
+    model = _untrained(tmp_path)  # a near-identity network: the result is the moments translation
+    a = np.diag([1.5, -1.0, 2.0, 1.0])
+    a[:3, 3] = [-20, 15, 3]
+    fixed = _blob((20, 26, 14), (9, 12, 7), a)
+    moving = _blob((22, 18, 16), (12, 8, 6), np.eye(4))
+    result = model.register(fixed, moving)
+    assert result.transform.grid.same_geometry(fixed)
+    cf, cm = centre_of_mass(fixed), centre_of_mass(moving)
+    assert np.allclose(result.transform.map_points(cf[None])[0], cm, atol=0.05)
+    assert result.metric_after > result.metric_before
+
+
+def test_divergence_and_bad_options_are_reported(tmp_path):
+    model = _untrained(tmp_path)
+    eye = np.eye(4)
+    fixed, moving = _blob((16, 16, 16), (7, 8, 8), eye), _blob((16, 16, 16), (8, 7, 8), eye)
+    with pytest.raises(InvalidArgumentError, match="no classical options"):
+        model.register(fixed, moving, levels=2)
+    model.network.field = lambda m, f: torch.full((1, 3, *f.shape[2:]), 40.0)  # everything sampled outside
+    with pytest.raises(RegistrationDivergedError, match="diverged"):
+        model.register(fixed, moving)
+    model.network.field = lambda m, f: torch.full((1, 3, *f.shape[2:]), float("nan"))
+    with pytest.raises(RegistrationDivergedError, match="not finite"):
+        model.register(fixed, moving)
