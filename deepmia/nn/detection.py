@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
+from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -31,7 +32,9 @@ from torch import nn
 from deepmia.errors import InvalidArgumentError
 from deepmia.nn import networks
 
-__all__ = ["ResNetFPN", "FloatRetinaNet", "Detector", "retinanet", "feature_strides"]
+__all__ = ["ResNetFPN", "FloatRetinaNet", "Detector", "retinanet", "feature_strides", "TINY_LEVEL"]
+
+TINY_LEVEL = 4  #: pyramid levels with fewer pixels than this along an axis run the heads in float32
 
 
 class ResNetFPN(nn.Module):
@@ -80,15 +83,27 @@ class FloatRetinaNet(RetinaNet):
     """MONAI's ``RetinaNet`` whose head outputs are float32 even under bf16 autocast.
 
     Convolutions run in bf16 where autocast says so; the focal loss, box decoding and NMS then work on float32
-    (bf16's 8-bit mantissa would round a 300-pixel coordinate to 2 pixels).
+    (bf16's 8-bit mantissa would round a 300-pixel coordinate to 2 pixels). Pyramid levels smaller than
+    :data:`TINY_LEVEL` pixels along an axis go through the heads in float32: on such maps (the coarsest level
+    of a 3D pyramid, 2x2x2) oneDNN's bf16 backward pass of the shared head convolutions intermittently writes
+    NaN into the weight gradient (seen on this CPU every few steps, never in float32), which poisons the
+    weights while the loss stays finite. These levels hold a handful of positions, so float32 costs nothing.
     """
 
     def forward(self, images: torch.Tensor) -> Any:
         """Classification and box-regression maps of every level, as float32."""
-        out = super().forward(images)
-        if isinstance(out, dict):
-            return {k: [t.float() for t in v] for k, v in out.items()}
-        return [t.float() for t in out]
+        features = self.feature_extractor(images)
+        maps = list(features.values()) if isinstance(features, dict) else list(features)
+        cls, reg = [], []
+        for f in maps:
+            tiny = min(f.shape[2:]) < TINY_LEVEL
+            with torch.autocast(f.device.type, enabled=False) if tiny else nullcontext():
+                x = f.float() if tiny else f
+                cls.extend(t.float() for t in self.classification_head([x]))
+                reg.extend(t.float() for t in self.regression_head([x]))
+        if self.use_list_output:
+            return cls + reg
+        return {self.cls_key: cls, self.box_reg_key: reg}
 
 
 class Detector(RetinaNetDetector):
