@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -49,8 +50,13 @@ def voxelmorph(
 
 
 def _grid(shape: Sequence[int], like: torch.Tensor) -> torch.Tensor:
-    """Voxel coordinates ``(D, *shape)`` along the array axes."""
-    axes = [torch.arange(n, dtype=like.dtype, device=like.device) for n in shape]
+    """Voxel coordinates ``(D, *shape)`` along the array axes (cached; never modify the result in place)."""
+    return _cached_grid(tuple(int(n) for n in shape), like.dtype, like.device)
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_grid(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    axes = [torch.arange(n, dtype=dtype, device=device) for n in shape]
     return torch.stack(torch.meshgrid(*axes, indexing="ij"))
 
 
@@ -83,7 +89,7 @@ class AffineVoxelMorph(torch.nn.Module):
         self.down = torch.nn.AvgPool3d(2) if d == 3 else torch.nn.AvgPool2d(2)
         layers, cin = [], 2
         for c in affine_channels:
-            layers.append(Convolution(d, cin, int(c), strides=2, kernel_size=3, act=act))
+            layers.append(Convolution(d, cin, int(c), strides=2, kernel_size=3, act=act, norm=None))
             cin = int(c)
         self.affine_encoder = torch.nn.Sequential(*layers)
         adaptive = torch.nn.AdaptiveAvgPool3d if d == 3 else torch.nn.AdaptiveAvgPool2d
@@ -107,9 +113,9 @@ class AffineVoxelMorph(torch.nn.Module):
     def _affine(self, pair: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
         """Voxel-space affines ``(B, D, D + 1)`` on a grid of ``shape`` from the half-resolution pair (float32)."""
         d = self.dims
-        feats = self.affine_pool(self.affine_encoder(pair))
+        # float32: the head's maps shrink to a few voxels, where oneDNN's bf16 backward pass is unreliable
         with torch.autocast(pair.device.type, enabled=False):
-            raw = self.affine_fc(feats.float().flatten(1))
+            raw = self.affine_fc(self.affine_pool(self.affine_encoder(pair.float())).flatten(1))
             lin = torch.eye(d, device=raw.device) + 0.1 * raw[:, : d * d].reshape(-1, d, d)
             shift = 4.0 * raw[:, d * d :]
             centre = torch.tensor([(n - 1) / 2 for n in shape], device=raw.device)
@@ -166,7 +172,7 @@ def affine_voxelmorph(
     initialised to the identity; GlobalNet-style, but independent of the grid size) predicts ``A``; the moving
     image warped by ``A`` and the fixed one go, at half resolution, through MONAI's ``VoxelMorphUNet``, whose
     velocity field is integrated by scaling and squaring and upsampled to ``u``. The whole map is
-    ``x -> A(x + u(x))``; the affine and the field's composition are computed in float32 under autocast.
+    ``x -> A(x + u(x))``; the affine head, the affine and the field's composition run in float32 under autocast.
 
     Args:
         spatial_dims: 2 or 3.

@@ -10,6 +10,7 @@ original moving image for the divergence check); SimpleITK only receives the fin
 
 from __future__ import annotations
 
+import functools
 import time
 from os import PathLike
 from pathlib import Path
@@ -51,12 +52,11 @@ def padded_shape(shape: tuple[int, ...], multiple: int) -> tuple[int, ...]:
 
 def pad_end(array: Any, shape: tuple[int, ...]) -> Any:
     """Zero-pad a ``(B, C, *S)`` tensor at the ends of its spatial axes up to ``shape``."""
-    import torch.nn.functional as F
+    import torch
 
-    pads: list[int] = []
-    for n, m in zip(reversed(array.shape[2:]), reversed(shape), strict=True):
-        pads += [0, int(m) - int(n)]
-    return F.pad(array, pads)
+    out = torch.zeros((*array.shape[:2], *shape), dtype=array.dtype, device=array.device)
+    out[(slice(None), slice(None), *[slice(0, n) for n in array.shape[2:]])] = array
+    return out
 
 
 def centre_of_mass(image: Image, *, mask: Image | None = None) -> np.ndarray:
@@ -83,8 +83,9 @@ def moments_map(
     return np.linalg.inv(moving_affine) @ shift @ fixed_affine
 
 
+@functools.lru_cache(maxsize=8)
 def voxel_grid(shape: tuple[int, ...]) -> Any:
-    """Voxel indices ``(D, *shape)`` as a float32 tensor."""
+    """Voxel indices ``(D, *shape)`` as a float32 tensor (cached: never modify it in place)."""
     import torch
 
     axes = [torch.arange(n, dtype=torch.float32) for n in shape]
@@ -108,11 +109,10 @@ def sample(array: Any, positions: Any, *, mode: str = "bilinear") -> Any:
     import torch
     import torch.nn.functional as F
 
-    d = positions.shape[1]
-    size = torch.tensor(array.shape[2:], dtype=positions.dtype).reshape(1, d, *([1] * d))
-    norm = 2.0 * positions / (size - 1).clamp(min=1) - 1.0
-    grid = norm.flip(1).movedim(1, -1)  # grid_sample wants (x, y, z) = the last array axis first
+    # grid_sample wants normalised (x, y, z), the last array axis first, channels last
+    scale = torch.tensor([2.0 / max(n - 1, 1) for n in reversed(array.shape[2:])], dtype=positions.dtype)
     with torch.autocast(positions.device.type, enabled=False):
+        grid = torch.addcmul(torch.tensor(-1.0, dtype=positions.dtype), positions.flip(1).movedim(1, -1), scale)
         return F.grid_sample(array.float(), grid, mode=mode, padding_mode="zeros", align_corners=True)
 
 
