@@ -2,8 +2,9 @@
 
 ``train(dataset_dir, out_dir, time_budget_s=3600)``: fingerprint of the training boxes -> plan -> measure the
 step time (threads, bf16 against fp32) and fit the epochs to the budget -> train with
-:class:`deepmia.engine.Trainer` (model selection on validation mAP@0.5) -> choose test-time augmentation and the
-box-fusion threshold on the validation cases (:func:`choose_inference`) -> write the model directory::
+:class:`deepmia.engine.Trainer` (model selection on validation mAP@0.5, in 3D on the CPM) -> choose test-time
+augmentation and the box-fusion threshold on the validation cases (:func:`choose_inference`) -> write the model
+directory::
 
     MODEL_DIR/plan.json  split.json  metrics.json  README.md  fold_0/model_best.pt
 
@@ -26,8 +27,8 @@ from deepmia.errors import DatasetError
 from deepmia.tasks.detect.data import Sample, batches, fingerprint, load_samples
 from deepmia.tasks.detect.plan import DetectPlan, apply_overrides, load_plan, make_plan
 
-__all__ = ["train", "plan_dataset", "build_detector", "fit_to_budget", "split_of", "validation_map", "choose_inference",
-           "INFERENCE_CHOICES"]
+__all__ = ["train", "plan_dataset", "build_detector", "fit_to_budget", "split_of", "validation_map", "monitor_of",
+           "selection_score", "choose_inference", "INFERENCE_CHOICES", "CPM_MONITOR"]
 
 Progress = Callable[[str], None]
 
@@ -145,15 +146,47 @@ def fit_to_budget(plan: DetectPlan, samples: Sequence[Sample], n_val: int, *, pr
 
 
 def validation_map(detector: torch.nn.Module, samples: Sequence[Sample], plan: DetectPlan) -> dict[str, float]:
-    """mAP@0.5 and mAP@[.5:.95] of validation samples (no test-time augmentation), in image pixels."""
-    from deepmia.metrics.detection import coco_evaluate
+    """mAP@0.5 and mAP@[.5:.95] of validation samples (no test-time augmentation), in image pixels.
+
+    In 3D also the FROC's CPM (``val_cpm``, IoU >= 0.1) and the score that selects 3D models (:func:`monitor_of`).
+    """
+    from deepmia.tasks.detect.evaluate import score
     from deepmia.tasks.detect.predict import detect_arrays
 
     found = detect_arrays([detector], [s.image for s in samples], plan, tta=False)
     preds, refs = _to_image_space(found, samples, plan)
-    coco = coco_evaluate([preds[s.case_id] for s in samples], [refs[s.case_id] for s in samples],
-                         class_names=dict(enumerate(plan.class_names)))
-    return {"val_map50": coco["map50"], "val_map": coco["map"]}
+    result = score(preds, refs, plan.class_names, n_resamples=0)
+    out = {"val_map50": result["coco"]["map50"], "val_map": result["coco"]["map"]}
+    if plan.spatial_dims == 3:
+        out["val_cpm"] = result["froc"]["cpm"] if result["froc"] else float("nan")
+        out[CPM_MONITOR] = selection_score(result, plan)
+    return out
+
+
+#: The 3D selection score: the CPM, ties broken by mAP@0.5 (:func:`selection_score`).
+CPM_MONITOR = "val_cpm_then_map50"
+
+
+def monitor_of(plan: DetectPlan) -> str:
+    """The validation metric that selects the model (and, through :func:`selection_score`, the inference settings).
+
+    2D: mAP@0.5 (the COCO/VOC measure). 3D: the CPM of the FROC (the LUNA16 measure: sensitivity at 1/8 to 8
+    false positives per volume with the loose IoU >= 0.1 hit), which mAP@0.5 tracks poorly for small 3D boxes;
+    since the CPM reaches 1 on easy validation sets long before the boxes are good, ties go to mAP@0.5.
+    """
+    return CPM_MONITOR if plan.spatial_dims == 3 else "val_map50"
+
+
+def selection_score(result: dict[str, Any], plan: DetectPlan) -> float:
+    """The number :func:`monitor_of` maximises, from a :func:`~deepmia.tasks.detect.evaluate.score` result.
+
+    2D: mAP@0.5 + mAP@[.5:.95]; 3D: CPM + mAP@0.5 / 1000 (a CPM step on a validation set is far above 1e-3).
+    """
+    coco = result["coco"]
+    if plan.spatial_dims == 3:
+        cpm = result["froc"]["cpm"] if result["froc"] else float("nan")
+        return cpm + coco["map50"] / 1000
+    return coco["map50"] + coco["map"]
 
 
 #: Test-time augmentation settings tried on validation: (tta, WBF IoU threshold).
@@ -178,8 +211,8 @@ def choose_inference(plan: DetectPlan, weights: Path, samples: Sequence[Sample],
     """Choose test-time augmentation and the WBF threshold on validation; return the plan and validation metrics.
 
     Every mirror pass of the best model is computed once; each of :data:`INFERENCE_CHOICES` fuses them and is
-    scored by the mean of mAP@0.5 and mAP@[.5:.95]; the best is stored in ``plan.inference`` and its metrics (with
-    bootstrap intervals, FROC and CPM) are returned.
+    scored by :func:`selection_score` (2D: mAP@0.5 + mAP@[.5:.95]; 3D: the CPM); the best is stored in
+    ``plan.inference`` and its metrics (with bootstrap intervals, FROC and CPM) are returned.
     """
     from deepmia.tasks.detect.evaluate import score
     from deepmia.tasks.detect.predict import detect_passes, fuse
@@ -188,19 +221,25 @@ def choose_inference(plan: DetectPlan, weights: Path, samples: Sequence[Sample],
     det = build_detector(plan)
     det.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     passes = detect_passes([det], [s.image for s in samples], plan, tta=True)
+    by_cpm = monitor_of(plan) == CPM_MONITOR
     table, best = [], None
     for tta, iou in INFERENCE_CHOICES:
         found = [fuse(p if tta else p[:1], iou_threshold=iou or 1.0, max_detections=plan.inference.max_detections)
                  for p in passes]
         preds, refs = _to_image_space(found, samples, plan)
-        coco = score(preds, refs, plan.class_names, n_resamples=0)["coco"]
+        result = score(preds, refs, plan.class_names, n_resamples=0)
+        coco = result["coco"]
         row = {"tta": tta, "wbf_iou": iou, "map50": coco["map50"], "map": coco["map"]}
+        if by_cpm:
+            row["cpm"] = result["froc"]["cpm"] if result["froc"] else float("nan")
+        row["selection"] = selection_score(result, plan)
         table.append(row)
-        if best is None or row["map50"] + row["map"] > best[0]["map50"] + best[0]["map"]:
+        if best is None or row["selection"] > best[0]["selection"]:
             best = (row, preds, refs)
     row, preds, refs = best
     say("validation: " + "; ".join(f"{'TTA WBF ' + str(r['wbf_iou']) if r['tta'] else 'no TTA'}: mAP@0.5 "
-                                   f"{r['map50']:.4f}, mAP {r['map']:.4f}" for r in table))
+                                   f"{r['map50']:.4f}, mAP {r['map']:.4f}" + (f", CPM {r['cpm']:.4f}" if by_cpm else "")
+                                   for r in table))
     update: dict[str, Any] = {"inference.tta": row["tta"], "measurements": {**plan.measurements,
                                                                              "inference_choice": table}}
     if row["tta"]:
@@ -263,16 +302,16 @@ def train(
         out_dir=out / "fold_0", steps_per_epoch=max(1, len(train_samples) // bs),
         max_epochs=plan.schedule.max_epochs, time_budget_s=plan.schedule.time_budget_s,
         validate=lambda m: validation_map(m, val_samples, plan), val_every=plan.schedule.val_every,
-        monitor="val_map50", mode="max", warmup=plan.schedule.warmup, precision=plan.schedule.precision,
+        monitor=monitor_of(plan), mode="max", warmup=plan.schedule.warmup, precision=plan.schedule.precision,
     )
     state = trainer.fit()
-    say(f"{state.epoch} epochs in {state.elapsed_s:.0f} s, best validation mAP@0.5 {state.best_metric:.4f} "
+    say(f"{state.epoch} epochs in {state.elapsed_s:.0f} s, best validation {monitor_of(plan)} {state.best_metric:.4f} "
         f"(epoch {state.best_epoch})")
     (out / "split.json").write_text(json.dumps({**fold, "test": test}, indent=1) + "\n")
     plan, val = choose_inference(plan, out / "fold_0" / "model_best.pt", val_samples, progress=say)
     plan_path.write_text(plan.model_dump_json(indent=1) + "\n")
     metrics = {"validation": val, "training": {"epochs": state.epoch, "best_epoch": state.best_epoch,
-                                               "best_val_map50_no_tta": state.best_metric,
+                                               f"best_{monitor_of(plan)}_no_tta": state.best_metric,
                                                "seconds": round(state.elapsed_s, 1), "stopped": state.stopped}}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1, default=float) + "\n")
     from deepmia.tasks.detect.card import write_model_card

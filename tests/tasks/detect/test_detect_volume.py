@@ -24,6 +24,11 @@ def test_volumes_train_predict_and_evaluate(tmp_path):
     val = metrics["validation"]
     assert val["coco"]["map50"] > 0.5 and val["froc"]["cpm"] > 0.5, val["coco"]  # untrained: ~0
     assert val["froc_iou"] == 0.1  # the nodule criterion in 3D
+    # 3D models and their inference settings are selected on the validation CPM (ties: mAP@0.5), not on mAP@0.5
+    assert metrics["training"]["best_val_cpm_then_map50_no_tta"] > 0.5
+    rows = plan["measurements"]["inference_choice"]
+    assert all(r["selection"] == pytest.approx(r["cpm"] + r["map50"] / 1000) for r in rows)
+    assert plan["inference"]["tta"] == max(rows, key=lambda r: r["selection"])["tta"]
     predictor = Predictor(tmp_path / "model")
     report = predictor.predict_path(ds.root / "images", tmp_path / "out")
     assert report["predicted"] == len(ds.cases)
