@@ -163,8 +163,8 @@ def main() -> None:
                         help="shared data root (unused: the volumes are generated)")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "deepmia-nodules3d",
                         help="folder for the generated dataset and the model (re-used when present)")
-    parser.add_argument("--volumes", type=int, default=150, help="training + validation volumes (80/20)")
-    parser.add_argument("--test-volumes", type=int, default=50, help="held-out volumes (generated with seed + 1)")
+    parser.add_argument("--volumes", type=int, default=250, help="training + validation volumes (80/20)")
+    parser.add_argument("--test-volumes", type=int, default=60, help="held-out volumes (generated with seed + 1)")
     parser.add_argument("--size", type=int, default=64, help="volume edge in voxels (1 mm)")
     parser.add_argument("--time-budget", type=float, default=1200.0, help="training seconds")
     parser.add_argument("--seed", type=int, default=0)

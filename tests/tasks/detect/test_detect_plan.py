@@ -53,6 +53,12 @@ def test_scale_keeps_small_objects_visible():
     assert all(s % tiny_objects.stride == 0 for s in tiny_objects.input_size)
 
 
+def test_nms_is_tighter_in_3d():
+    flat = make_plan(_fingerprint([[20, 20]] * 20))
+    volume = make_plan(_fingerprint([[6, 6, 6]] * 20, shape=(64, 64, 64), dims=3))
+    assert flat.inference.nms_threshold == 0.5 and volume.inference.nms_threshold == 0.22
+
+
 def test_no_boxes_is_refused():
     with pytest.raises(DatasetError, match="no boxes"):
         make_plan(_fingerprint([]))
