@@ -73,7 +73,8 @@ def test_maps_change_when_weights_are_randomised(pneumonia_test: tuple) -> None:
         a = saliency_map(trained, x[i:i + 1], method="gradcam", class_index=1, layer=layer)
         b = saliency_map(random_net, x[i:i + 1], method="gradcam", class_index=1, layer=layer)
         sims.append(randomization_similarity(a, b))
-    assert np.mean(sims) < 0.5
+    # |rho|: a map that merely inverts under random weights (rho near -1) still follows the image, not the model
+    assert np.mean(np.abs(sims)) < 0.5
 
 
 @pytest.mark.parametrize("method", ["gradcam", "gradcampp"])
