@@ -155,12 +155,15 @@ def yolo_worker(args: argparse.Namespace) -> None:
     from ultralytics import YOLO
 
     out: Path = args.yolo_out
-    model = YOLO("yolov8n.yaml")
-    t = time.perf_counter()
-    model.train(data=str(args.yolo_data), time=args.yolo_hours, epochs=1000, imgsz=640, batch=16, device="cpu",
-                workers=2, pretrained=False, amp=False, plots=False, seed=0, project=str(out), name="train",
-                exist_ok=True, verbose=False)
-    train_s = time.perf_counter() - t
+    done = out / "train_done.json"  # a finished training is kept: a re-run only predicts again
+    if not done.exists():
+        model = YOLO("yolov8n.yaml")
+        t = time.perf_counter()
+        model.train(data=str(args.yolo_data), time=args.yolo_hours, epochs=1000, imgsz=640, batch=16,
+                    device="cpu", workers=2, pretrained=False, amp=False, plots=False, seed=0, project=str(out),
+                    name="train", exist_ok=True, verbose=False)
+        done.write_text(json.dumps({"train_s": round(time.perf_counter() - t, 1)}) + "\n")
+    train_s = json.loads(done.read_text())["train_s"]
     best = YOLO(str(out / "train" / "weights" / "best.pt"))
     rows = []
     t = time.perf_counter()
@@ -176,18 +179,23 @@ def yolo_worker(args: argparse.Namespace) -> None:
     results_csv = (out / "train" / "results.csv").read_text().strip().splitlines()
     (out / "predictions.json").write_text(json.dumps(rows) + "\n")
     (out / "run.json").write_text(json.dumps({
-        "train_s": round(train_s, 1), "predict_s": round(predict_s, 1), "epochs": len(results_csv) - 1,
+        "train_s": train_s, "predict_s": round(predict_s, 1), "epochs": len(results_csv) - 1,
         "test_images": len(images), "ultralytics": __import__("ultralytics").__version__,
         "torch": __import__("torch").__version__, "torchvision": __import__("torchvision").__version__,
     }, indent=1) + "\n")
 
 
 def yolo_env(venv: Path, work: Path) -> tuple[list[dict[str, Any]], bool]:
-    """Create the YOLO venv when it lacks ultralytics and check that ``YOLO('yolov8n.yaml')`` builds.
+    """Create the YOLO venv when it lacks ultralytics and check that YOLOv8n builds and torchvision's NMS runs.
 
-    Returns the steps (command, rc, error tail) and whether the model builds.
+    First with the local CPU wheel ``torch==2.13.0+cpu``; PyPI's only torchvision for torch 2.13.0 (0.28.0) is
+    built against CUDA, so when its compiled ops do not load, torch is replaced by PyPI's ``torch==2.13.0``
+    (the CUDA build, which also runs on a CPU) and the checks run again.
+
+    Returns the steps (command, rc, error tail) and whether everything needed runs.
     """
     py = venv / "bin" / "python"
+    pip = [str(venv / "bin" / "pip"), "install", "--progress-bar", "off"]
     steps: list[dict[str, Any]] = []
 
     def step(cmd: list[str]) -> bool:
@@ -196,19 +204,21 @@ def yolo_env(venv: Path, work: Path) -> tuple[list[dict[str, Any]], bool]:
                       **({"error": r["output"][-TAIL:]} if r["rc"] else {})})
         return r["rc"] == 0
 
+    def works() -> bool:
+        return (step([str(py), "-c", "import torch, torchvision; from ultralytics import YOLO; "
+                      "YOLO('yolov8n.yaml'); print(torch.__version__, torchvision.__version__)"])
+                and step([str(py), "-c", "import torch, torchvision; print(torchvision.ops.nms("
+                          "torch.tensor([[0., 0, 10, 10], [1, 1, 10, 10]]), torch.tensor([0.9, 0.8]), 0.5))"]))
+
     if not (py.exists() and run([str(py), "-c", "import ultralytics"])["rc"] == 0):
         constraints = work / "yolo_constraints.txt"
         constraints.write_text("torch==2.13.0\n")
-        pip = [str(venv / "bin" / "pip"), "install", "--progress-bar", "off"]
-        if not (step(["python3.11", "-m", "venv", str(venv)]) and step([*pip, "torch==2.13.0"])
+        if not (step(["python3.11", "-m", "venv", str(venv)]) and step([*pip, "torch==2.13.0+cpu"])
                 and step([*pip, "-c", str(constraints), "ultralytics"])):
             return steps, False
-    ok = step([str(py), "-c", "import torch, torchvision; from ultralytics import YOLO; YOLO('yolov8n.yaml'); "
-               "print(torch.__version__, torchvision.__version__)"])
-    ok = ok and step([str(py), "-c", "import torch, torchvision; "
-                      "print(torchvision.ops.nms(torch.tensor([[0., 0, 10, 10], [1, 1, 10, 10]]), "
-                      "torch.tensor([0.9, 0.8]), 0.5))"])
-    return steps, ok
+    if works():
+        return steps, True
+    return steps, step([*pip, "torch==2.13.0,!=2.13.0+cpu"]) and works()
 
 
 def yolo_row(args: argparse.Namespace, dataset: Path, test_dir: Path, budget_s: float, work: Path
@@ -304,11 +314,15 @@ def markdown(result: dict[str, Any]) -> str:
                 f"`deepmia evaluate detect`. ultralytics {r['ultralytics']}, torch {r['torch']}, torchvision "
                 f"{r['torchvision']}, in `{yolo['venv']}` (a separate venv; AGPL, not a deepmia dependency).")
         else:
-            failed = next(s for s in yolo["steps"] if s["rc"] != 0)
+            lines.append("YOLOv8n could not run here.")
+        steps = yolo.get("steps", [])
+        if steps:
+            lines += ["", f"YOLOv8n steps (separate venv `{yolo['venv']}`):", ""]
+            lines += [f"- `{s['command']}` -> exit {s['rc']} ({s['seconds']:.0f} s)" for s in steps]
+        failed = next((s for s in steps if s["rc"] != 0), None)
+        if failed is not None:
             error = "\n".join(failed["error"].strip().splitlines()[-8:])
-            lines += [f"YOLOv8n could not run here. Steps (separate venv `{yolo['venv']}`):", ""]
-            lines += [f"- `{s['command']}` -> exit {s['rc']}" for s in yolo["steps"]]
-            lines += ["", "Error of the failing step:", "", "```", error, "```"]
+            lines += ["", f"Error of the first failing step (`{failed['command']}`):", "", "```", error, "```"]
     lines.append("")
     return "\n".join(lines)
 
