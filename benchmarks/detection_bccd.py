@@ -243,7 +243,13 @@ def yolo_row(args: argparse.Namespace, dataset: Path, test_dir: Path, budget_s: 
         if r["rc"] != 0:
             return row
         (out / "categories.json").write_text(json.dumps(_categories(dataset)) + "\n")
+        (out / "steps.json").write_text(json.dumps(row["steps"], indent=1) + "\n")
+    else:  # reused: the steps of the run that trained it
+        row["steps"] = json.loads((out / "steps.json").read_text())
     row["run"] = json.loads((out / "run.json").read_text())
+    epochs = (out / "train" / "results.csv").read_text().strip().splitlines()
+    col = [c.strip() for c in epochs[0].split(",")].index("metrics/mAP50(B)")
+    row["val_map50_by_epoch"] = [float(line.split(",")[col]) for line in epochs[1:]]
     _, row["test"] = evaluate(out, dataset, work / "eval_yolo", args.resamples)
     return row
 
@@ -267,6 +273,11 @@ def table_row(name: str, minutes: str, s: dict[str, Any]) -> str:
     return (f"| {name} | {minutes} | {fmt(s['map'])} | {fmt(s['map50'])} | {s['map75']:.3f} | {s['ar100']:.3f} | "
             + " | ".join(f"{pc[c]['ap50']:.3f} / {pc[c]['ap']:.3f}" for c in sorted(pc))
             + f" | {fmt(s['cpm'])} |")
+
+
+def _rising(curve: list[float]) -> bool:
+    """Whether the last value of a curve is its highest, above every earlier one."""
+    return len(curve) > 1 and curve[-1] > max(curve[:-1])
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -312,7 +323,10 @@ def markdown(result: dict[str, Any]) -> str:
                 f"fitness on the same 87 val images; test "
                 f"predictions at conf 0.001, NMS IoU 0.7, 100 per image, written as COCO results and scored by "
                 f"`deepmia evaluate detect`. ultralytics {r['ultralytics']}, torch {r['torch']}, torchvision "
-                f"{r['torchvision']}, in `{yolo['venv']}` (a separate venv; AGPL, not a deepmia dependency).")
+                f"{r['torchvision']}, in `{yolo['venv']}` (a separate venv; AGPL, not a deepmia dependency). "
+                f"In the budget it ran {r['epochs']} epochs; its validation mAP@0.5 by epoch (ultralytics' "
+                f"own validator): {', '.join(f'{v:.3f}' for v in yolo['val_map50_by_epoch'])}"
+                + (", still rising." if _rising(yolo["val_map50_by_epoch"]) else "."))
         else:
             lines.append("YOLOv8n could not run here.")
         steps = yolo.get("steps", [])
@@ -322,6 +336,9 @@ def markdown(result: dict[str, Any]) -> str:
         failed = next((s for s in steps if s["rc"] != 0), None)
         if failed is not None:
             error = "\n".join(failed["error"].strip().splitlines()[-8:])
+            if "test" in yolo:
+                lines += ["", "The local CPU wheel cannot import PyPI's torchvision for torch 2.13.0 (a CUDA build); "
+                          "PyPI's torch 2.13.0 (CUDA build, run on the CPU) can, and trained the row above."]
             lines += ["", f"Error of the first failing step (`{failed['command']}`):", "", "```", error, "```"]
     lines.append("")
     return "\n".join(lines)
