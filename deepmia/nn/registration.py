@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -49,23 +50,27 @@ def voxelmorph(
     )
 
 
-def _grid(shape: Sequence[int], like: torch.Tensor) -> torch.Tensor:
-    """Voxel coordinates ``(D, *shape)`` along the array axes (cached; never modify the result in place)."""
-    return _cached_grid(tuple(int(n) for n in shape), like.dtype, like.device)
-
-
 @functools.lru_cache(maxsize=8)
-def _cached_grid(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    axes = [torch.arange(n, dtype=dtype, device=device) for n in shape]
+def voxel_grid(
+    shape: tuple[int, ...], dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"
+) -> torch.Tensor:
+    """Voxel indices ``(D, *shape)`` along the array axes (cached: never modify the result in place)."""
+    axes = [torch.arange(int(n), dtype=dtype, device=device) for n in shape]
     return torch.stack(torch.meshgrid(*axes, indexing="ij"))
 
 
-def _apply_affine(matrix: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-    """Voxel-space affines ``(B, D, D + 1)`` applied to points ``(B or 1, D, *shape)``."""
-    d = matrix.shape[1]
-    flat = points.reshape(points.shape[0], d, -1).expand(matrix.shape[0], d, -1)
-    out = torch.baddbmm(matrix[:, :, d:], matrix[:, :, :d], flat)
-    return out.reshape(matrix.shape[0], d, *points.shape[2:])
+def map_points(matrix: Any, points: torch.Tensor) -> torch.Tensor:
+    """Voxel maps applied to points ``(B or 1, D, *shape)``.
+
+    ``matrix``: homogeneous ``(D + 1, D + 1)`` or ``(B, D + 1, D + 1)``, or its top rows ``(B, D, D + 1)``; a
+    tensor keeps its autograd graph. Computed in the points' precision, outside autocast.
+    """
+    d = points.shape[1]
+    m = torch.as_tensor(matrix, dtype=points.dtype)
+    m = m[None] if m.ndim == 2 else m
+    flat = points.reshape(points.shape[0], d, -1).expand(m.shape[0], d, -1)
+    with torch.autocast(points.device.type, enabled=False):
+        return torch.baddbmm(m[:, :d, d:], m[:, :d, :d], flat).reshape(m.shape[0], d, *points.shape[2:])
 
 
 class AffineVoxelMorph(torch.nn.Module):
@@ -135,17 +140,17 @@ class AffineVoxelMorph(torch.nn.Module):
             # the same affine on the half-resolution grid, whose voxel y sits at 2y + 1/2 of the full grid
             half = matrix.clone()
             half[:, :, -1] = (matrix[:, :, -1] + 0.5 * matrix[:, :, :-1].sum(2) - 0.5) / 2
-            grid = _grid(pair.shape[2:], half)[None]
-            moved = self.warp(pair[:, :1].float(), _apply_affine(half, grid) - grid)
+            grid = voxel_grid(tuple(pair.shape[2:]), half.dtype, half.device)[None]
+            moved = self.warp(pair[:, :1].float(), map_points(half, grid) - grid)
         velocity = self.unet(torch.cat([moved.to(pair.dtype), pair[:, 1:]], 1))
         with torch.autocast(pair.device.type, enabled=False):
             u = velocity.float()
             if self.integrate is not None:
                 u = self.integrate(u)
             mode = "trilinear" if self.dims == 3 else "bilinear"
-            grid = _grid(shape, u)[None]
+            grid = voxel_grid(shape, u.dtype, u.device)[None]
             u = 2.0 * F.interpolate(u, size=shape, mode=mode, align_corners=False)
-            return _apply_affine(matrix, grid + u) - grid
+            return map_points(matrix, grid + u) - grid
 
     def forward(self, moving: torch.Tensor, fixed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(warped moving, displacement)``: see :meth:`field`."""

@@ -10,7 +10,6 @@ original moving image for the divergence check); SimpleITK only receives the fin
 
 from __future__ import annotations
 
-import functools
 import time
 from os import PathLike
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy as np
 from deepmia._validate import look_up_option
 from deepmia.errors import GeometryError, InvalidArgumentError, ReadError
 from deepmia.image import Image
+from deepmia.nn.registration import map_points, voxel_grid
 from deepmia.tasks.register.classical import (
     METRICS,
     RegistrationDivergedError,
@@ -83,27 +83,6 @@ def moments_map(
     return np.linalg.inv(moving_affine) @ shift @ fixed_affine
 
 
-@functools.lru_cache(maxsize=8)
-def voxel_grid(shape: tuple[int, ...]) -> Any:
-    """Voxel indices ``(D, *shape)`` as a float32 tensor (cached: never modify it in place)."""
-    import torch
-
-    axes = [torch.arange(n, dtype=torch.float32) for n in shape]
-    return torch.stack(torch.meshgrid(*axes, indexing="ij"))
-
-
-def map_points(matrix: Any, points: Any) -> Any:
-    """Homogeneous ``(B or 1, D + 1, D + 1)`` voxel maps applied to points ``(B or 1, D, *shape)``."""
-    import torch
-
-    d = points.shape[1]
-    m = torch.as_tensor(matrix, dtype=points.dtype)
-    m = m[None] if m.ndim == 2 else m
-    flat = points.reshape(points.shape[0], d, -1).expand(m.shape[0], d, -1)
-    with torch.autocast(points.device.type, enabled=False):  # coordinates stay in their own precision
-        return torch.baddbmm(m[:, :d, d:], m[:, :d, :d], flat).reshape(m.shape[0], d, *points.shape[2:])
-
-
 def sample(array: Any, positions: Any, *, mode: str = "bilinear") -> Any:
     """Sample ``(B, C, *S)`` at voxel positions ``(B, D, *shape)`` (array axes); zero outside."""
     import torch
@@ -118,13 +97,10 @@ def sample(array: Any, positions: Any, *, mode: str = "bilinear") -> Any:
 
 def folding_fraction(positions: Any) -> float:
     """Fraction of voxels where the map ``positions`` (``(1, D, *shape)``, voxels) has a Jacobian det <= 0."""
-    import torch
+    from deepmia.metrics.registration import jacobian_statistics
 
-    d = positions.shape[1]
-    grads = torch.stack([torch.stack(torch.gradient(positions[0, i], dim=tuple(range(d)))) for i in range(d)])
-    grads = grads.reshape(d, d, -1)
-    det = torch.linalg.det(grads.permute(2, 0, 1))
-    return float((det <= 0).float().mean())
+    displacement = positions[0] - voxel_grid(tuple(positions.shape[2:]), positions.dtype, positions.device)
+    return jacobian_statistics(displacement.numpy(), spacing=1.0, units="voxel")["folding_fraction"]
 
 
 class LearnedRegistration:

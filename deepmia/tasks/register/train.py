@@ -20,6 +20,8 @@ import numpy as np
 
 from deepmia.data.dataset import Dataset
 from deepmia.errors import DatasetError
+from deepmia.image import Image
+from deepmia.metrics.segmentation import dice_per_label
 from deepmia.tasks.register.classical import normalise_intensity
 from deepmia.tasks.register.learned import (
     LearnedRegistration,
@@ -77,13 +79,11 @@ def random_affine(
 class _Cases:
     """Training arrays: normalised images and labels zero-padded onto one grid, affines, centres, true shapes."""
 
-    def __init__(self, dataset: Dataset, ids: list[str], grid: tuple[int, ...]) -> None:
+    def __init__(self, cases: list[tuple[Image, Image]], grid: tuple[int, ...]) -> None:
         import torch
 
         images, labels, affines, centres, self.shapes = [], [], [], [], []
-        for case_id in ids:
-            image = dataset.read_image(case_id)
-            label = dataset.read_label(case_id, image=image)
+        for image, label in cases:
             normalised = normalise_intensity(image)
             images.append(pad_end(torch.from_numpy(normalised.array)[None], grid)[0])
             labels.append(pad_end(torch.from_numpy(label.array.astype(np.int64))[None], grid)[0])
@@ -131,16 +131,6 @@ def _pairs(cases: _Cases, plan: RegistrationPlan, n_classes: int, seed: int) -> 
         pos = map_points(torch.tensor(np.stack(maps), dtype=torch.float32), grid)
         moving = sample(torch.cat([cases.images[j], _onehot(cases.labels[j], n_classes)], 1), pos)
         yield moving[:, :1], cases.images[i], moving[:, 1:], _onehot(cases.labels[i], n_classes)
-
-
-def _dice_scores(warped: Any, target: Any, labels: list[int]) -> list[float]:
-    out = []
-    for label in labels:
-        a, b = warped == label, target == label
-        denom = int(a.sum() + b.sum())
-        if denom:
-            out.append(2 * int((a & b).sum()) / denom)
-    return out
 
 
 def train_registration(
@@ -200,10 +190,14 @@ def train_registration(
         )
     split = split_cases(dataset, seed=seed)
     train_ids = split["train"][:max_train_cases]
-    shapes = [dataset.read_image(c).spatial_shape for c in [*train_ids, *split["val"]]]
+    read = {}  # each case read once: its shape sizes the grid, then it is padded onto it
+    for case_id in [*train_ids, *split["val"]]:
+        image = dataset.read_image(case_id)
+        read[case_id] = (image, dataset.read_label(case_id, image=image))
+    shapes = [image.spatial_shape for image, _ in read.values()]
     if any(len(s) != 3 for s in shapes):
         raise DatasetError("learned registration is trained on 3D volumes", path=dataset.root)
-    multiple = 16
+    multiple = RegistrationPlan.model_fields["multiple"].default
     grid = padded_shape(tuple(int(n) for n in np.max(shapes, axis=0)), multiple)
     labels = (
         sorted(int(v) for v in dataset.spec.labels if int(v) != 0) if isinstance(dataset.spec.labels, dict) else [1]
@@ -225,7 +219,8 @@ def train_registration(
     out.mkdir(parents=True, exist_ok=True)
     (out / "split.json").write_text(json.dumps(split, indent=1) + "\n", encoding="utf-8")
 
-    train, val = _Cases(dataset, train_ids, grid), _Cases(dataset, split["val"], grid)
+    train, val = _Cases([read[c] for c in train_ids], grid), _Cases([read[c] for c in split["val"]], grid)
+    del read
     prep_seconds = time.perf_counter() - start
     n_classes = max(labels) + 1
 
@@ -254,7 +249,8 @@ def train_registration(
             crop = (slice(None), slice(None), *[slice(0, n) for n in val.shapes[i]])
             pos = pos[crop]
             warped = sample(val.labels[j : j + 1], pos, mode="nearest")[0, 0].round().long()
-            scores += _dice_scores(warped, val.labels[i, 0][crop[2:]], labels)
+            dice = dice_per_label(warped.numpy(), val.labels[i, 0][crop[2:]].numpy(), labels)
+            scores += [v for v in dice.values() if not np.isnan(v)]
             folding.append(folding_fraction(pos))
         return {"val_dice": float(np.mean(scores)), "val_folding": float(np.max(folding))}
 
