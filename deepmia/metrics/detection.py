@@ -32,7 +32,7 @@ from deepmia.errors import InvalidArgumentError
 from deepmia.metrics._base import Accumulator, default_case_id
 from deepmia.metrics.bootstrap import bootstrap_indices_ci
 
-__all__ = ["box_iou", "coco_evaluate", "froc", "FROC_FP_RATES", "DetectionAccumulator"]
+__all__ = ["box_iou", "box_intersection", "coco_evaluate", "froc", "FROC_FP_RATES", "DetectionAccumulator"]
 
 FROC_FP_RATES = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 COCO_IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
@@ -70,12 +70,18 @@ def box_iou(boxes_a: Any, boxes_b: Any) -> np.ndarray:
     d = max(a.shape[1], b.shape[1]) // 2
     if a.shape[0] == 0 or b.shape[0] == 0:
         return np.zeros((a.shape[0], b.shape[0]))
-    lo = np.maximum(a[:, None, :d], b[None, :, :d])
-    hi = np.minimum(a[:, None, d:], b[None, :, d:])
-    inter = np.prod(np.clip(hi - lo, 0, None), axis=2)
+    inter = box_intersection(a, b)
     vol_a, vol_b = np.prod(a[:, d:] - a[:, :d], axis=1), np.prod(b[:, d:] - b[:, :d], axis=1)
     union = vol_a[:, None] + vol_b[None, :] - inter
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def box_intersection(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
+    """Pairwise intersection areas (volumes in 3D) of two non-empty sets of corner boxes of one dimensionality."""
+    d = boxes_a.shape[1] // 2
+    lo = np.maximum(boxes_a[:, None, :d], boxes_b[None, :, :d])
+    hi = np.minimum(boxes_a[:, None, d:], boxes_b[None, :, d:])
+    return np.prod(np.clip(hi - lo, 0, None), axis=2)
 
 
 @dataclass

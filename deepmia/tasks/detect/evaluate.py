@@ -26,6 +26,7 @@ import numpy as np
 
 from deepmia.data.dataset import Dataset
 from deepmia.errors import InvalidArgumentError
+from deepmia.metrics.detection import DetectionAccumulator, box_intersection
 from deepmia.tasks.detect.data import case_targets, check_boxes
 
 __all__ = ["read_predictions", "reference_of", "score", "evaluate", "evaluate_model", "froc_iou_default"]
@@ -135,9 +136,7 @@ def _drop_on_ignored(pred: Mapping[str, np.ndarray], ref: Mapping[str, np.ndarra
     if ig is None or not len(ig) or not len(boxes):
         return dict(pred), 0
     d = boxes.shape[1] // 2
-    lo = np.maximum(boxes[:, None, :d], ig[None, :, :d])
-    hi = np.minimum(boxes[:, None, d:], ig[None, :, d:])
-    inter = np.prod(np.clip(hi - lo, 0, None), axis=2)
+    inter = box_intersection(boxes, np.asarray(ig, float))
     area = np.prod(boxes[:, d:] - boxes[:, :d], axis=1)[:, None]
     on = (inter >= 0.5 * np.maximum(area, 1e-12)) & (np.asarray(pred["labels"])[:, None] == ig_lab[None, :])
     keep = ~on.any(axis=1)
@@ -148,8 +147,6 @@ def score(predictions: Mapping[str, Mapping[str, np.ndarray]], reference: Mappin
           class_names: Sequence[str], *, froc_iou: float | None = None, n_resamples: int = 1000,
           seed: int = 0) -> dict[str, Any]:
     """COCO metrics and FROC/CPM (with bootstrap intervals over images) of predictions over the reference images."""
-    from deepmia.metrics.detection import DetectionAccumulator
-
     dims = next((r["boxes"].shape[1] // 2 for r in reference.values() if r["boxes"].size), 2)
     iou = froc_iou_default(dims) if froc_iou is None else froc_iou
     acc = DetectionAccumulator(dict(enumerate(class_names)), hit="iou", iou_threshold=iou,

@@ -158,7 +158,7 @@ def validation_map(detector: torch.nn.Module, samples: Sequence[Sample], plan: D
     result = score(preds, refs, plan.class_names, n_resamples=0)
     out = {"val_map50": result["coco"]["map50"], "val_map": result["coco"]["map"]}
     if plan.spatial_dims == 3:
-        out["val_cpm"] = result["froc"]["cpm"] if result["froc"] else float("nan")
+        out["val_cpm"] = _cpm(result)
         out[CPM_MONITOR] = selection_score(result, plan)
     return out
 
@@ -177,6 +177,11 @@ def monitor_of(plan: DetectPlan) -> str:
     return CPM_MONITOR if plan.spatial_dims == 3 else "val_map50"
 
 
+def _cpm(result: dict[str, Any]) -> float:
+    """The CPM of a :func:`~deepmia.tasks.detect.evaluate.score` result (NaN without an FROC)."""
+    return result["froc"]["cpm"] if result["froc"] else float("nan")
+
+
 def selection_score(result: dict[str, Any], plan: DetectPlan) -> float:
     """The number :func:`monitor_of` maximises, from a :func:`~deepmia.tasks.detect.evaluate.score` result.
 
@@ -184,8 +189,7 @@ def selection_score(result: dict[str, Any], plan: DetectPlan) -> float:
     """
     coco = result["coco"]
     if plan.spatial_dims == 3:
-        cpm = result["froc"]["cpm"] if result["froc"] else float("nan")
-        return cpm + coco["map50"] / 1000
+        return _cpm(result) + coco["map50"] / 1000
     return coco["map50"] + coco["map"]
 
 
@@ -231,7 +235,7 @@ def choose_inference(plan: DetectPlan, weights: Path, samples: Sequence[Sample],
         coco = result["coco"]
         row = {"tta": tta, "wbf_iou": iou, "map50": coco["map50"], "map": coco["map"]}
         if by_cpm:
-            row["cpm"] = result["froc"]["cpm"] if result["froc"] else float("nan")
+            row["cpm"] = _cpm(result)
         row["selection"] = selection_score(result, plan)
         table.append(row)
         if best is None or row["selection"] > best[0]["selection"]:
