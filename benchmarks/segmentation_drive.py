@@ -28,12 +28,10 @@ import json
 import os
 import platform
 import shutil
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
+from _commands import deepmia  # benchmarks/ is on sys.path when a script runs
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -47,28 +45,6 @@ PATTERNS = [
     "test_label=testing/1st_manual/{id}_manual1.gif",
     "test_roi=testing/mask/{id}_test_mask.gif",
 ]
-
-
-def deepmia(*args: str, log: Path | None = None) -> tuple[float, str]:
-    """Run a ``deepmia`` command (the venv's console script); returns seconds and stdout. Fails loudly.
-
-    With ``log``, the output goes to that file as it comes (``tail -f`` it during training).
-    """
-    exe = Path(sys.executable).with_name("deepmia")
-    cmd = [str(exe), *args]
-    print("$", " ".join(cmd), flush=True)
-    t = time.perf_counter()
-    if log is None:
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        output = proc.stdout + proc.stderr
-    else:
-        with open(log, "w") as f:
-            proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, text=True)
-        output = log.read_text()
-    seconds = time.perf_counter() - t
-    if proc.returncode != 0:
-        sys.exit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{output[-4000:]}")
-    return seconds, proc.stdout if log is None else output
 
 
 def second_observer(drive: Path, out: Path) -> Path:
