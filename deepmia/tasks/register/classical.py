@@ -189,7 +189,8 @@ def _set_metric(reg: Any, metric: str, fixed: Any, *, seed: int, samples: int, s
     voxels = float(np.prod(fixed.GetSize()))
     fractions = [min(1.0, samples * f ** fixed.GetDimension() / voxels) for f in shrink]
     reg.SetMetricSamplingStrategy(reg.RANDOM)
-    reg.SetMetricSamplingPercentagePerLevel(fractions, seed)
+    # SimpleITK reads a seed of 0 as "seed from the wall clock" (sitkWallClock): shift ours so 0 stays a seed
+    reg.SetMetricSamplingPercentagePerLevel(fractions, seed + 1)
     reg.SetInterpolator(sitk.sitkLinear)
 
 
