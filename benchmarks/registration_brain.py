@@ -23,10 +23,10 @@ import numpy as np
 
 from deepmia.image import Image
 from deepmia.metrics.registration import label_overlap
+from deepmia.processing.spatial_transform import SpatialTransform
 from deepmia.tasks.register.evaluate import transform_metrics
 from deepmia.tasks.register.predict import Predictor
 from deepmia.tasks.register.synthetic import random_deformation
-from deepmia.tasks.register.transforms import Transform
 
 HERE = Path(__file__).resolve().parent
 
@@ -60,7 +60,7 @@ def main() -> None:
                 start = time.perf_counter()
                 summary = Predictor(method=method, metric="mse").run(fixed, scan, tmp, moving_label=seg)
                 seconds = time.perf_counter() - start
-                transform = Transform.read(Path(tmp) / summary["files"]["transform"])
+                transform = SpatialTransform.read(Path(tmp) / summary["files"]["transform"])
             metrics = transform_metrics(
                 transform,
                 fixed,

@@ -20,9 +20,9 @@ from pathlib import Path
 
 from deepmia.io import read_image
 from deepmia.metrics.registration import label_overlap
+from deepmia.processing.spatial_transform import SpatialTransform
 from deepmia.tasks.register.classical import normalise_intensity, similarity
 from deepmia.tasks.register.predict import Predictor
-from deepmia.tasks.register.transforms import Transform
 
 HERE = Path(__file__).resolve().parent
 METHODS = {  # name: Predictor options
@@ -44,13 +44,13 @@ def main() -> None:
     moving_mask = read_image(root / "CT_2D_head_moving_mask.mha", kind="label")
     fixed_n = normalise_intensity(fixed).array[0]
 
-    def scores(transform: Transform) -> dict:
+    def scores(transform: SpatialTransform) -> dict:
         warped = transform.apply(normalise_intensity(moving), reference=fixed).array[0]
         wm = transform.apply(moving_mask, reference=fixed).array[0] != 0
         dice = label_overlap(wm.astype("uint8"), (fixed_mask.array[0] != 0).astype("uint8"), spacing=fixed.spacing)
         return {"mi": similarity(fixed_n, warped, "mi"), "mask_dice": dice["mean_dice"]}
 
-    rows = {"before": {**scores(Transform.identity(2)), "seconds": 0.0}}
+    rows = {"before": {**scores(SpatialTransform.identity(2)), "seconds": 0.0}}
     out = HERE / "results"
     for name, options in METHODS.items():
         opts = dict(options)
@@ -59,7 +59,7 @@ def main() -> None:
             start = time.perf_counter()
             summary = Predictor(method=method, **opts).run(fixed, moving, tmp, moving_label=moving_mask, figure=True)
             seconds = time.perf_counter() - start
-            transform = Transform.read(Path(tmp) / summary["files"]["transform"])
+            transform = SpatialTransform.read(Path(tmp) / summary["files"]["transform"])
             fig_dir = out / f"registration_ct2d_{method}_{opts.get('deformable', opts['metric'])}"
             fig_dir.mkdir(parents=True, exist_ok=True)
             for png in ("checkerboard.png", "overlay.png", "deformation_grid.png"):

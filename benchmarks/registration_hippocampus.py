@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 
 from deepmia.data.dataset import Dataset
+from deepmia.processing.spatial_transform import SpatialTransform
 from deepmia.tasks.register.classical import RegistrationDivergedError, register_images
 from deepmia.tasks.register.evaluate import transform_metrics
 from deepmia.tasks.register.learned import LearnedRegistration
-from deepmia.tasks.register.transforms import Transform
 
 HERE = Path(__file__).resolve().parent
 
@@ -62,7 +62,7 @@ def main() -> None:
         fixed_lab, moving_lab = dataset.read_label(fixed_id, image=fixed), dataset.read_label(moving_id, image=moving)
         row: dict = {"fixed": fixed_id, "moving": moving_id}
 
-        def score(t: Transform, fixed=fixed, fixed_lab=fixed_lab, moving_lab=moving_lab) -> dict:
+        def score(t: SpatialTransform, fixed=fixed, fixed_lab=fixed_lab, moving_lab=moving_lab) -> dict:
             m = transform_metrics(
                 t, fixed, fixed_label=fixed_lab, warped_label=t.apply(moving_lab, reference=fixed), labels=labels
             )
@@ -72,7 +72,7 @@ def main() -> None:
                 "jacobian_std": m["jacobian"]["std"],
             }
 
-        row["before"] = score(Transform.identity(3))
+        row["before"] = score(SpatialTransform.identity(3))
         runs = {
             "affine": lambda fixed=fixed, moving=moving: register_images(fixed, moving, method="affine", metric="ncc"),
             "demons": lambda fixed=fixed, moving=moving: register_images(

@@ -97,8 +97,8 @@ def evaluate_command(
 ) -> None:
     """Score a registration: label Dice/HD95, landmark TRE, Jacobian folding and spread, inverse consistency."""
     from deepmia.cli._common import console, print_json
+    from deepmia.processing.spatial_transform import points_from_file
     from deepmia.tasks.register.evaluate import evaluate_run
-    from deepmia.tasks.register.transforms import points_from_file
 
     if (fixed_landmarks is None) != (moving_landmarks is None):
         raise InvalidArgumentError("TRE needs both --fixed-landmarks and --moving-landmarks")

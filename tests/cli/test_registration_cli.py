@@ -99,9 +99,9 @@ def test_landmark_tre(app, ct, tmp_path):
     _run(
         app, ["register", ct / "CT_2D_head_fixed.mha", ct / "CT_2D_head_moving.mha", "--out", out, "--method", "rigid"]
     )
-    from deepmia.tasks.register.transforms import Transform
+    from deepmia.processing.spatial_transform import SpatialTransform
 
-    t = Transform.read(out / "transform.tfm")
+    t = SpatialTransform.read(out / "transform.tfm")
     fixed_pts = np.array([[-20.0, 10.0, 0.0], [15.0, -30.0, 0.0], [0.0, 0.0, 0.0]])
     np.savetxt(tmp_path / "f.csv", fixed_pts, delimiter=",")
     np.savetxt(tmp_path / "m.csv", t.map_points(fixed_pts) + [0.5, 0.0, 0.0], delimiter=",")

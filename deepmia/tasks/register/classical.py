@@ -24,7 +24,7 @@ from deepmia._validate import look_up_option
 from deepmia.errors import DeepmiaError, GeometryError, InvalidArgumentError
 from deepmia.image import Image
 from deepmia.io._sitk import to_sitk
-from deepmia.tasks.register.transforms import Transform, check_same_dims, world_bounds
+from deepmia.processing.spatial_transform import SpatialTransform, check_same_dims, world_bounds
 
 __all__ = [
     "METHODS",
@@ -54,7 +54,7 @@ class RegistrationResult:
     """What a registration produced.
 
     Attributes:
-        transform: Fixed-to-moving mapping (see :class:`~deepmia.tasks.register.transforms.Transform`).
+        transform: Fixed-to-moving mapping (see :class:`~deepmia.processing.spatial_transform.SpatialTransform`).
         method: ``rigid``, ``affine``, ``deformable`` or ``learned``.
         metric: Similarity measure used to judge the result.
         metric_before: Its value with the identity transform (higher is better; MSE is negated).
@@ -63,7 +63,7 @@ class RegistrationResult:
         stages: Per stage: name, seconds and metric value after it.
     """
 
-    transform: Transform
+    transform: SpatialTransform
     method: str
     metric: str
     metric_before: float
@@ -406,14 +406,14 @@ def register_images(
     stages: list[dict[str, Any]] = []
     mask_arr = None if fixed_mask is None else fixed_mask.array[0] != 0
 
-    def score(t: Transform) -> float:
+    def score(t: SpatialTransform) -> float:
         warped = t.apply(moving_n, reference=fixed_n)
         return similarity(fixed_n.array[0], warped.array[0], metric, mask=mask_arr)
 
-    def stage(name: str, t: Transform, t0: float) -> None:
+    def stage(name: str, t: SpatialTransform, t0: float) -> None:
         stages.append({"stage": name, "seconds": round(time.perf_counter() - t0, 3), "metric": score(t)})
 
-    before = score(Transform.identity(dims))
+    before = score(SpatialTransform.identity(dims))
     t0 = time.perf_counter()
     init = sitk.CenteredTransformInitializer(
         f,
@@ -425,12 +425,12 @@ def register_images(
         metric=metric, shrink=shrink, iterations=iterations, samples=samples, seed=seed, fixed_mask=fm, moving_mask=mm
     )
     rigid = _linear_stage("rigid", f, m, init, **common)
-    linear = Transform(rigid, dims=dims)
+    linear = SpatialTransform(rigid, dims=dims)
     stage("rigid", linear, t0)
     if method in ("affine", "deformable"):
         t0 = time.perf_counter()
         affine = _linear_stage("affine", f, m, rigid, **common)
-        linear = Transform(affine, dims=dims)
+        linear = SpatialTransform(affine, dims=dims)
         stage("affine", linear, t0)
     result = linear
     if method == "deformable":
@@ -448,7 +448,7 @@ def register_images(
                 fixed_mask=fm,
                 moving_mask=mm,
             )
-            result = Transform(bs, dims=dims, grid=fixed).then(linear)
+            result = SpatialTransform(bs, dims=dims, grid=fixed).then(linear)
         else:
             if len(demons_iterations) != len(shrink):
                 raise InvalidArgumentError(
@@ -461,7 +461,7 @@ def register_images(
             dfield = _demons(
                 f, m_on_fixed, variant=deformable, shrink=shrink, iterations=demons_iterations, sigma=demons_sigma
             )
-            dense = Transform(sitk.DisplacementFieldTransform(dfield), dims=dims, grid=fixed)
+            dense = SpatialTransform(sitk.DisplacementFieldTransform(dfield), dims=dims, grid=fixed)
             result = dense.then(linear)
         stage(deformable, result, t0)
     after = stages[-1]["metric"]

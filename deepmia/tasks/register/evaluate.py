@@ -17,7 +17,7 @@ import numpy as np
 from deepmia.errors import GeometryError, ReadError
 from deepmia.image import Image
 from deepmia.metrics.registration import jacobian_statistics, label_overlap, target_registration_error
-from deepmia.tasks.register.transforms import Transform
+from deepmia.processing.spatial_transform import SpatialTransform
 
 __all__ = ["field_along_axes", "transform_metrics", "evaluate_run", "find_transform", "as_2d_if"]
 
@@ -33,7 +33,7 @@ def field_along_axes(field: Image) -> np.ndarray:
 
 
 def transform_metrics(
-    transform: Transform,
+    transform: SpatialTransform,
     fixed_grid: Image,
     *,
     fixed_label: Image | None = None,
@@ -42,7 +42,7 @@ def transform_metrics(
     mask: np.ndarray | None = None,
     fixed_points: Any = None,
     moving_points: Any = None,
-    backward: Transform | None = None,
+    backward: SpatialTransform | None = None,
 ) -> dict[str, Any]:
     """Every metric the inputs allow, for one fixed-to-moving transform.
 
@@ -141,7 +141,7 @@ def evaluate_run(
     if not (run / "warped.nii.gz").is_file():
         raise ReadError("no warped.nii.gz in this folder", path=run, fix="give the output folder of deepmia register")
     grid = read_image(run / "warped.nii.gz")
-    transform = Transform.read(find_transform(run))
+    transform = SpatialTransform.read(find_transform(run))
     grid = as_2d_if(grid, transform.dims)
     for what, img in (("fixed label", fixed_label), ("mask", mask)):
         if img is not None and not img.same_geometry(grid):
@@ -157,7 +157,7 @@ def evaluate_run(
                 "no warped_label.nii.gz in this folder", path=run, fix="run deepmia register with --moving-label"
             )
         warped_label = as_2d_if(read_image(run / "warped_label.nii.gz", kind="label"), transform.dims)
-    backward = Transform.read(find_transform(backward_dir)) if backward_dir is not None else None
+    backward = SpatialTransform.read(find_transform(backward_dir)) if backward_dir is not None else None
     result = transform_metrics(
         transform,
         grid,

@@ -14,7 +14,7 @@ import numpy as np
 
 from deepmia.display import save_png, slice_for_display, window_to_uint8
 from deepmia.image import Image
-from deepmia.tasks.register.transforms import Transform
+from deepmia.processing.spatial_transform import SpatialTransform
 
 __all__ = ["save_registration_figures"]
 
@@ -60,7 +60,7 @@ def _grid_lines(reference: Image, *, every: int = 6) -> Image:
 
 
 def save_registration_figures(
-    fixed: Image, moving: Image, warped: Image, transform: Transform, out_dir: str | PathLike[str]
+    fixed: Image, moving: Image, warped: Image, transform: SpatialTransform, out_dir: str | PathLike[str]
 ) -> list[Path]:
     """Write ``checkerboard.png``, ``overlay.png`` and ``deformation_grid.png`` into ``out_dir``.
 
@@ -76,7 +76,7 @@ def save_registration_figures(
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    before_img = Transform.identity(fixed.spatial_dims).apply(moving, reference=fixed)
+    before_img = SpatialTransform.identity(fixed.spatial_dims).apply(moving, reference=fixed)
     f, aspect = _grey(fixed)
     lo, hi = np.percentile(_slice(warped)[0], [0.5, 99.5])
     before, after = (window_to_uint8(_slice(img)[0], (lo, hi)) for img in (before_img, warped))

@@ -3,7 +3,7 @@
 The whole alignment is the network's (see :mod:`deepmia.tasks.register.plan`): the moving image is put on the
 fixed grid (padded to the plan's multiple) after matching the intensity centres of mass, the network returns a
 displacement in voxels on that grid, and the composed map becomes one dense RAS+ world
-:class:`~deepmia.tasks.register.transforms.Transform` on the fixed grid, so the output folder, evaluation and
+:class:`~deepmia.processing.spatial_transform.SpatialTransform` on the fixed grid, so the output folder, evaluation and
 figures are those of classical registration. Everything runs in torch on the arrays (one resampling of the
 original moving image for the divergence check); SimpleITK only receives the final field.
 """
@@ -21,6 +21,7 @@ from deepmia._validate import look_up_option
 from deepmia.errors import GeometryError, InvalidArgumentError, ReadError
 from deepmia.image import Image
 from deepmia.nn.registration import map_points, voxel_grid
+from deepmia.processing.spatial_transform import SpatialTransform
 from deepmia.tasks.register.classical import (
     METRICS,
     RegistrationDivergedError,
@@ -30,7 +31,6 @@ from deepmia.tasks.register.classical import (
     similarity,
 )
 from deepmia.tasks.register.plan import RegistrationPlan, load_plan
-from deepmia.tasks.register.transforms import Transform
 
 __all__ = [
     "LearnedRegistration",
@@ -233,7 +233,7 @@ class LearnedRegistration:
                 fix="the pair may be unlike the training data; try --method deformable",
             )
         world = map_points(moving.affine, pos)[0] - map_points(fixed.affine, voxel_grid(shape)[None])[0]
-        transform = Transform.from_displacement(fixed.with_array(world.numpy(), kind="intensity"))
+        transform = SpatialTransform.from_displacement(fixed.with_array(world.numpy(), kind="intensity"))
         return RegistrationResult(
             transform=transform,
             method="learned",

@@ -10,14 +10,14 @@ import numpy as np
 from scipy import ndimage
 
 from deepmia.image import Image
-from deepmia.tasks.register.transforms import Transform
+from deepmia.processing.spatial_transform import SpatialTransform
 
 __all__ = ["random_affine", "random_deformation"]
 
 
 def random_affine(
     image: Image, *, seed: int, rotation_deg: float = 5.0, scale: float = 0.05, translation_mm: float = 5.0
-) -> Transform:
+) -> SpatialTransform:
     """A random affine about the image centre.
 
     Rotations up to ``rotation_deg`` per axis, scales ``1 +- scale``, shears up to ``scale / 2``, translations up
@@ -38,7 +38,7 @@ def random_affine(
     m = np.eye(d + 1)
     m[:d, :d] = lin
     m[:d, d] = centre - lin @ centre + rng.uniform(-translation_mm, translation_mm, d)
-    return Transform.from_matrix(m)
+    return SpatialTransform.from_matrix(m)
 
 
 def random_deformation(
@@ -50,7 +50,7 @@ def random_deformation(
     rotation_deg: float = 5.0,
     scale: float = 0.05,
     translation_mm: float = 5.0,
-) -> Transform:
+) -> SpatialTransform:
     """A random smooth dense deformation followed by a random affine: ``x -> A(x + u(x))``.
 
     ``u`` is white noise on a control grid of ``smoothness_mm`` spacing, cubic-spline interpolated to the image grid
@@ -63,7 +63,7 @@ def random_deformation(
     noise = rng.standard_normal((d, *coarse))
     u = np.stack([ndimage.zoom(c, shape / coarse, order=3, mode="grid-constant", grid_mode=True) for c in noise])
     u *= max_displacement_mm / max(float(np.sqrt((u**2).sum(0)).max()), 1e-12)
-    dense = Transform.from_displacement(image.with_array(u.astype(np.float32), kind="intensity"))
+    dense = SpatialTransform.from_displacement(image.with_array(u.astype(np.float32), kind="intensity"))
     return dense.then(
         random_affine(image, seed=seed, rotation_deg=rotation_deg, scale=scale, translation_mm=translation_mm)
     )

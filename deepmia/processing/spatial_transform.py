@@ -1,9 +1,9 @@
 """Spatial transforms as objects: map points and boxes, warp images and label maps, compose, invert, save, load.
 
-A :class:`Transform` maps points of the **fixed** image's world to the **moving** image's world (RAS+, mm), the
-direction ITK and every registration library use: to warp a moving image onto the fixed grid, each fixed voxel
-samples the moving image at ``T(x)``. Moving-space points and boxes go to fixed space through
-:meth:`Transform.inverse`. Internally the transform is a SimpleITK transform in ITK's LPS world; the RAS+
+A :class:`SpatialTransform` maps points of the **fixed** image's world to the **moving** image's world (RAS+,
+mm), the direction ITK and every registration library use: to warp a moving image onto the fixed grid, each fixed
+voxel samples the moving image at ``T(x)``. Moving-space points and boxes go to fixed space through
+:meth:`SpatialTransform.inverse`. Internally the transform is a SimpleITK transform in ITK's LPS world; the RAS+
 conversion happens at this boundary (points and vectors) and in :mod:`deepmia.io._sitk` (images).
 
 Files: ``.tfm``/``.txt``/``.h5``/``.mat`` are ITK transform files (readable by 3D Slicer, ANTs, elastix's
@@ -25,7 +25,7 @@ from deepmia.errors import GeometryError, InvalidArgumentError, ReadError, Write
 from deepmia.image import LPS_TO_RAS, Image
 from deepmia.io._sitk import from_sitk, to_sitk
 
-__all__ = ["Transform", "Interpolation", "check_same_dims"]
+__all__ = ["SpatialTransform", "Interpolation", "check_same_dims"]
 
 Interpolation = Literal["linear", "bspline", "nearest"]
 
@@ -92,7 +92,7 @@ def _copy_field(field: Any) -> Any:
     return out if out is not field else sitk.Image(field)
 
 
-class Transform:
+class SpatialTransform:
     """A spatial mapping from fixed-space world points to moving-space world points (RAS+, mm).
 
     Build one with :meth:`identity`, :meth:`from_matrix`, :meth:`from_displacement`, :meth:`read`, or get one
@@ -116,12 +116,12 @@ class Transform:
 
     # ------------------------------------------------------------ builders
     @classmethod
-    def identity(cls, dims: int) -> Transform:
+    def identity(cls, dims: int) -> SpatialTransform:
         """The identity mapping in ``dims`` dimensions."""
         return cls(_sitk().AffineTransform(dims), dims=dims)
 
     @classmethod
-    def from_matrix(cls, matrix: Any) -> Transform:
+    def from_matrix(cls, matrix: Any) -> SpatialTransform:
         """A linear transform from a homogeneous RAS+ matrix, ``(4, 4)`` for 3D or ``(3, 3)`` for 2D.
 
         Raises:
@@ -141,7 +141,7 @@ class Transform:
         return cls(tx, dims=d)
 
     @classmethod
-    def from_displacement(cls, field: Image) -> Transform:
+    def from_displacement(cls, field: Image) -> SpatialTransform:
         """A dense transform ``T(x) = x + u(x)`` from a displacement field image.
 
         Args:
@@ -163,7 +163,7 @@ class Transform:
         return cls(_sitk().DisplacementFieldTransform(sitk_field), dims=field.spatial_dims, grid=field)
 
     @classmethod
-    def read(cls, path: str | PathLike[str]) -> Transform:
+    def read(cls, path: str | PathLike[str]) -> SpatialTransform:
         """Load an ITK transform file or a displacement-field image (see the module docstring).
 
         Raises:
@@ -222,8 +222,8 @@ class Transform:
         return f[:, None] * m * f[None, :]
 
     def __repr__(self) -> str:
-        kinds = "+".join(c.GetName().replace("Transform", "") for c in _components(self._tx))
-        return f"Transform({self.dims}D, {kinds})"
+        kinds = "+".join(c.GetName().replace("SpatialTransform", "") for c in _components(self._tx))
+        return f"SpatialTransform({self.dims}D, {kinds})"
 
     # ----------------------------------------------------------- mapping
     def _map_lps(self, points: np.ndarray) -> np.ndarray:
@@ -349,7 +349,7 @@ class Transform:
         return self.grid
 
     # -------------------------------------------------------- composition
-    def then(self, other: Transform) -> Transform:
+    def then(self, other: SpatialTransform) -> SpatialTransform:
         """The transform that maps a point through ``self`` first, then through ``other``: ``x -> other(self(x))``.
 
         The result of a registration that ran ``affine`` first and then a deformable stage on the affinely
@@ -359,15 +359,17 @@ class Transform:
             raise GeometryError(f"cannot compose a {self.dims}D transform with a {other.dims}D one")
         grid = self.grid if self.grid is not None else other.grid
         if self.is_linear and other.is_linear:
-            return Transform.from_matrix(other.matrix @ self.matrix)
+            return SpatialTransform.from_matrix(other.matrix @ self.matrix)
         sitk = _sitk()
         parts = [*_components(self._tx), *_components(other._tx)]
         composite = sitk.CompositeTransform(self.dims)
         for part in reversed(parts):  # the last added is applied first
             composite.AddTransform(part)
-        return Transform(composite, dims=self.dims, grid=grid)
+        return SpatialTransform(composite, dims=self.dims, grid=grid)
 
-    def inverse(self, *, reference: Image | None = None, iterations: int = 50, tolerance_mm: float = 0.01) -> Transform:
+    def inverse(
+        self, *, reference: Image | None = None, iterations: int = 50, tolerance_mm: float = 0.01
+    ) -> SpatialTransform:
         """The inverse mapping (moving space to fixed space).
 
         Linear components are inverted exactly. Dense and B-spline components are sampled as a displacement field
@@ -384,7 +386,7 @@ class Transform:
         for part in reversed(_components(self._tx)):
             name = part.GetName()
             if name in _LINEAR_NAMES:
-                inverted.append(Transform(part.GetInverse(), dims=self.dims).matrix)
+                inverted.append(SpatialTransform(part.GetInverse(), dims=self.dims).matrix)
                 continue
             if name == "DisplacementFieldTransform":
                 field = part.GetDisplacementField()
@@ -400,10 +402,10 @@ class Transform:
                 meanErrorToleranceThreshold=float(tolerance_mm) / 10,
                 enforceBoundaryCondition=True,
             )
-            inverted.append(Transform(sitk.DisplacementFieldTransform(inv), dims=self.dims))
-        out = Transform.identity(self.dims)
+            inverted.append(SpatialTransform(sitk.DisplacementFieldTransform(inv), dims=self.dims))
+        out = SpatialTransform.identity(self.dims)
         for part_inv in inverted:
-            out = out.then(Transform.from_matrix(part_inv) if isinstance(part_inv, np.ndarray) else part_inv)
+            out = out.then(SpatialTransform.from_matrix(part_inv) if isinstance(part_inv, np.ndarray) else part_inv)
         out.grid = self.grid
         return out
 
