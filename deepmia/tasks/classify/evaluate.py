@@ -159,11 +159,11 @@ def evaluate(
         reliability_diagram(curves, out / "reliability.png", title=f"{plan.dataset}: {split} ({len(ids)} cases)")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1, default=float) + "\n")
     if record:
-        from deepmia.tasks.classify.model_card import write_model_card
+        from deepmia.report.model_card import write_model_card
 
         path = Path(model_dir) / "metrics.json"
         stored = json.loads(path.read_text()) if path.exists() else {}
         stored[split if split != "all" else "all_cases"] = metrics
         path.write_text(json.dumps(stored, indent=1, default=float) + "\n")
-        write_model_card(model_dir)
+        write_model_card(model_dir, task="classify")
     return metrics

@@ -370,7 +370,7 @@ def calibrate(
     """
     from deepmia.engine.calibration import fit_temperature, probabilities
     from deepmia.metrics.classification import ClassificationAccumulator, expected_calibration_error
-    from deepmia.tasks.classify.model_card import write_model_card
+    from deepmia.report.model_card import write_model_card
     from deepmia.tasks.classify.predict import Predictor
 
     predictor = Predictor(out, calibrated=False)
@@ -407,5 +407,5 @@ def calibrate(
         "calibration": calibration,
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1, default=float) + "\n")
-    write_model_card(out, dataset=dataset)
+    write_model_card(out, task="classify", dataset=dataset)
     return metrics

@@ -315,27 +315,8 @@ def train_registration(
         "n_test": len(split["test"]),
     }
     (out / "metrics.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
-    (out / "README.md").write_text(_model_card(dataset, plan, summary), encoding="utf-8")
+    from deepmia.report.model_card import write_model_card
+
+    write_model_card(out, task="register", dataset=dataset)
     return summary
 
-
-def _model_card(dataset: Dataset, plan: RegistrationPlan, summary: dict[str, Any]) -> str:
-    return f"""# Learned registration ({plan.network}): affine and deformable in one forward pass
-
-- Data: dataset `{dataset.name}` ({dataset.root}), {summary["n_train"]} training cases, {summary["n_val"]}
-  validation cases, {summary["n_test"]} held-out test cases (`split.json`);
-  licence: {dataset.spec.license or "see dataset"}.
-- Method: the moving image is put on the fixed grid (padded to a multiple of {plan.multiple}) after matching
-  intensity centres of mass; one forward pass predicts an affine (GlobalNet-style head) and a diffeomorphic
-  VoxelMorph field at half resolution (MONAI), composed as x -> A(x + u(x)). Trained on random pairs of training
-  cases, each moving image moved by a random affine (rotation {plan.augment_rotation_deg} deg, scale
-  {plan.augment_scale}, shift {plan.augment_shift} voxels); loss = local NCC + {plan.smoothness_weight} x bending
-  energy + {plan.dice_weight} x soft Dice of labels {plan.labels}.
-- Training: {summary["epochs"]} epochs ({summary["steps"]} steps of {plan.batch_size} pairs) in
-  {summary["train_seconds"]:.0f} s on a CPU ({plan.precision}); inference in {plan.inference_precision}.
-- Validation: mean label Dice of warped validation pairs {summary["best_val_dice"]:.4f}, worst folding fraction
-  {summary["best_val_folding"]} (best epoch {summary["best_epoch"]}).
-- Intended use: inter-subject alignment of images like the training data (same modality, field of view and
-  resolution). Limits: not validated on other anatomy or modalities; a pair unlike the training data can
-  diverge (detected and reported, not written).
-"""

@@ -258,13 +258,9 @@ def train_fold(
         "command": " ".join(["deepmia", *sys.argv[1:]]) if Path(sys.argv[0]).name == "deepmia" else None,
     }
     (fold_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
-    from deepmia.tasks.segment.card import write_model_card
+    from deepmia.report.model_card import write_model_card
 
-    spec = dataset.spec
-    write_model_card(
-        out,
-        dataset={"name": spec.name, "license": spec.license, "source": spec.source, "description": spec.description},
-    )
+    write_model_card(out, task="segment", dataset=dataset)
     return summary
 
 
