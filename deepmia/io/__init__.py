@@ -32,6 +32,7 @@ __all__ = [
     "register_format",
     "is_image_file",
     "image_stem",
+    "spacing_known",
 ]
 
 
@@ -78,6 +79,15 @@ def _suffix_of(path: Path) -> str:
 def _known_suffixes() -> set[str]:
     known = {s for suffixes, _ in _BUILTIN_MODULES.values() for s in suffixes}
     return known | {s for name in formats.names() for s in formats.get(name).suffixes}
+
+
+def spacing_known(image: Image) -> bool:
+    """Whether ``image``'s voxel spacing is physical (mm), i.e. its reader did not set ``meta["spacing_unknown"]``.
+
+    A DICOM file with missing or zero PixelSpacing is read on an identity affine (1 unit = 1 pixel) and flagged
+    ``meta["spacing_unknown"] = True``: a model trained on physical spacing must refuse or warn.
+    """
+    return not image.meta.get("spacing_unknown", False)
 
 
 def is_image_file(path: str | PathLike[str]) -> bool:

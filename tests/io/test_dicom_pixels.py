@@ -59,7 +59,14 @@ def _reference(path: Path) -> np.ndarray:
             out.append(arr[f] * slope + inter if (slope, inter) != (1.0, 0.0) else arr[f])
         return np.stack(out)
     if arr.ndim == 3 or "ModalityLUTSequence" in ds:
-        return np.asarray(apply_modality_lut(arr, ds)) if arr.ndim == 3 else arr
+        arr = np.asarray(apply_modality_lut(arr, ds)) if arr.ndim == 3 else arr
+    if ds.PhotometricInterpretation == "MONOCHROME1":  # read as MONOCHROME2: reflected onto the stored range
+        bits, signed = int(ds.BitsStored), int(ds.PixelRepresentation) == 1
+        lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+        slope, inter = float(ds.get("RescaleSlope") or 1.0), float(ds.get("RescaleIntercept") or 0.0)
+        total = (slope * lo + inter) + (slope * hi + inter)
+        integral = np.issubdtype(arr.dtype, np.integer) and total.is_integer()
+        arr = int(total) - arr.astype(np.int64) if integral else total - arr.astype(np.float64)
     return arr
 
 

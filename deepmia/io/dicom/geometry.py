@@ -148,7 +148,8 @@ def stack_geometry(frames: Sequence[FramePlane], *, where: str, min_slices: int 
         frames: The frames of one series (or one multi-frame object).
         where: The folder or file, for error messages.
         min_slices: Fewest slices a multi-slice volume may have; with fewer the spacing cannot be
-            cross-checked (a single frame is always accepted as a one-slice image).
+            cross-checked (a single frame is always accepted as a one-slice image, and so are fewer positions
+            when every position holds the same number (two or more) of repeated acquisitions).
 
     Raises:
         SeriesError: Mixed image sizes, a localizer mixed in.
@@ -194,7 +195,10 @@ def stack_geometry(frames: Sequence[FramePlane], *, where: str, min_slices: int 
             path=where,
             fix="check the series is complete",
         )
-    if 1 < n_slices < min_slices:
+    # Two positions each repeated alike (time points, directions) are a deliberate thin slab, not a localizer or
+    # an incomplete series: it is accepted, though its one spacing cannot be cross-checked.
+    repeated = len(frames) >= 2 * n_slices
+    if 1 < n_slices < min_slices and not repeated:
         raise GeometryError(
             f"only {n_slices} slice positions: too few to check the slice spacing (a localizer or an "
             "incomplete series?)",

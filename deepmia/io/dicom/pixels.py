@@ -16,7 +16,15 @@ import numpy as np
 
 from deepmia.errors import CorruptFileError, MissingCodecError
 
-__all__ = ["is_native", "decode_frames", "apply_modality_lut", "apply_voi_lut", "frame_rescale"]
+__all__ = [
+    "is_native",
+    "decode_frames",
+    "apply_modality_lut",
+    "apply_voi_lut",
+    "frame_rescale",
+    "modality_range",
+    "invert_monochrome1",
+]
 
 # Transfer syntaxes that carry native (uncompressed) little-endian pixel data.
 _NATIVE_LE = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99"}
@@ -225,6 +233,69 @@ def apply_modality_lut(arr: np.ndarray, ds: Any, *, slopes: Any = None, intercep
     return (arr.astype(np.float32) * slopes.astype(np.float32).reshape(shape)) + intercepts.astype(np.float32).reshape(
         shape
     )
+
+
+def modality_range(ds: Any, dtype: np.dtype, slope: float = 1.0, intercept: float = 0.0) -> tuple[float, float]:
+    """The smallest and largest modality value the stored values of ``ds`` can map to.
+
+    The stored range comes from BitsStored and PixelRepresentation (``dtype``'s range when BitsStored is absent);
+    a Modality LUT Sequence maps it to the range of its LUT data, a rescale to ``slope * stored + intercept``.
+
+    Args:
+        ds: The dataset.
+        dtype: The dtype of the decoded stored values.
+        slope: RescaleSlope (of the frame).
+        intercept: RescaleIntercept (of the frame).
+    """
+    if "ModalityLUTSequence" in ds:
+        lut = ds.ModalityLUTSequence[0]
+        bits = int(lut.LUTDescriptor[2])
+        data = lut.get("LUTData")
+        if data is not None and not isinstance(data, bytes):
+            values = np.asarray(data, dtype=np.int64).ravel()
+            return float(values.min()), float(values.max())
+        return 0.0, float((1 << bits) - 1)
+    lo, hi = _stored_range(ds, dtype)
+    ends = sorted((slope * lo + intercept, slope * hi + intercept))
+    return float(ends[0]), float(ends[1])
+
+
+def invert_monochrome1(
+    arr: np.ndarray, ds: Any, *, slopes: Any = None, intercepts: Any = None, stored_dtype: Any = None
+) -> tuple[np.ndarray, list[float]]:
+    """MONOCHROME1 modality values -> MONOCHROME2 semantics (low = dark), frame by frame.
+
+    MONOCHROME1 means the lowest value is displayed white. Every viewer inverts it; so does the reader, as
+    ``x' = (lo + hi) - x`` where ``[lo, hi]`` is the range the frame's stored values can map to through its
+    Modality LUT or rescale (:func:`modality_range`, from BitsStored): the inversion is a reflection of that
+    range onto itself, so the values stay in it, the dtype is kept, it does not depend on the image content
+    and it is its own inverse (the same formula undoes it). A window centre ``c`` of the file becomes
+    ``(lo + hi) - c`` with the same width.
+
+    Args:
+        arr: Modality values ``(F, rows, cols)`` (after :func:`apply_modality_lut`).
+        ds: The dataset the values came from.
+        slopes: Per-frame RescaleSlope (default 1).
+        intercepts: Per-frame RescaleIntercept (default 0).
+        stored_dtype: The dtype of the stored values before the Modality LUT (default ``arr.dtype``).
+
+    Returns:
+        The inverted values and, per frame, the sum ``lo + hi`` used.
+    """
+    n = arr.shape[0]
+    slopes = [1.0] * n if slopes is None else [float(v) for v in slopes]
+    intercepts = [0.0] * n if intercepts is None else [float(v) for v in intercepts]
+    stored = np.dtype(stored_dtype if stored_dtype is not None else arr.dtype)
+    if np.issubdtype(stored, np.integer):
+        sums = [sum(modality_range(ds, stored, s, i)) for s, i in zip(slopes, intercepts, strict=True)]
+    else:  # float pixel data has no stored range: reflect each frame's own value range
+        sums = [float(f.min()) + float(f.max()) for f in arr]
+    if np.issubdtype(arr.dtype, np.integer) and all(float(v).is_integer() for v in sums):
+        wide = np.asarray(sums, dtype=np.int64).reshape(-1, 1, 1) - arr.astype(np.int64)
+        lo, hi, info = int(wide.min()), int(wide.max()), np.iinfo(arr.dtype)
+        return wide.astype(arr.dtype if info.min <= lo and hi <= info.max else _integer_dtype_for(lo, hi)), sums
+    out = np.asarray(sums, dtype=np.float64).reshape(-1, 1, 1) - arr
+    return out.astype(arr.dtype if arr.dtype == np.float64 else np.float32), sums
 
 
 def apply_voi_lut(arr: np.ndarray, ds: Any, *, index: int = 0, prefer_lut: bool = True) -> np.ndarray:

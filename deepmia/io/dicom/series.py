@@ -25,7 +25,7 @@ from deepmia.image import Image
 from deepmia.io.dicom._header import header_values
 from deepmia.io.dicom.geometry import FramePlane, StackGeometry, resample_to_regular, stack_geometry
 from deepmia.io.dicom.mosaic import mosaic_layout, unmosaic
-from deepmia.io.dicom.pixels import apply_modality_lut, decode_frames, frame_rescale
+from deepmia.io.dicom.pixels import apply_modality_lut, decode_frames, frame_rescale, invert_monochrome1
 
 __all__ = ["SeriesInfo", "SeriesList", "list_series", "read_series", "read_file"]
 
@@ -216,6 +216,13 @@ def _floats(v: Any) -> np.ndarray | None:
         return None
 
 
+def _usable_spacing(ps: np.ndarray | None) -> np.ndarray | None:
+    """PixelSpacing when it is two positive finite numbers; None (unknown) when missing, zero or damaged."""
+    if ps is None or ps.shape != (2,) or not np.all(np.isfinite(ps)) or not np.all(ps > 0):
+        return None
+    return ps
+
+
 def _fg_item(ds: Any, frame: int, seq: str) -> Any:
     for groups_name in ("PerFrameFunctionalGroupsSequence", "SharedFunctionalGroupsSequence"):
         groups = ds.get(groups_name)
@@ -239,6 +246,27 @@ def _order_key(h: dict[str, Any], frame_item: Any, frame: int) -> tuple[Any, ...
     return (int(temporal) if temporal is not None else 0, int(inst) if inst is not None else 0, frame)
 
 
+def _diffusion(item: Any) -> dict[str, Any]:
+    """b-value (s/mm2) and gradient direction (LPS) of an MR Diffusion item or a dataset; {} when absent."""
+    if item is None or item.get("DiffusionBValue") in (None, ""):
+        return {}
+    grad = item.get("DiffusionGradientDirectionSequence")
+    vec = _floats((grad[0] if grad else item).get("DiffusionGradientOrientation"))
+    return {"bvalue": float(item.DiffusionBValue), "bvec": vec.tolist() if vec is not None else [0.0, 0.0, 0.0]}
+
+
+def _record_diffusion(meta: dict[str, Any], planes: list[FramePlane], order: np.ndarray) -> None:
+    """Per-channel b-values and gradient directions, when every frame of each channel has the same ones."""
+    per_channel = []
+    for row in order:
+        found = {(pl.extra.get("bvalue"), tuple(pl.extra.get("bvec") or ())) for pl in (planes[i] for i in row)}
+        if len(found) != 1 or next(iter(found))[0] is None:
+            return
+        per_channel.append(next(iter(found)))
+    meta["diffusion_bvalues"] = [b for b, _ in per_channel]
+    meta["diffusion_directions_lps"] = [list(v) for _, v in per_channel]
+
+
 def _listed(value: Any) -> list[Any]:
     return [] if value is None else value if isinstance(value, list) else [value]
 
@@ -251,9 +279,9 @@ def _frames_of(ds: Any, path: Path, h: dict[str, Any]) -> tuple[list[FramePlane]
     src = str(path)
     iop = _floats(h["ImageOrientationPatient"])
     ipp = _floats(h["ImagePositionPatient"])
-    ps = _floats(h["PixelSpacing"])
+    ps = _usable_spacing(_floats(h["PixelSpacing"]))
     slice_spacing = h["SpacingBetweenSlices"] or h["SliceThickness"]
-    extra = {"slice_spacing": float(slice_spacing) if slice_spacing is not None else None}
+    extra = {"slice_spacing": float(slice_spacing) if slice_spacing is not None else None, **_diffusion(ds)}
     series_number = h["SeriesNumber"]
     mosaic = "MOSAIC" in [str(v).upper() for v in _listed(h["ImageType"])]
     if n == 1 and mosaic and iop is not None and ps is not None and ipp is not None:
@@ -274,11 +302,12 @@ def _frames_of(ds: Any, path: Path, h: dict[str, Any]) -> tuple[list[FramePlane]
             ori = _fg_item(ds, f, "PlaneOrientationSequence")
             meas = _fg_item(ds, f, "PixelMeasuresSequence")
             frame_item = ds.PerFrameFunctionalGroupsSequence[f] if "PerFrameFunctionalGroupsSequence" in ds else None
-            fps = _floats(meas.get("PixelSpacing")) if meas is not None else None
+            fps = _usable_spacing(_floats(meas.get("PixelSpacing"))) if meas is not None else None
             fextra = dict(extra)
             between = meas.get("SpacingBetweenSlices") or meas.get("SliceThickness") if meas is not None else None
             if between:
                 fextra["slice_spacing"] = float(between)
+            fextra.update(_diffusion(_fg_item(ds, f, "MRDiffusionSequence")))
             planes.append(
                 FramePlane(
                     _floats(pos.get("ImagePositionPatient")) if pos is not None else ipp,
@@ -304,19 +333,35 @@ def _frames_of(ds: Any, path: Path, h: dict[str, Any]) -> tuple[list[FramePlane]
     ], None
 
 
-def _values_of(ds: Any, path: Path, mosaic: dict[str, Any] | None, h: dict[str, Any]) -> np.ndarray:
-    """Decoded modality values of every frame (mosaics cut into tiles)."""
+def _photometric(h: dict[str, Any]) -> str:
+    return str(h["PhotometricInterpretation"] or "").strip().upper()
+
+
+def _values_of(
+    ds: Any, path: Path, mosaic: dict[str, Any] | None, h: dict[str, Any], inverted: list[float] | None = None
+) -> np.ndarray:
+    """Decoded modality values of every frame (mosaics cut into tiles), MONOCHROME1 inverted.
+
+    ``inverted`` (when given) receives the per-frame sums ``lo + hi`` of a MONOCHROME1 inversion.
+    """
     arr = decode_frames(ds, path=path, header=h)
-    n = arr.shape[0]
+    n, stored_dtype = arr.shape[0], arr.dtype
+    slopes = intercepts = None
     if "ModalityLUTSequence" in ds:
         arr = apply_modality_lut(arr, ds)
     elif "PerFrameFunctionalGroupsSequence" in ds or "SharedFunctionalGroupsSequence" in ds:
         pairs = [frame_rescale(ds, f) for f in range(n)]
-        arr = apply_modality_lut(arr, ds, slopes=[p[0] for p in pairs], intercepts=[p[1] for p in pairs])
+        slopes, intercepts = [p[0] for p in pairs], [p[1] for p in pairs]
+        arr = apply_modality_lut(arr, ds, slopes=slopes, intercepts=intercepts)
     else:  # one rescale for every frame: read it once
         slope = h["RescaleSlope"] if h["RescaleSlope"] is not None else 1.0
         intercept = h["RescaleIntercept"] if h["RescaleIntercept"] is not None else 0.0
-        arr = apply_modality_lut(arr, ds, slopes=[float(slope)] * n, intercepts=[float(intercept)] * n)
+        slopes, intercepts = [float(slope)] * n, [float(intercept)] * n
+        arr = apply_modality_lut(arr, ds, slopes=slopes, intercepts=intercepts)
+    if _photometric(h) == "MONOCHROME1" and arr.ndim == 3:
+        arr, sums = invert_monochrome1(arr, ds, slopes=slopes, intercepts=intercepts, stored_dtype=stored_dtype)
+        if inverted is not None:
+            inverted.extend(sums)
     if mosaic is not None:
         arr = unmosaic(arr[0], mosaic)
     return arr
@@ -339,6 +384,19 @@ def _meta_of(ds: Any) -> dict[str, Any]:
     return {k: v for k, v in meta.items() if v is not None}
 
 
+def _record_inversion(meta: dict[str, Any], sums: list[float]) -> None:
+    """Record in ``meta`` that MONOCHROME1 values were inverted to MONOCHROME2 semantics, and how."""
+    meta["photometric_interpretation"] = "MONOCHROME2"
+    meta["inverted_from"] = "MONOCHROME1"
+    unique = sorted({int(v) if float(v).is_integer() else float(v) for v in sums})
+    total = unique[0] if len(unique) == 1 else unique
+    meta["inversion"] = (
+        f"x' = {total} - x: MONOCHROME1 (low = white) reflected onto the range its stored values map to "
+        "(BitsStored through the rescale or Modality LUT); the same formula undoes it"
+    )
+    meta["inversion_sum"] = total
+
+
 def _assemble(
     datasets: list[tuple[Path, Any, dict[str, Any]]], *, where: Path, resample: bool, single_file: bool,
     min_slices: int = 3,
@@ -353,15 +411,19 @@ def _assemble(
         planes.extend(frames)
         owners.extend((d, f) for f in range(len(frames)))
 
+    inverted: list[float] = []
+
     def decode(item: tuple[Path, Any, Any, dict[str, Any]]) -> np.ndarray:
         p, ds, lay, h = item
-        return _values_of(ds, p, lay, h)
+        return _values_of(ds, p, lay, h, inverted)
 
     items = [(p, ds, lay, h) for (p, ds, h), lay in zip(datasets, layouts, strict=True)]
     # One after another: the installed decoders (pylibjpeg's openjpeg/libjpeg/jpeg-ls/rle) hold the GIL, so a
     # thread pool only added overhead (20 JPEG 2000 CT slices: 0.47 s in 2 threads, 0.42 s one after another).
     values = [decode(item) for item in items]
     meta = _meta_of(datasets[0][1])
+    if inverted:
+        _record_inversion(meta, inverted)
     sample = values[0]
     rgb = sample.ndim == 4
     dtype = np.result_type(*[v.dtype for v in values])
@@ -374,9 +436,14 @@ def _assemble(
         if arr.shape[-1] == 1:
             arr = arr[..., 0]
         ps = planes[0].spacing
-        ok = ps is not None and all(v > 0 for v in ps)
-        affine = np.diag([ps[1], ps[0], 1.0, 1.0]) if ok else np.eye(4)
         meta["geometry"] = "none: the file has no patient position/orientation; the affine only holds pixel spacing"
+        if ps is None:
+            meta["spacing_unknown"] = True
+            meta["geometry"] = (
+                "none: the file has no patient position/orientation and no usable PixelSpacing (missing or zero); "
+                "the spacing is unknown and the affine is the identity (1 unit = 1 pixel, not 1 mm)"
+            )
+        affine = np.diag([ps[1], ps[0], 1.0, 1.0]) if ps is not None else np.eye(4)
         return Image(arr, affine, meta=meta)
 
     geom: StackGeometry = stack_geometry(planes, where=str(where), min_slices=min_slices)
@@ -396,6 +463,9 @@ def _assemble(
                 out[c, z] = frame
     volume = out.transpose(0, 3, 2, 1)  # (C, X=columns, Y=rows, Z) as a view: no copy
     affine = geom.affine
+    # Where each (source) slice lies along the normal, mm: `deepmia quality` measures the spacing's regularity.
+    meta["slice_positions"] = [round(float(d), 6) for d in geom.positions]
+    _record_diffusion(meta, planes, geom.order)
     if not geom.regular:
         if not resample:
             raise GeometryError(
