@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from deepmia.cli.main import main
 from deepmia.image import Image
@@ -47,3 +48,23 @@ def test_quality_table_and_errors(tmp_path, capsys):
     write_image(Image(np.zeros((1, 8, 8, 8), np.float32)), other)
     assert main(["quality", str(clean), "--reference", str(other)]) == 2
     assert "differs" in capsys.readouterr().err
+
+
+def test_quality_of_a_dicom_series_measures_its_slice_spacing(tmp_path, capsys):
+    import pydicom
+
+    folder = tmp_path / "series"
+    write_image(Image(np.random.default_rng(0).normal(100, 5, (1, 24, 24, 6)).astype(np.int16),
+                      np.diag([1.0, 1.0, 2.0, 1.0]), meta={"modality": "CT"}), folder, format="dicom")
+    # Slightly uneven spacing (2, 2, 2.015, 1.985, 2 mm): within the reader's 1% tolerance, so read as one volume.
+    offsets = [0.0, 2.0, 4.0, 6.015, 8.0, 10.0]
+    files = sorted(folder.iterdir(), key=lambda p: float(pydicom.dcmread(p).ImagePositionPatient[2]))
+    for path, z in zip(files, offsets, strict=True):
+        ds = pydicom.dcmread(path)
+        ds.ImagePositionPatient = [*ds.ImagePositionPatient[:2], z]
+        ds.save_as(path)
+    assert main(["quality", str(folder), "--no-bias", "--json"]) == 0
+    by = {m["name"]: m for m in json.loads(capsys.readouterr().out)["measures"]}
+    steps = np.diff(offsets)
+    assert by["slice_spacing_cv"]["value"] == pytest.approx(steps.std() / steps.mean(), rel=1e-3)
+    assert by["slice_spacing_cv"]["value"] > 0 and by["slice_spacing_cv"]["status"] == "pass"
