@@ -7,19 +7,38 @@ The database is an argument, never an environment variable: ``--db`` takes a SQL
 from __future__ import annotations
 
 from collections import Counter
+from datetime import date
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from deepmia.cli._common import console, err_console, print_json, progress
 
-DB_HELP = "Catalog database: a SQLite file or a URL like postgresql+psycopg://user@host/db [default: ./deepmia-catalog.sqlite]."
+DB_HELP = (
+    "Catalog database: a SQLite file or a URL like postgresql+psycopg://user@host/db "
+    "[default: ./deepmia-catalog.sqlite]."
+)
 
 catalog_app = typer.Typer(
     name="catalog",
     help="Index DICOM folders into the catalog database (SQLite or PostgreSQL) and query it.",
     no_args_is_help=True,
 )
+
+
+def _cell(value: Any, width: int = 0, align: str = "<") -> str:
+    """A table cell: ``?`` for a missing value, ISO 8601 for a date, else the value's text; padded to ``width``.
+
+    Never a format spec applied to the value itself: ``f"{date:10}"`` calls ``date.strftime("10")`` and prints "10".
+    """
+    if value is None or value == "":
+        text = "?"
+    elif isinstance(value, date):
+        text = value.isoformat()
+    else:
+        text = str(value)
+    return f"{text:{align}{width}}"
 
 
 def _open(db: str | None):
@@ -58,7 +77,9 @@ def scan(
         kinds = ", ".join(f"{n} {k}" for k, n in sorted(Counter(e["kind"] for e in report.errors).items()))
         err_console.print(f"not indexed: {kinds}", highlight=False, soft_wrap=True)
         for error in report.errors:
-            err_console.print(f"  {error['path']}: {error['kind']}: {error['problem']}", highlight=False, soft_wrap=True)
+            err_console.print(
+                f"  {error['path']}: {error['kind']}: {error['problem']}", highlight=False, soft_wrap=True
+            )
 
 
 @catalog_app.command("list")
@@ -73,8 +94,9 @@ def list_studies(
         print_json({"counts": counts, "studies": studies})
         return
     for s in studies:
-        console.print(f"{s['pseudonym'][:12]}  {s['study_date'] or '?':10}  {s['study_uid']}  {s['series']} series  "
-                      f"{s['images']} images  {s['description'] or ''}", highlight=False, soft_wrap=True)
+        console.print(f"{_cell(s['pseudonym'])[:12]}  {_cell(s['study_date'], 10)}  {s['study_uid']}  "
+                      f"{s['series']} series  {s['images']} images  {s['description'] or ''}",
+                      highlight=False, soft_wrap=True)
     console.print(", ".join(f"{n} {k}" for k, n in counts.items()), highlight=False, soft_wrap=True)
 
 
@@ -92,8 +114,8 @@ def list_series(
         print_json(series)
         return
     for s in series:
-        console.print(f"{s['series_uid']}  {s['modality'] or '?':4} #{s['series_number'] or '?':<4} "
-                      f"{s['images']:5} images  {s['description'] or ''}", highlight=False, soft_wrap=True)
+        console.print(f"{s['series_uid']}  {_cell(s['modality'], 4)} #{_cell(s['series_number'], 4)} "
+                      f"{_cell(s['images'], 5, '>')} images  {s['description'] or ''}", highlight=False, soft_wrap=True)
 
 
 @catalog_app.command("errors")
@@ -127,7 +149,10 @@ def migrate(
         current = run_migrate(engine, revision=revision)
     finally:
         engine.dispose()
-    console.print(f"{engine.url.render_as_string(hide_password=True)}: schema at revision {current}", highlight=False, soft_wrap=True)
+    console.print(
+        f"{engine.url.render_as_string(hide_password=True)}: schema at revision {current}",
+        highlight=False, soft_wrap=True,
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -56,3 +56,22 @@ def test_migrate_and_bad_arguments(tmp_path, capsys):
     assert code == 2 and "does not exist" in err
     code, _, err = _run(capsys, "list", "--db", "nosuchdialect://x/y")
     assert code == 2 and "cannot open catalog database" in err
+
+
+@pytest.mark.shared_data
+def test_list_and_series_tables_print_dates_and_numbers(shared_data, tmp_path, capsys):
+    root = shared_data / "dicom" / "mr_study"
+    db = str(tmp_path / "c.sqlite")
+    assert _run(capsys, "scan", str(root), "--db", db, "--workers", "1")[0] == 0
+    headers = [pydicom.dcmread(p, stop_before_pixels=True) for p in root.rglob("*.dcm")]
+    study_date = headers[0].StudyDate  # YYYYMMDD
+    iso = f"{study_date[:4]}-{study_date[4:6]}-{study_date[6:]}"
+    code, out, _ = _run(capsys, "list", "--db", db)
+    study_line = next(line for line in out.splitlines() if headers[0].StudyInstanceUID in line)
+    assert code == 0 and study_line.split()[1] == iso  # was "10": f"{date:10}" called date.strftime("10")
+    code, out, _ = _run(capsys, "series", "--db", db)
+    for ds in headers[:3]:
+        line = next(line for line in out.splitlines() if line.startswith(ds.SeriesInstanceUID))
+        assert f"#{ds.SeriesNumber}" in line and f"{ds.Modality}" in line
+        n_images = sum(1 for h in headers if h.SeriesInstanceUID == ds.SeriesInstanceUID)
+        assert f"{n_images} images" in line
