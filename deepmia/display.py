@@ -102,6 +102,15 @@ def overlay_labels(rgb: np.ndarray, labels: np.ndarray, *, alpha: float = 0.45) 
     return out.astype(np.uint8)
 
 
+def blend_heatmap(rgb: np.ndarray, heat: np.ndarray, *, alpha: float = 0.45) -> np.ndarray:
+    """Blend a [0, 1] map ``(rows, cols)`` onto an RGB picture with the 'jet' colour map (weighted by the map)."""
+    from matplotlib import colormaps
+
+    colours = colormaps["jet"](np.clip(heat, 0, 1))[..., :3] * 255
+    w = alpha * np.clip(heat, 0, 1)[..., None] ** 0.5
+    return (rgb.astype(np.float32) * (1 - w) + colours * w).astype(np.uint8)
+
+
 def save_png(rgb: np.ndarray, path: str | PathLike[str], *, aspect: float = 1.0, min_size: int = 256) -> None:
     """Write an RGB picture, stretched so rows/cols follow ``aspect`` and upscaled to at least ``min_size``."""
     from PIL import Image as PILImage

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from deepmia.display import PLANES, save_png, slice_for_display, to_rgb
+from deepmia.display import PLANES, blend_heatmap, save_png, slice_for_display, to_rgb
 from deepmia.image import Image
 
 __all__ = ["map_on_image_grid", "blend_heatmap", "write_overlays"]
@@ -25,15 +25,6 @@ def map_on_image_grid(saliency: np.ndarray, image: Image) -> Image:
         mode = "bilinear" if image.spatial_dims == 2 else "trilinear"
         m = F.interpolate(m, size=image.spatial_shape, mode=mode, align_corners=False)
     return Image(m[0].numpy().clip(0, 1), image.affine, meta={"description": "saliency"})
-
-
-def blend_heatmap(rgb: np.ndarray, heat: np.ndarray, *, alpha: float = 0.45) -> np.ndarray:
-    """Blend a [0, 1] map ``(rows, cols)`` onto an RGB picture with the 'jet' colour map (weighted by the map)."""
-    from matplotlib import colormaps
-
-    colours = colormaps["jet"](np.clip(heat, 0, 1))[..., :3] * 255
-    w = alpha * np.clip(heat, 0, 1)[..., None] ** 0.5
-    return (rgb.astype(np.float32) * (1 - w) + colours * w).astype(np.uint8)
 
 
 def write_overlays(

@@ -109,7 +109,7 @@ def write_outputs(
         files["warped_label"] = out / "warped_label.nii.gz"
         write_image(transform.apply(moving_label, reference=fixed), files["warped_label"])
     if figure:
-        from deepmia.tasks.register.figures import save_registration_figures
+        from deepmia.report.figures import save_registration_figures
 
         for path in save_registration_figures(fixed, moving, warped, transform, out):
             files[path.stem] = path
