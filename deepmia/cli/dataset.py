@@ -52,7 +52,14 @@ def import_(
     folds: int = typer.Option(None, "--folds", help="pairs: cross-validation folds over the training cases (5)."),
     classes: str = typer.Option(None, "--classes", help="Class names in index order, comma-separated."),
     channel: list[str] = typer.Option(None, "--channel", help="NAME:MODALITY of each channel, e.g. T1:MR."),
-    patient_regex: str = typer.Option(None, "--patient-regex", help="folder: regex whose group 1 is the patient."),
+    patient_regex: str = typer.Option(
+        None, "--patient-regex", help="folder: regex whose group 1, searched in the file name, is the patient; "
+        "pairs: searched in the case id (the {id} part), e.g. '^(Image_\\d+)' puts both eyes of a child together.",
+    ),
+    exclude: list[str] = typer.Option(
+        None, "--exclude", help="folder: skip files whose path (relative to SRC) or name matches this glob, e.g. "
+        "'*_mask*.png'. Repeatable; every skipped file is listed.",
+    ),
     task: str = typer.Option(None, "--task", help="dicom: unlabeled (default), registration, retrieval, ..."),
     images: Path = typer.Option(None, "--images", help="coco: the images folder (default: the JSON's folder)."),
     as_json: bool = typer.Option(False, "--json", help="Print the import summary as JSON."),
@@ -73,6 +80,7 @@ def import_(
         "patterns": pattern or None,
         "value_map": value_map,
         "folds": folds,
+        "exclude": exclude or None,
     }
     options = {k: v for k, v in given.items() if v is not None}
     with _bar(f"importing {fmt}") as update:

@@ -156,6 +156,8 @@ class DatasetSpec(_Model):
     description: str = ""
     cases: list[Case] = Field(default_factory=list)
     splits: Splits | None = None
+    #: Classification: the class a positive finding means (the disease), on which operating points are fitted.
+    positive_class: str | None = None
 
     @model_validator(mode="after")
     def _check_labels(self) -> DatasetSpec:
@@ -167,6 +169,9 @@ class DatasetSpec(_Model):
                     raise ValueError(f"segmentation label key {key!r} is not an integer label value")
         elif self.task in ("classification", "detection") and not isinstance(self.labels, list):
             raise ValueError(f"{self.task} labels must be a list of class names in index order")
+        if self.positive_class is not None and (self.task != "classification"
+                                                or self.positive_class not in self.class_names()):
+            raise ValueError(f"positive_class {self.positive_class!r} is not one of the classes {self.class_names()}")
         return self
 
     def class_names(self) -> list[str]:
@@ -338,6 +343,7 @@ class Dataset:
         source: str = "",
         description: str = "",
         splits: Splits | Mapping[str, Any] | None = None,
+        positive_class: str | None = None,
     ) -> Dataset:
         """Build a dataset in memory (validated); :meth:`save` writes ``dataset.json``.
 
@@ -354,6 +360,7 @@ class Dataset:
             "source": source,
             "description": description,
             "cases": [c.model_dump(by_alias=True, exclude_none=True) if isinstance(c, BaseModel) else c for c in cases],
+            **({"positive_class": positive_class} if positive_class is not None else {}),
         }
         spec = _parse(DatasetSpec, data, Path(root) / DATASET_FILE)
         ds = cls(root, spec)

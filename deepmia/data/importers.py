@@ -45,6 +45,9 @@ MEDMNIST_CLASSES: dict[str, tuple[list[str], str]] = {
     "synapsemnist3d": (["inhibitory synapse", "excitatory synapse"], "OT"),
     "fracturemnist3d": (["buckle rib fracture", "nondisplaced rib fracture", "displaced rib fracture"], "CT"),
 }
+#: The positive (disease) class of the binary MedMNIST files, written to ``dataset.json`` as ``positive_class``.
+MEDMNIST_POSITIVE = {"pneumoniamnist": "pneumonia", "breastmnist": "malignant", "adrenalmnist3d": "hyperplasia",
+                     "nodulemnist3d": "malignant", "vesselmnist3d": "aneurysm"}
 
 
 @dataclass
@@ -135,7 +138,9 @@ def _require_dir(path: Path, what: str) -> Path:
     return path
 
 
-def _channels(channels: Sequence[Channel | Mapping[str, Any] | str] | None, default: Sequence[Channel]) -> list[Channel]:
+def _channels(
+    channels: Sequence[Channel | Mapping[str, Any] | str] | None, default: Sequence[Channel],
+) -> list[Channel]:
     """Channels from ``Channel``s, dicts or ``"NAME:MODALITY"`` strings."""
     if not channels:
         return list(default)
@@ -393,7 +398,8 @@ def import_medmnist(
     names = list(classes) if classes else (known[0] if known else None)
     if names is None:
         raise DatasetError(
-            f"class names of {src.name!r} are not known", path=src, fix="pass classes, e.g. --classes normal,disease"
+            f"class names of {src.name!r} are not known (they come from the file name, e.g. breastmnist.npz)",
+            path=src, fix="pass --classes with the names in index order, e.g. --classes normal,disease",
         )
     modality = known[1] if known else "OT"
     try:
@@ -450,6 +456,7 @@ def import_medmnist(
         source=str(src),
         description=f"MedMNIST {src.stem}",
         splits=splits,
+        positive_class=MEDMNIST_POSITIVE.get(key) if not classes and known else None,
     )
     return ImportReport(_save(ds), [], notes)
 
@@ -470,81 +477,6 @@ def _write_medmnist_sample(sample: np.ndarray, root: Path, case_id: str) -> str:
         write_image(Image(sample[None]), root / rel)
         return rel
     raise DatasetError(f"sample {case_id} has unsupported shape {sample.shape}", path=root)
-
-
-# --------------------------------------------------------------------------- folder of classes
-@importers.register("folder")
-def import_folder(
-    src: Path,
-    dst: Path,
-    *,
-    link: bool = False,
-    classes: Sequence[str] | None = None,
-    patient_regex: str | None = None,
-    channels: Sequence[Channel | Mapping[str, Any] | str] | None = None,
-    name: str | None = None,
-    progress: Progress | None = None,
-) -> ImportReport:
-    """Import a classification folder ``src/<class>/<image>`` (PNG, JPEG, TIFF, NIfTI, DICOM, ...).
-
-    Args:
-        src: The folder holding one sub-folder per class.
-        dst: The new dataset folder.
-        link: Symlink files instead of copying them.
-        classes: Class names in index order (each must be a sub-folder); default: the sub-folders, sorted.
-        patient_regex: A regular expression whose first group, searched in the file name, is the patient id
-            (e.g. ``"^(person\\d+)_"``); default: each image is its own patient.
-        channels: Channels (``"NAME:MODALITY"``); default one ``image:OT``.
-        name: Dataset name (default: the folder name).
-        progress: Called as ``progress(done, total)``.
-
-    Raises:
-        DatasetError: A named class has no folder, a sub-folder is not a named class, a file name does not
-            match ``patient_regex``, or two files give the same case id.
-    """
-    _require_dir(src, "class")
-    folders = sorted(p.name for p in src.iterdir() if p.is_dir() and not p.name.startswith("."))
-    names = list(classes) if classes else folders
-    missing = [c for c in names if c not in folders]
-    if missing:
-        raise DatasetError(f"class folder(s) {missing} not found", path=src)
-    extra = [f for f in folders if f not in names]
-    if extra:
-        raise DatasetError(f"sub-folder(s) {extra} are not among the classes {names}", path=src,
-                           fix="add them to classes or move them out")
-    pattern = re.compile(patient_regex) if patient_regex else None
-    if pattern is not None and pattern.groups < 1:
-        raise InvalidArgumentError(f"patient_regex {patient_regex!r} needs a group, e.g. '^(\\w+?)_'")
-    skipped: list[tuple[str, str]] = []
-    files: list[tuple[int, Path]] = []
-    for k, cls in enumerate(names):
-        for p in sorted((src / cls).rglob("*")):
-            if not p.is_file() or p.name.startswith("."):
-                continue
-            if _full_suffix(p) in IMAGE_SUFFIXES:
-                files.append((k, p))
-            else:
-                skipped.append((str(p.relative_to(src)), "not an image file (by suffix)"))
-    writer = _Writer(dst, link=link)
-    cases = []
-    for i, (k, p) in enumerate(files):
-        rel_src = p.relative_to(src / names[k])
-        case_id = f"{names[k]}/{rel_src.parent.as_posix()}/{_stem(p)}".replace("/./", "/")
-        patient = case_id
-        if pattern is not None:
-            match = pattern.search(p.name)
-            if match is None:
-                raise DatasetError(f"case {case_id!r}: file name does not match patient_regex {patient_regex!r}",
-                                   path=p)
-            patient = match.group(1)
-        rel = writer.put(p, f"images/{names[k]}/{rel_src.as_posix()}")
-        cases.append({"id": case_id, "patient_id": patient, "images": [rel], "class": k})
-        if progress:
-            progress(i + 1, len(files))
-    ds = Dataset.create(dst, name=name or src.name, task="classification",
-                        channels=_channels(channels, [Channel(name="image")]), labels=names, cases=cases,
-                        source=str(src))
-    return ImportReport(_save(ds), skipped, [])
 
 
 # --------------------------------------------------------------------------- Pascal VOC
@@ -801,3 +733,4 @@ def import_dicom(
 
 # Importers defined in their own modules register themselves on import.
 from deepmia.data import pairs as _pairs  # noqa: E402,F401
+from deepmia.data.folder import import_folder  # noqa: E402,F401

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from deepmia.data.dataset import Channel, Dataset
+from deepmia.data.folder import patient_of, patient_pattern
 from deepmia.data.importers import (
     ImportReport,
     Progress,
@@ -257,9 +258,10 @@ def import_pairs(
     seed: int = 0,
     link: bool = False,
     limit: int | None = None,
+    patient_regex: str | None = None,
     progress: Progress | None = None,
 ) -> ImportReport:
-    """Import a segmentation dataset from files matched by patterns (see the module docs).
+    r"""Import a segmentation dataset from files matched by patterns (see the module docs).
 
     Args:
         src: The folder the patterns are relative to.
@@ -275,13 +277,18 @@ def import_pairs(
         seed: Seed of the folds.
         link: Symlink image files instead of copying them (label maps and masks are always written).
         limit: Import only the first ``limit`` training and ``limit`` test cases (sorted by id).
+        patient_regex: A regular expression whose first group, searched in the case id (the ``{id}`` part), is
+            the patient id, so one patient's cases (a child's left and right eye, ``Image_01L`` and ``Image_01R``
+            with ``"^(Image_\d+)"``) stay on one side of every split; default: each case is its own patient.
         progress: Called as ``progress(done, total)``.
 
     Raises:
         InvalidArgumentError: Bad patterns, value map, labels or channels.
-        DatasetError: No matching files, a case id in both sets, shape or value problems (naming the file).
+        DatasetError: No matching files, a case id in both sets, shape or value problems (naming the file), a
+            case id that does not match ``patient_regex``, or a patient in both the training and the test set.
     """
     _require_dir(src, "source")
+    pattern = patient_pattern(patient_regex)
     kinds = parse_patterns(patterns)
     label_names = _parse_label_names(labels)
     if not label_names:
@@ -321,6 +328,7 @@ def import_pairs(
             if case is None:
                 skipped.append((str(image_paths[0].relative_to(src)), reason or ""))
             else:
+                case["patient_id"] = patient_of(pattern, case_id, case_id, path=image_paths[0])
                 cases[prefix].append(case)
                 counts.add(n_channels)
             done += 1

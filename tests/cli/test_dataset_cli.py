@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -56,3 +57,36 @@ def test_errors_are_one_line(tmp_path, capsys):
     assert err.count("\n") == 1 and "channels" in err
     assert main(["dataset", "import", "folder", str(tmp_path), str(tmp_path / "o"), "--labels", "0=a"]) == 2
     assert "do not apply to format 'folder'" in capsys.readouterr().err
+
+
+@pytest.mark.shared_data
+def test_import_folder_busi_copy_pairs_masks_excludes_and_reports_every_skipped_file(tmp_path, shared_data, capsys):
+    """BUSI's original release has '<image>_mask.png' beside each image: they used to be imported as class images,
+    and a top-level all_captions.csv was dropped without a word."""
+    import shutil
+
+    busi, src = shared_data / "busi", tmp_path / "busi"
+    for cls, names in (("benign", ["benign (1).png", "benign (2).png", "benign (3).png"]),
+                       ("malignant", ["malignant (1).png", "malignant (2).png"])):
+        (src / cls).mkdir(parents=True)
+        for n in names:
+            shutil.copy(busi / cls / n, src / cls / n)
+    shutil.copy(busi / "benign" / "benign (4).png", src / "benign" / "benign (1)_mask.png")
+    shutil.copy(busi / "benign" / "benign (4).png", src / "benign" / "benign (1)_mask_1.png")
+    shutil.copy(busi / "benign" / "benign (5).png", src / "benign" / "benign (9)_mask.png")  # its image is absent
+    shutil.copy(busi / "all_captions.csv", src / "all_captions.csv")
+    dst = tmp_path / "ds"
+    assert main(["dataset", "import", "folder", str(src), str(dst), "--exclude", "*(3).png", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    ds = Dataset.load(dst)
+    assert sorted(c.id for c in ds.cases) == ["benign/benign (1)", "benign/benign (2)", "malignant/malignant (1)",
+                                              "malignant/malignant (2)"]
+    assert [Path(m).name for m in ds.case("benign/benign (1)").meta["masks"]] == ["benign (1)_mask.png",
+                                                                                  "benign (1)_mask_1.png"]
+    assert all((dst / m).is_file() for m in ds.case("benign/benign (1)").meta["masks"])
+    skipped = {s["item"]: s["reason"] for s in summary["skipped"]}
+    assert skipped.keys() == {"all_captions.csv", "benign/benign (3).png", "benign/benign (9)_mask.png"}
+    assert "beside the class folders" in skipped["all_captions.csv"]
+    assert "--exclude '*(3).png'" in skipped["benign/benign (3).png"]
+    assert "not a class image" in skipped["benign/benign (9)_mask.png"]
+    assert any("2 mask file(s) paired" in n for n in summary["notes"])

@@ -111,6 +111,7 @@ def test_medmnist_pneumonia_counts(tmp_path, shared_data):
     fold = ds.splits.folds[0]
     assert (len(fold.train), len(fold.val), len(ds.splits.test)) == (4708, 524, 624)
     assert ds.spec.labels == ["normal", "pneumonia"]
+    assert ds.spec.positive_class == "pneumonia"
     for split, ids in (("train", fold.train), ("val", fold.val), ("test", ds.splits.test)):
         counts = Counter(ds.case(i).class_ for i in ids)
         expected = Counter(npz[f"{split}_labels"].ravel().tolist())
@@ -145,9 +146,10 @@ def test_medmnist_multilabel_and_unknown_names(tmp_path):
         arrays[f"{split}_images"] = rng.integers(0, 255, (n, 8, 8, 3), dtype=np.uint8)
         arrays[f"{split}_labels"] = rng.integers(0, 2, (n, 3))
     np.savez(tmp_path / "toymnist.npz", **arrays)
-    with pytest.raises(DatasetError, match="class names of 'toymnist.npz' are not known"):
+    with pytest.raises(DatasetError, match="class names of 'toymnist.npz' are not known.*pass --classes"):
         import_dataset("medmnist", tmp_path / "toymnist.npz", tmp_path / "o")
     ds = import_dataset("medmnist", tmp_path / "toymnist.npz", tmp_path / "o", classes=["a", "b", "c"]).dataset
+    assert ds.spec.positive_class is None
     assert ds.case("train_00002").class_ == np.flatnonzero(arrays["train_labels"][2]).tolist()
     assert ds.spec.channels[0].name == "RGB"
 

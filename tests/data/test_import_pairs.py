@@ -183,3 +183,23 @@ def test_one_pattern_per_channel_file(tmp_path):
     image = ds.read_image("a3")
     assert image.num_channels == 4  # an RGB file and a grey file, stacked
     np.testing.assert_array_equal(image.array[3], made["a3"][0][..., 1].T)
+
+
+def test_patient_regex_keeps_both_eyes_of_a_child_on_one_side(tmp_path, capsys):
+    """CHASE_DB1-style ids (Image_01L / Image_01R): without --patient-regex the two eyes could land in different
+    folds; with it every fold holds both or neither."""
+    eyes = tuple(f"Image_{i:02d}{side}" for i in range(1, 5) for side in "LR")
+    _write_source(tmp_path / "src", train=eyes, test=("Image_09L", "Image_09R"))
+    args = ["dataset", "import", "pairs", str(tmp_path / "src"), str(tmp_path / "ds"), "--labels", "0=bg,1=vessel",
+            "--value-map", "255=1", "--folds", "2", "--patient-regex", r"^(Image_\d+)", "--json"]
+    for p in PATTERNS:
+        args += ["--pattern", p]
+    assert main(args) == 0
+    ds = Dataset.load(tmp_path / "ds")
+    assert ds.case("Image_01L").patient_id == ds.case("Image_01R").patient_id == "Image_01"
+    for fold in ds.splits.folds:
+        val = set(fold.val)
+        assert all((f"Image_{i:02d}L" in val) == (f"Image_{i:02d}R" in val) for i in range(1, 5))
+    with pytest.raises(DatasetError, match="does not match patient_regex"):
+        import_dataset("pairs", tmp_path / "src", tmp_path / "ds2", patterns=PATTERNS, labels="0=bg,1=vessel",
+                       value_map="255=1", folds=2, patient_regex=r"^(Eye_\d+)")
