@@ -402,7 +402,11 @@ class Dataset:
             self._by_id[case.id] = case
             where = f"case {case.id!r}"
             if len(case.images) != nch:
-                raise self._error(f"{where} has {len(case.images)} image(s) but the dataset has {nch} channel(s)")
+                raise self._error(
+                    f"{where} has {len(case.images)} image(s) but the dataset has {nch} channel(s)",
+                    "a dataset channel is one file per case; a colour (RGB) file is one channel whose colours the "
+                    "plan gives the network (import it with one --channel, e.g. RGB:US, or none)"
+                    if len(case.images) < nch else "name one channel per image file")
             for rel in [*case.images, *([case.label] if case.label else [])]:
                 if Path(rel).is_absolute() or ".." in Path(rel).parts:
                     raise self._error(f"{where} path {rel!r} must be relative to the dataset folder, inside it")

@@ -280,3 +280,14 @@ def test_dicom_mr_study(tmp_path, shared_data):
     np.testing.assert_allclose(img.affine, ref.affine, atol=1e-4)
     with pytest.raises(InvalidArgumentError, match="unknown task 'segmentation'"):
         import_dataset("dicom", shared_data / "dicom/mr_study", tmp_path / "d2", task="segmentation")
+
+
+def test_folder_with_one_channel_named_per_colour_says_an_rgb_file_is_one_channel(tmp_path):
+    src = tmp_path / "src"
+    for cls in ("a", "b"):
+        (src / cls).mkdir(parents=True)
+        PILImage.fromarray(np.zeros((6, 6, 3), np.uint8)).save(src / cls / "x.png")
+    with pytest.raises(DatasetError, match=r"has 1 image\(s\) but .* 3 channel.*colour \(RGB\) file is one channel"):
+        import_dataset("folder", src, tmp_path / "o", channels=["R:US", "G:US", "B:US"])
+    ds = import_dataset("folder", src, tmp_path / "o2", channels=["RGB:US"]).dataset
+    assert [c.name for c in ds.spec.channels] == ["RGB"]
