@@ -92,3 +92,59 @@ def test_installed_command(tmp_path, mr):
 
     debug = subprocess.run([str(DEEPMIA), "--debug", *args], capture_output=True, text=True, timeout=120)
     assert debug.returncode != 0 and "Traceback" in debug.stderr and "CorruptFileError" in debug.stderr
+
+
+def test_info_series_folder_shows_geometry(shared_data, capsys):
+    folder = shared_data / "dicom" / "mr_study" / "Study3" / "11_HCropVolume"
+    assert main(["info", str(folder), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    image = read_image(folder)
+    geometry = out["geometry"]
+    assert len(out["series"]) == 1 and geometry["size"] == list(image.spatial_shape)
+    np.testing.assert_allclose(geometry["spacing_mm"], image.spacing, atol=1e-6)
+    assert geometry["orientation"] == image.orientation and geometry["spacing_known"] is True
+    assert (geometry["min"], geometry["max"]) == (float(image.array.min()), float(image.array.max()))
+    assert main(["info", str(folder)]) == 0
+    table = capsys.readouterr().out
+    for key in ("size", "spacing_mm", "orientation", "min", "max"):
+        assert f"  {key} " in table
+
+
+def test_info_multi_series_folder_lists_and_takes_series_uid(shared_data, capsys):
+    study = shared_data / "dicom" / "mr_study"
+    assert main(["info", str(study), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert len(out["series"]) > 1 and "geometry" not in out
+    assert main(["info", str(study)]) == 0
+    assert "--series-uid" in capsys.readouterr().out
+    chosen = out["series"][1]
+    assert main(["info", str(study), "--series-uid", chosen["series_uid"], "--json"]) == 0
+    geometry = json.loads(capsys.readouterr().out)["geometry"]
+    assert geometry["size"][:2] == [chosen["columns"], chosen["rows"]]
+    assert geometry["size"][2] == read_image(study, series_uid=chosen["series_uid"]).spatial_shape[2]
+    assert main(["info", str(study), "--series-uid", "1.2.3.nonesuch"]) == 2
+    assert chosen["series_uid"] in capsys.readouterr().err
+
+
+def test_info_shows_unknown_spacing(shared_data, capsys):
+    film = shared_data / "dicom" / "pydicom" / "RG1_J2KI.dcm"  # PixelSpacing [0, 0]
+    assert main(["info", str(film), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["spacing_mm"] is None and out["spacing_known"] is False
+    assert out["inverted_from"] == "MONOCHROME1"
+    assert main(["info", str(film)]) == 0
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if "spacing_mm" in ln)
+    assert "unknown" in line and "1.0" not in line
+
+
+def test_info_folder_without_dicom_exits_2(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("nothing here")
+    assert main(["info", str(tmp_path)]) == 2
+    assert "no DICOM series" in capsys.readouterr().err
+
+
+def test_info_series_that_is_not_one_volume_lists_it_and_says_why(shared_data, capsys):
+    folder = shared_data / "dicom" / "dicom2nifti" / "failing" / "gantrytilting" / "001"
+    assert main(["info", str(folder)]) == 1
+    captured = capsys.readouterr()
+    assert "4 files" in captured.out and "gantry tilt" in captured.err
