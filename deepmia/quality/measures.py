@@ -365,7 +365,9 @@ def _geometry_measures(image: Image, thresholds: dict[str, Threshold]) -> list[M
         )
     )
     missing = [k for k in _EXPECTED_META if not image.meta.get(k)]
-    if np.allclose(image.affine, np.eye(4)):
+    if image.meta.get("spacing_unknown"):
+        missing.append("pixel spacing (missing or zero in the file: distances and sizes are in pixels)")
+    elif np.allclose(image.affine, np.eye(4)):
         missing.append("geometry (identity affine: spacing/orientation probably not stored)")
     t = thresholds["missing_metadata"]
     out.append(

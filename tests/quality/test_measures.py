@@ -137,3 +137,14 @@ def test_2d_image(shared_data):
     green = img.with_array(img.array[1:2].astype(np.float32))
     r = assess(green)
     assert r["snr"].status == "pass" and r["ghosting"].status == "pass"
+
+
+def test_unknown_pixel_spacing_is_missing_metadata_and_scalar_slice_positions_work():
+    arr = np.random.default_rng(0).normal(size=(1, 32, 32, 8)).astype(np.float32)
+    unknown = Image(arr, meta={"modality": "DX", "spacing_unknown": True})
+    missing = assess(unknown, bias=False)["missing_metadata"]
+    assert missing.value == 1 and "pixel spacing" in missing.details["missing"][0]
+    # Positions along the slice normal (mm), as the DICOM reader records them.
+    cv = assess(Image(arr, meta={"modality": "MR", "slice_positions": [0.0, 2.0, 4.0, 6.5, 8.0]}), bias=False)
+    steps = np.diff([0.0, 2.0, 4.0, 6.5, 8.0])
+    assert cv["slice_spacing_cv"].value == pytest.approx(steps.std() / steps.mean())
