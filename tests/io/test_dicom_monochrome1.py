@@ -14,6 +14,7 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from deepmia.errors import GeometryError
 from deepmia.io import read_image, spacing_known
 
 CR_FILM = "dicom/pydicom/RG1_J2KI.dcm"  # a real CR chest film, MONOCHROME1, PixelSpacing [0, 0]
@@ -126,3 +127,13 @@ def test_real_pixel_spacing_is_known(tmp_path):
 
 def test_cr_film_with_zero_spacing_is_unknown(shared_data):
     assert not spacing_known(read_image(shared_data / CR_FILM))
+
+
+def test_series_with_zero_pixel_spacing_is_refused_by_name(tmp_path):
+    folder = tmp_path / "series"
+    folder.mkdir()
+    for z in range(3):
+        _mono1(folder / f"{z}.dcm", np.zeros((3, 4)), position=2.0 * z, spacing=[0.0, 0.0])
+    with pytest.raises(GeometryError, match="PixelSpacing missing or zero") as err:
+        read_image(folder)
+    assert str(folder) in str(err.value)

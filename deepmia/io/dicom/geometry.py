@@ -161,7 +161,8 @@ def stack_geometry(frames: Sequence[FramePlane], *, where: str, min_slices: int 
     if any(f.position is None or f.orientation is None or f.spacing is None for f in frames):
         missing = [i for i, f in enumerate(frames) if f.position is None or f.orientation is None or f.spacing is None]
         raise GeometryError(
-            f"no patient geometry (ImagePositionPatient/ImageOrientationPatient/PixelSpacing) in "
+            f"no patient geometry (ImagePositionPatient/ImageOrientationPatient missing, or PixelSpacing missing or "
+            f"zero) in "
             f"{_describe(frames, missing)}; the images cannot be placed in space",
             path=where,
             fix="read the file alone to get its pixels on an identity grid",
