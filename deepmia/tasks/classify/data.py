@@ -8,7 +8,6 @@ Augmentation runs on whole batches with one ``grid_sample`` call.
 from __future__ import annotations
 
 import csv
-import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from deepmia.data.dataset import Dataset
 from deepmia.errors import DatasetError, InvalidArgumentError
 from deepmia.image import Image
 from deepmia.tasks.classify.plan import Augmentation, ClassifyPlan, TabularSpec
+from deepmia.transforms import RandomAffine, RandomCompose, RandomIntensity, RandomMirror, apply_batch
 
 __all__ = [
     "check_image",
@@ -96,42 +96,30 @@ def labels_of(dataset: Dataset, case_ids: Sequence[str], plan: ClassifyPlan) -> 
     return np.array([dataset.case(cid).classes[0] for cid in case_ids], dtype=np.int64)
 
 
-def _rotation(dims: int, angles: torch.Tensor) -> torch.Tensor:
-    """Rotation matrices ``(B, dims, dims)`` from angles ``(B,)`` (2D) or ``(B, 3)`` (about each axis, 3D)."""
-    b = angles.shape[0]
-    if dims == 2:
-        c, s = torch.cos(angles), torch.sin(angles)
-        return torch.stack([torch.stack([c, -s], 1), torch.stack([s, c], 1)], 1)
-    out = torch.eye(3).expand(b, 3, 3)
-    for axis in range(3):
-        i, j = [k for k in range(3) if k != axis]
-        r = torch.eye(3).repeat(b, 1, 1)
-        c, s = torch.cos(angles[:, axis]), torch.sin(angles[:, axis])
-        r[:, i, i], r[:, i, j], r[:, j, i], r[:, j, j] = c, -s, s, c
-        out = out @ r
-    return out
+def _augmentation(aug: Augmentation) -> RandomCompose:
+    """The plan's random augmentation: rotation, zoom and shift (border padding), mirrors, intensity."""
+    return RandomCompose([
+        RandomAffine(degrees=aug.rotate_deg, scale=(1 - aug.scale, 1 + aug.scale), translate=aug.translate,
+                     padding="border"),
+        RandomMirror(aug.mirror_axes, p=0.5),
+        RandomIntensity(scale=(1 - aug.intensity_scale, 1 + aug.intensity_scale),
+                        shift=(-aug.intensity_shift, aug.intensity_shift)),
+    ])
 
 
-def augment(x: torch.Tensor, aug: Augmentation, *, generator: torch.Generator) -> torch.Tensor:
-    """Randomly rotate, scale, translate, mirror and rescale intensities of a batch ``(B, C, *spatial)``."""
-    b, dims = x.shape[0], x.dim() - 2
+def augment(
+    x: torch.Tensor, aug: Augmentation, *, generator: torch.Generator | np.random.Generator
+) -> torch.Tensor:
+    """Randomly rotate, scale, translate, mirror and rescale intensities of a batch ``(B, C, *spatial)``.
 
-    def uniform(*shape: int) -> torch.Tensor:
-        return torch.rand(*shape, generator=generator) * 2 - 1
-
-    angles = uniform(b, 1 if dims == 2 else 3).squeeze(1) * math.radians(aug.rotate_deg)
-    theta = torch.zeros(b, dims, dims + 1)
-    theta[:, :, :dims] = _rotation(dims, angles) / (1 + uniform(b, 1, 1) * aug.scale)
-    theta[:, :, dims] = uniform(b, dims) * aug.translate * 2  # grid units span [-1, 1]
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    for ax in aug.mirror_axes:
-        flip = torch.rand(b, generator=generator) < 0.5
-        if flip.any():
-            # grid_sample's grid runs last axis first, so mirroring the array axis is order-independent here.
-            x[flip] = torch.flip(x[flip], [ax + 2])
-    shape = (b,) + (1,) * (dims + 1)
-    return x * (1 + uniform(*shape) * aug.intensity_scale) + uniform(*shape) * aug.intensity_shift
+    Parameters are drawn per sample from a NumPy generator (a torch ``generator`` seeds one with a single draw,
+    so a seeded stream replays) and applied over the batch (:func:`deepmia.transforms.apply_batch`).
+    """
+    if isinstance(generator, torch.Generator):
+        generator = np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=generator)))
+    random = _augmentation(aug)
+    drawn = [random.sample(generator, x.shape[2:]) for _ in range(x.shape[0])]
+    return apply_batch(drawn, x)[0]
 
 
 def batches(

@@ -11,8 +11,9 @@ Bad input is handled here, once, for training and evaluation alike:
 * **Images without boxes** are negatives: they train the background and count false positives in evaluation.
 * ``ignore`` boxes (VOC ``difficult``, COCO ``iscrowd``) are left out of training targets and counted.
 
-Random augmentation samples its parameters first (:func:`sample_augmentation`) and then applies them
-deterministically (:func:`apply_augmentation`), so a sample can be replayed.
+Random augmentation samples its parameters first (:func:`sample_augmentation`, built from
+:mod:`deepmia.transforms`) and then applies them deterministically (:func:`apply_augmentation`), so a sample can
+be replayed.
 """
 
 from __future__ import annotations
@@ -27,9 +28,25 @@ import torch
 from deepmia.data.dataset import Case, Dataset
 from deepmia.errors import DatasetError
 from deepmia.tasks.detect.plan import DetectPlan
+from deepmia.transforms import (
+    Compose,
+    Crop,
+    Intensity,
+    Mirror,
+    RandomCompose,
+    RandomCrop,
+    RandomIntensity,
+    RandomMirror,
+    RandomResize,
+    Resize,
+    crop_boxes,
+    mirror_boxes,
+    resize_array,
+)
+from deepmia.transforms import Sample as TransformSample
 
-__all__ = ["Sample", "check_boxes", "case_targets", "fingerprint", "resize", "load_samples", "Augment",
-           "sample_augmentation", "apply_augmentation", "batches"]
+__all__ = ["Sample", "check_boxes", "case_targets", "fingerprint", "resize", "load_samples", "augmentation",
+           "Augment", "sample_augmentation", "apply_augmentation", "crop_boxes", "mirror_boxes", "batches"]
 
 
 @dataclass
@@ -117,18 +134,7 @@ def fingerprint(dataset: Dataset, case_ids: Sequence[str], *, max_intensity_imag
 
 def resize(array: np.ndarray, factor: float, *, order: int = 1) -> np.ndarray:
     """Resize every channel of ``(C, *spatial)`` by ``factor`` (linear; OpenCV in 2D, SciPy in 3D)."""
-    if factor == 1.0:
-        return array
-    spatial = array.shape[1:]
-    new = tuple(max(1, round(s * factor)) for s in spatial)
-    if len(spatial) == 2:
-        import cv2
-
-        return np.stack([cv2.resize(ch, (new[1], new[0]), interpolation=cv2.INTER_LINEAR) for ch in array])
-    from scipy import ndimage
-
-    zoom = [n / s for n, s in zip(new, spatial, strict=True)]
-    return np.stack([ndimage.zoom(ch, zoom, order=order) for ch in array])
+    return resize_array(array, factor, order=order)
 
 
 def normalize(array: np.ndarray, plan: DetectPlan) -> np.ndarray:
@@ -162,9 +168,27 @@ def load_samples(dataset: Dataset, case_ids: Sequence[str], plan: DetectPlan) ->
 
 
 # --------------------------------------------------------------------------- augmentation
+def augmentation(plan: DetectPlan) -> RandomCompose:
+    """The plan's random augmentation: log-uniform scale, crop, mirrors, intensity scale and shift.
+
+    The crop has the input size; ``object_crop_fraction`` of them are centred on a random object.
+    """
+    a = plan.augmentation
+    return RandomCompose([
+        RandomResize((1 - a.scale, 1 + a.scale), log=True),
+        RandomCrop(plan.input_size, object_fraction=a.object_crop_fraction, jitter=0.25, min_visible=a.min_visible),
+        RandomMirror(a.mirror_axes, p=0.5),
+        RandomIntensity(scale=(1 - a.intensity_scale, 1 + a.intensity_scale),
+                        shift=(-a.intensity_shift, a.intensity_shift)),
+    ])
+
+
 @dataclass
 class Augment:
-    """Parameters of one random augmentation (replayable with :func:`apply_augmentation`)."""
+    """Parameters of one random augmentation, replayable with :func:`apply_augmentation`.
+
+    A named view of the deterministic transforms :func:`augmentation` draws (:meth:`transform` rebuilds them).
+    """
 
     scale: float
     origin: tuple[int, ...]  #: crop start in the scaled image (may be negative: padding)
@@ -172,42 +196,17 @@ class Augment:
     intensity_scale: float
     intensity_shift: float
 
+    def transform(self, plan: DetectPlan) -> Compose:
+        """The deterministic transforms: resize, crop, mirror, intensity."""
+        return Compose((Resize(self.scale), Crop(tuple(self.origin), tuple(plan.input_size),
+                                                 plan.augmentation.min_visible),
+                        Mirror(tuple(self.mirror)), Intensity(self.intensity_scale, self.intensity_shift)))
+
 
 def sample_augmentation(sample: Sample, plan: DetectPlan, rng: np.random.Generator) -> Augment:
     """Draw scale, crop origin (half the crops centred on a random object), mirrors and intensity changes."""
-    a = plan.augmentation
-    scale = float(np.exp(rng.uniform(np.log(1 - a.scale), np.log(1 + a.scale)))) if a.scale else 1.0
-    shape = np.array(sample.image.shape[1:]) * scale
-    size = np.array(plan.input_size)
-    if len(sample.boxes) and rng.random() < a.object_crop_fraction:
-        d = plan.spatial_dims
-        box = sample.boxes[rng.integers(len(sample.boxes))] * scale
-        centre = (box[:d] + box[d:]) / 2 + rng.uniform(-0.25, 0.25, d) * size
-        origin = np.clip(centre - size / 2, np.minimum(0, shape - size), np.maximum(0, shape - size))
-    else:
-        origin = rng.uniform(np.minimum(0, shape - size), np.maximum(0, shape - size))
-    mirror = tuple(ax for ax in a.mirror_axes if rng.random() < 0.5)
-    return Augment(scale, tuple(int(round(o)) for o in origin), mirror,
-                   float(rng.uniform(1 - a.intensity_scale, 1 + a.intensity_scale)),
-                   float(rng.uniform(-a.intensity_shift, a.intensity_shift)))
-
-
-def crop_boxes(boxes: np.ndarray, labels: np.ndarray, origin: Sequence[int], size: Sequence[int], *,
-               min_visible: float) -> tuple[np.ndarray, np.ndarray]:
-    """Boxes moved into a crop at ``origin`` of ``size`` and clipped to it.
-
-    Boxes with less than ``min_visible`` of their area (volume) inside the crop are dropped.
-    """
-    d = len(size)
-    if len(boxes) == 0:
-        return boxes.reshape(0, 2 * d), labels
-    o = np.asarray(origin, np.float32)
-    moved = boxes - np.concatenate([o, o])
-    clipped = np.concatenate([np.clip(moved[:, :d], 0, size), np.clip(moved[:, d:], 0, size)], axis=1)
-    area = np.prod(moved[:, d:] - moved[:, :d], axis=1)
-    kept = np.prod(np.clip(clipped[:, d:] - clipped[:, :d], 0, None), axis=1)
-    keep = kept >= min_visible * area
-    return clipped[keep], labels[keep]
+    resize, crop, mirror, intensity = augmentation(plan).sample(rng, sample.image.shape[1:], sample.boxes).steps
+    return Augment(resize.factor, crop.origin, mirror.axes, intensity.scale, intensity.shift)  # type: ignore[attr-defined]
 
 
 def apply_augmentation(sample: Sample, aug: Augment, plan: DetectPlan) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -215,31 +214,8 @@ def apply_augmentation(sample: Sample, aug: Augment, plan: DetectPlan) -> tuple[
 
     Outside the image the crop is zero (the mean after normalisation).
     """
-    d = plan.spatial_dims
-    image = resize(sample.image, aug.scale)
-    size = list(plan.input_size)
-    out = np.zeros((image.shape[0], *size), np.float32)
-    src, dst = [], []
-    for ax in range(d):
-        lo, hi = max(aug.origin[ax], 0), min(aug.origin[ax] + size[ax], image.shape[1 + ax])
-        src.append(slice(lo, max(hi, lo)))
-        dst.append(slice(lo - aug.origin[ax], lo - aug.origin[ax] + max(hi - lo, 0)))
-    out[(slice(None), *dst)] = image[(slice(None), *src)]
-    boxes, labels = crop_boxes(sample.boxes * aug.scale, sample.labels, aug.origin, size,
-                               min_visible=plan.augmentation.min_visible)
-    for ax in aug.mirror:
-        out = np.flip(out, axis=1 + ax)
-        boxes = mirror_boxes(boxes, ax, size[ax])
-    out = out * aug.intensity_scale + aug.intensity_shift
-    return np.ascontiguousarray(out), boxes.astype(np.float32), labels
-
-
-def mirror_boxes(boxes: np.ndarray, axis: int, length: float) -> np.ndarray:
-    """Boxes of an image mirrored along ``axis`` of ``length`` pixels."""
-    d = boxes.shape[1] // 2
-    out = boxes.copy()
-    out[:, axis], out[:, axis + d] = length - boxes[:, axis + d], length - boxes[:, axis]
-    return out
+    out = aug.transform(plan)(TransformSample(sample.image, boxes=sample.boxes, box_labels=sample.labels))
+    return np.ascontiguousarray(out.image, np.float32), out.boxes.astype(np.float32), out.box_labels
 
 
 def batches(samples: Sequence[Sample], plan: DetectPlan, *, seed: int) -> Iterator[tuple[torch.Tensor, list[dict]]]:

@@ -1,12 +1,12 @@
 """Training batches: patches sampled from cached cases (with foreground oversampling) and batch augmentation.
 
-Augmentation runs on whole batches in torch (one ``grid_sample`` for rotation and scaling, flips, intensity
-changes), with parameters drawn per sample, so no volume is copied or converted per patch.
+Augmentation draws its parameters per sample (:mod:`deepmia.transforms`) and runs them over the whole batch in
+torch (one ``grid_sample`` for rotation and scaling, flips, intensity changes), so no volume is copied or
+converted per patch.
 """
 
 from __future__ import annotations
 
-import math
 import queue
 import threading
 from collections.abc import Iterator, Sequence
@@ -15,12 +15,21 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from deepmia.tasks.segment.plan import SegmentPlan
 from deepmia.tasks.segment.preprocess import load_case
+from deepmia.transforms import (
+    RandomAffine,
+    RandomCompose,
+    RandomContrast,
+    RandomGamma,
+    RandomIntensity,
+    RandomMirror,
+    RandomNoise,
+    apply_batch,
+)
 
-__all__ = ["PatchSampler", "augment_batch", "background_batches"]
+__all__ = ["PatchSampler", "augmentation", "augment_batch", "background_batches"]
 
 
 class PatchSampler:
@@ -83,18 +92,18 @@ class PatchSampler:
         return images, labels
 
 
-def _rotation(dims: int, angles: np.ndarray) -> np.ndarray:
-    if dims == 2:
-        c, s = math.cos(angles[0]), math.sin(angles[0])
-        return np.array([[c, -s], [s, c]])
-    rot = np.eye(3)
-    for axis, a in enumerate(angles):
-        c, s = math.cos(a), math.sin(a)
-        i, j = [k for k in range(3) if k != axis]
-        r = np.eye(3)
-        r[i, i], r[i, j], r[j, i], r[j, j] = c, -s, s, c
-        rot = rot @ r
-    return rot
+def augmentation(preset: str, *, dims: int, mirror_axes: Sequence[int] = ()) -> RandomCompose:
+    """The random augmentation of a plan's preset (``default`` or ``light``; see :func:`augment_batch`)."""
+    light = preset == "light"
+    return RandomCompose([
+        RandomAffine(degrees=15 if light else 30, scale=(0.85, 1.2) if light else (0.7, 1.4), p_rotate=0.2,
+                     p_scale=0.2, padding="zeros"),
+        RandomMirror(mirror_axes, p=0.5),
+        RandomNoise((0.0, 0.1), p=0.1),
+        RandomIntensity(scale=(0.75, 1.25), p=0.15),
+        RandomContrast((0.75, 1.25), p=0.15),
+        RandomGamma((0.7, 1.5), p=0.3),
+    ])
 
 
 def augment_batch(
@@ -109,53 +118,15 @@ def augment_batch(
 
     ``default`` follows nnU-Net's probabilities (rotation +-30 deg p=0.2, scaling 0.7-1.4 p=0.2, noise p=0.1,
     brightness p=0.15, contrast p=0.15, gamma p=0.3, mirroring p=0.5 per axis); ``light`` halves the
-    spatial ranges; ``none`` returns the batch unchanged.
+    spatial ranges; ``none`` returns the batch unchanged. Parameters are drawn per sample
+    (:func:`augmentation`), then applied step by step over the batch (:func:`deepmia.transforms.apply_batch`:
+    one ``grid_sample`` for the samples that rotate or zoom).
     """
     if preset == "none":
         return images, labels
-    b, dims = images.shape[0], images.dim() - 2
-    rot_range = math.radians(30 if preset == "default" else 15)
-    scale_range = (0.7, 1.4) if preset == "default" else (0.85, 1.2)
-    thetas = []
-    spatial = False
-    for _ in range(b):
-        m = np.eye(dims)
-        if rng.random() < 0.2:
-            m = _rotation(dims, rng.uniform(-rot_range, rot_range, size=1 if dims == 2 else 3)) @ m
-            spatial = True
-        if rng.random() < 0.2:
-            m = m / rng.uniform(*scale_range)
-            spatial = True
-        theta = np.zeros((dims, dims + 1))
-        # grid_sample's coordinates run x, y(, z) = last axis first: reverse the axis order.
-        theta[:, :dims] = m[::-1, ::-1]
-        thetas.append(theta)
-    if spatial:
-        theta_t = torch.tensor(np.stack(thetas), dtype=torch.float32)
-        grid = F.affine_grid(theta_t, list(images.shape), align_corners=False)
-        images = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        labels = F.grid_sample(labels.float(), grid, mode="nearest", padding_mode="zeros", align_corners=False).long()
-    for ax in mirror_axes:
-        flip = torch.from_numpy(rng.random(b) < 0.5)
-        if flip.any():
-            images[flip] = torch.flip(images[flip], [ax + 2])
-            labels[flip] = torch.flip(labels[flip], [ax + 2])
-    images = images.clone()
-    for i in range(b):
-        x = images[i]
-        if rng.random() < 0.1:
-            x += torch.randn_like(x) * float(rng.uniform(0, 0.1))
-        if rng.random() < 0.15:
-            x *= float(rng.uniform(0.75, 1.25))
-        if rng.random() < 0.15:
-            mean = x.mean()
-            x.sub_(mean).mul_(float(rng.uniform(0.75, 1.25))).add_(mean)
-        if rng.random() < 0.3:
-            lo, hi = x.min(), x.max()
-            span = (hi - lo).clamp_min(1e-6)
-            gamma = float(rng.uniform(0.7, 1.5))
-            x.copy_(((x - lo) / span).pow(gamma) * span + lo)
-    return images, labels
+    random = augmentation(preset, dims=images.dim() - 2, mirror_axes=mirror_axes)
+    drawn = [random.sample(rng, images.shape[2:]) for _ in range(images.shape[0])]
+    return apply_batch(drawn, images, labels)
 
 
 def background_batches(make: Any, *, prefetch: int = 3) -> Iterator[Any]:
