@@ -1,10 +1,15 @@
-"""``deepmia demo``: read the bundled samples, print what was found, write an HTML page with slices and metadata."""
+"""``deepmia demo``: run the shipped models on the bundled samples and write one HTML page of what they found.
+
+Each sample of ``samples/manifest.json`` is read and drawn (with its reference label map when it has one); a
+sample that names a shipped model (``"model"``) is predicted through the task registry
+(:func:`deepmia.tasks.load_predictor`): segmentation volumes by class name and Dice against the reference,
+the classifier's class and probability against the reference class, the detector's boxes and counts. The page
+itself is built by :mod:`deepmia.report.demo`, the figures by :mod:`deepmia.report.figures`.
+"""
 
 from __future__ import annotations
 
-import html
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,158 +20,201 @@ from deepmia.errors import DeepmiaError
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 MODELS = Path(__file__).resolve().parents[2] / "models"
+_INTRO = ("What deepmia does with the samples bundled in deepmia/samples: each image is read (NIfTI, DICOM "
+          "series and multi-frame files, JPEG 2000, PNG, JPEG), drawn in radiological convention with orientation "
+          "letters and a scale bar, and run through the shipped model that fits it. Sample sources and licences: "
+          "deepmia/samples/README.md. Research use only: not a medical device.")
 
 
-@dataclass
-class SampleResult:
-    """What the demo found for one sample."""
-
-    name: str
-    path: str
-    summary: dict[str, Any] = field(default_factory=dict)
-    pictures: list[tuple[str, str]] = field(default_factory=list)  # (caption, file name)
-    error: str | None = None
+def _split_of(model_dir: Path, case: str) -> str | None:
+    """Which split of the model's ``split.json`` holds ``case`` (``None``: not listed)."""
+    path = model_dir / "split.json"
+    if not path.is_file():
+        return None
+    split = json.loads(path.read_text())
+    return next((name for name in ("train", "val", "test") if case in (split.get(name) or [])), None)
 
 
-def _pictures(image, label, window, out: Path, stem: str) -> list[tuple[str, str]]:
-    from deepmia.display import PLANES, overlay_labels, save_png, slice_for_display, to_rgb
+def _volumes(labels: Any, names: dict[int, str]) -> dict[str, str]:
+    """Size of each named label: mL for volumes, mm² for 2D images."""
+    import numpy as np
 
-    planes = PLANES if image.spatial_dims == 3 and min(image.spatial_shape) > 1 else ("axial",)
-    pictures = []
-    for plane in planes:
-        sl, aspect = slice_for_display(image, plane)
-        rgb = to_rgb(sl, window)
-        if label is not None:
-            lab, _ = slice_for_display(label, plane)
-            rgb = overlay_labels(rgb, lab[0])
-        name = f"{stem}_{plane}.png"
-        save_png(rgb, out / name, aspect=aspect)
-        pictures.append((plane if image.spatial_dims == 3 else "image", name))
-    return pictures
+    counts = np.bincount(labels.array.ravel().astype(np.int64), minlength=max(names, default=0) + 1)
+    voxel = float(np.prod(labels.spacing))
+    if labels.spatial_dims == 3:
+        return {name: f"{counts[k] * voxel / 1000:.3f} mL" for k, name in sorted(names.items())}
+    return {name: f"{counts[k] * voxel:.1f} mm²" for k, name in sorted(names.items())}
 
 
-def _segment(entry: dict[str, Any], image, label, models: Path, out: Path, stem: str, result: SampleResult) -> None:
-    """Run the sample's shipped model (``"model"`` in the manifest) and add its overlay and scores."""
-    from deepmia.tasks.segment.predict import Predictor
+def _segment(result: Any, image: Any, label: Any, model: str, stem: str, out: Path, section: Any) -> None:
+    from deepmia.metrics.segmentation import dice_per_label
+    from deepmia.report.figures import segmentation_figure
+
+    names = dict(result.label_names)
+    section.analysis.append(("predicted volume (model)", _volumes(result.labels, names)))
+    if label is not None:
+        section.analysis.append(("reference volume (label file)", _volumes(label, names)))
+        dice = dice_per_label(result.labels.array[0], label.array[0], list(names), both_empty=1.0)
+        section.analysis.append(("Dice, model vs reference", {names[k]: round(d, 3) for k, d in dice.items()}))
+    path = segmentation_figure(image, result.labels, out / f"{stem}_model.png", label_names=names,
+                               title=f"model: {model}")
+    section.figures.append((f"Model: {model}, its label map at the largest cross-section", path.name))
+
+
+def _gradcam(predictor: Any, image: Any, class_index: int) -> Any:
+    """The Grad-CAM map of the first member for ``class_index``, on the image's grid."""
+    import torch
+
+    from deepmia.explain.overlay import map_on_image_grid
+    from deepmia.explain.saliency import saliency_map
+
+    x = torch.from_numpy(predictor.prepare(image)[None])
+    return map_on_image_grid(saliency_map(predictor.models[0], x, method="gradcam", class_index=class_index),
+                             image)
+
+
+def _classify(result: Any, image: Any, entry: dict[str, Any], model: str, stem: str, out: Path,
+              section: Any, predictor: Any) -> None:
+    import numpy as np
+
+    from deepmia.report.figures import classification_figure
+
+    probs = {c: float(p) for c, p in zip(result.class_names, result.probabilities, strict=True)}
+    best = result.label if result.label in probs else result.class_names[int(np.argmax(result.probabilities))]
+    section.analysis += [("predicted class (model)", result.label), ("probabilities", probs)]
+    if result.threshold:
+        section.analysis.append(("operating threshold", f"{result.threshold['threshold']:.3f} on "
+                                                        f"p({result.threshold['class']})"))
+    section.analysis.append(("uncertainty", f"{result.uncertainty:.4f}"
+                                            + (" (low confidence: review)" if result.low_confidence else "")))
+    if entry.get("reference"):
+        agree = "agrees" if entry["reference"] == result.label else "disagrees"
+        section.analysis.append(("reference class", f"{entry['reference']} (the model {agree})"))
+    title = f"model: {result.label} (p = {probs[best]:.3f})"
+    heat = None
+    if getattr(predictor, "plan", None) is not None and not predictor.plan.tabular:
+        heat = _gradcam(predictor, image, result.class_names.index(best))
+    path = classification_figure(image, out / f"{stem}_model.png", title=title, saliency=heat)
+    section.figures.append((f"Model: {model} says {result.label}"
+                            + ("; Grad-CAM shows the regions that drove it" if heat is not None else ""), path.name))
+
+
+def _detect(result: Any, image: Any, model: str, stem: str, out: Path, section: Any) -> None:
+    from deepmia.report.figures import detection_figure
+
+    keep = result.scores >= result.min_score
+    counts = {c: int((result.labels[keep] == k).sum()) for k, c in enumerate(result.class_names)}
+    section.analysis += [(f"objects with score ≥ {result.min_score:g} (model)", counts),
+                         ("boxes below that score (not drawn)", int((~keep).sum()))]
+    path = detection_figure(image, result.boxes, result.scores, result.labels, out / f"{stem}_model.png",
+                            class_names=result.class_names, min_score=result.min_score)
+    section.figures.append((f"Model: {model}, boxes with score ≥ {result.min_score:g}", path.name))
+
+
+def _predict(entry: dict[str, Any], image: Any, label: Any, models: Path, predictors: dict[Path, Any],
+             stem: str, out: Path, section: Any) -> None:
+    """Run the sample's shipped model and add its figure and findings to ``section``."""
+    from deepmia.tasks import load_predictor
 
     model_dir = models / entry["model"]
+    model = f"models/{entry['model']}"
     if not (model_dir / "plan.json").is_file():
-        result.summary["model"] = f"{entry['model']}: not found in {models}"
+        section.notes.append(f"{model}: not found in {models}, so no prediction.")
         return
-    predictor = _predictor_cache.get(model_dir) or Predictor(model_dir)
-    _predictor_cache[model_dir] = predictor
-    pred = predictor.predict(image)
-    info: dict[str, Any] = {"model": f"models/{entry['model']}"}
-    split = model_dir / "split.json"
-    case = Path(entry["image"]).name.split(".")[0]
-    if split.is_file():
-        ids = json.loads(split.read_text())
-        info["case in training set"] = case in ids.get("train", [])
-    if label is not None:
-        from deepmia.metrics.segmentation import dice_per_label
-
-        names = {int(k): name for k, name in predictor.plan.labels.items() if k != "0"}
-        for k, d in dice_per_label(pred.array[0], label.array[0], list(names), both_empty=1.0).items():
-            info[f"Dice {names[k]}"] = round(d, 4)
-    result.summary["prediction"] = info
-    result.pictures += [(f"{c} (model)", f) for c, f in _pictures(image, pred, None, out, f"{stem}_pred")]
-
-
-_predictor_cache: dict[Path, Any] = {}
+    if model_dir not in predictors:
+        predictors[model_dir] = load_predictor(model_dir)
+    result = predictors[model_dir].predict(image)
+    section.analysis.append(("model", model))
+    split = _split_of(model_dir, Path(entry["image"]).name.split(".")[0])
+    if split:
+        section.analysis.append(("this case in the model's data", {"train": "training split (seen in training)",
+                                                                   "val": "validation split (not trained on)",
+                                                                   "test": "test split (held out)"}[split]))
+    if result.task == "segment":
+        _segment(result, image, label, model, stem, out, section)
+    elif result.task == "classify":
+        _classify(result, image, entry, model, stem, out, section, predictors[model_dir])
+    elif result.task == "detect":
+        _detect(result, image, model, stem, out, section)
+    section.notes += [f"Model check: {w}" for w in getattr(result, "warnings", [])]
 
 
-def _run_sample(entry: dict[str, Any], root: Path, out: Path, index: int, models: Path = MODELS) -> SampleResult:
+def _run_sample(entry: dict[str, Any], root: Path, out: Path, index: int, models: Path,
+                predictors: dict[Path, Any]) -> Any:
     from deepmia.io import read_image
+    from deepmia.report.demo import DemoSection, image_facts
+    from deepmia.report.figures import image_figure, segmentation_figure
 
-    path = root / entry["image"]
-    result = SampleResult(entry["name"], entry["image"])
+    section = DemoSection(entry["name"], entry["image"])
+    stem = f"sample{index:02d}"
     try:
-        image = read_image(path)
+        image = read_image(root / entry["image"])
         label = read_image(root / entry["label"], kind="label") if entry.get("label") else None
         if label is not None and not label.same_geometry(image):
             raise DeepmiaError("label geometry differs from its image", path=root / entry["label"])
-        result.summary = image.summary()
-        result.summary.pop("affine", None)
-        if label is not None:
-            import numpy as np
-
-            values, counts = np.unique(label.array, return_counts=True)
-            voxel_ml = float(np.prod(image.spacing)) / 1000.0
-            result.summary["label volumes (mL)"] = {
-                int(v): round(int(c) * voxel_ml, 3) for v, c in zip(values, counts, strict=True) if v != 0
-            }
+        section.facts = image_facts(image)
         window = tuple(entry["window"]) if entry.get("window") else None
-        result.pictures = _pictures(image, label, window, out, f"sample{index:02d}")
-        if entry.get("model"):
-            _segment(entry, image, label, models, out, f"sample{index:02d}", result)
-    except DeepmiaError as exc:
-        result.error = str(exc)
-    return result
-
-
-def _html(results: list[SampleResult]) -> str:
-    rows = []
-    for r in results:
-        if r.error:
-            body = f"<p class='error'>{html.escape(r.error)}</p>"
+        if label is None:
+            section.figures.append(("The image", image_figure(image, out / f"{stem}_image.png", window=window).name))
         else:
-            meta = "".join(
-                f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(json.dumps(v, default=str))}</td></tr>"
-                for k, v in r.summary.items()
-            )
-            figs = "".join(
-                f"<figure><img src='{html.escape(f)}' alt='{html.escape(r.name)} {html.escape(c)}'>"
-                f"<figcaption>{html.escape(c)}</figcaption></figure>"
-                for c, f in r.pictures
-            )
-            body = f"<div class='figs'>{figs}</div><table>{meta}</table>"
-        rows.append(f"<section><h2>{html.escape(r.name)}</h2><p><code>{html.escape(r.path)}</code></p>{body}</section>")
-    style = (
-        "body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}figure{display:inline-block;margin:4px}"
-        "img{image-rendering:pixelated;border:1px solid #ccc}table{border-collapse:collapse;font-size:90%}"
-        "th,td{border:1px solid #ddd;padding:2px 6px;text-align:left}.error{color:#b00}section{margin-bottom:2em}"
-    )
-    return (
-        "<!doctype html><html><head><meta charset='utf-8'><title>deepmia demo</title>"
-        f"<style>{style}</style></head><body><h1>deepmia demo: bundled samples</h1>"
-        "<p>Slices in radiological convention (patient right on the left). Sample sources and licenses: "
-        "see <code>deepmia/samples/README.md</code>.</p>" + "".join(rows) + "</body></html>"
-    )
+            names = _label_names(models / entry["model"]) if entry.get("model") else {}
+            path = segmentation_figure(image, label, out / f"{stem}_reference.png", label_names=names,
+                                       window=window, title="reference: the dataset's label file")
+            section.figures.append(("Reference: the dataset's label map (drawn by hand)", path.name))
+        if entry.get("model"):
+            _predict(entry, image, label, models, predictors, stem, out, section)
+    except DeepmiaError as exc:
+        section.error = str(exc)
+    return section
+
+
+def _label_names(model_dir: Path) -> dict[int, str]:
+    plan = model_dir / "plan.json"
+    labels = json.loads(plan.read_text()).get("labels", {}) if plan.is_file() else {}
+    return {int(k): v for k, v in labels.items() if k != "0"} if isinstance(labels, dict) else {}
+
+
+def _print(section: Any) -> None:
+    from deepmia.report.demo import format_value
+
+    if section.error:
+        console.print(f"[red]FAILED[/red] {section.name}: {section.error}")
+        return
+    facts = dict(section.facts)
+    size = next(v for k, v in facts.items() if k.startswith("size"))
+    spacing = facts["spacing (mm)"] + ("" if facts["spacing (mm)"] == "unknown" else " mm")
+    console.print(f"{section.name:28s} {size:18s} spacing {spacing}  {facts['orientation']}  "
+                  f"{facts['data type']}  modality={facts.get('modality', '-')}", soft_wrap=True)
+    for key, value in section.analysis:
+        console.print(f"{'':28s} {key}: {format_value(value)}", soft_wrap=True)
 
 
 def demo(
-    out: Path = typer.Option(Path("demo"), "--out", help="Folder for index.html and the slice pictures."),
+    out: Path = typer.Option(Path("demo"), "--out", help="Folder for index.html and the figures."),
     samples: Path = typer.Option(SAMPLES, "--samples", help="Folder with a manifest.json of samples."),
     models: Path = typer.Option(MODELS, "--models", help="Folder of shipped models the manifest refers to."),
 ) -> None:
-    """Read the bundled samples, print what was found and write OUT/index.html with slices and metadata."""
+    """Run the shipped models on the bundled samples and write OUT/index.html with figures and findings."""
+    from deepmia.report.demo import write_demo_page
+
     manifest = samples / "manifest.json"
     if not manifest.is_file():
         raise DeepmiaError("no manifest.json in the samples folder", path=samples)
     entries = json.loads(manifest.read_text())["samples"]
     out.mkdir(parents=True, exist_ok=True)
-    results = []
+    sections, predictors = [], {}
     with progress(transient=True) as bar:
         task = bar.add_task("reading samples", total=len(entries))
         for i, entry in enumerate(entries):
-            results.append(_run_sample(entry, samples, out, i, models))
+            sections.append(_run_sample(entry, samples, out, i, models, predictors))
             bar.advance(task)
-    for r in results:
-        if r.error:
-            console.print(f"[red]FAILED[/red] {r.name}: {r.error}")
-        else:
-            s = r.summary
-            console.print(
-                f"{r.name:28s} {str(tuple(s['shape'])):22s} spacing {s['spacing_mm']} mm  {s['orientation']}  "
-                f"{s['dtype']}  modality={s.get('modality') or '-'}"
-            )
-            if "prediction" in s:
-                console.print(f"{'':28s} prediction: {s['prediction']}", soft_wrap=True)
-    (out / "index.html").write_text(_html(results), encoding="utf-8")
-    console.print(f"wrote {out / 'index.html'}")
-    failed = sum(r.error is not None for r in results)
+    for section in sections:
+        _print(section)
+    page = write_demo_page(sections, out, title="deepmia demo: the bundled samples", intro=_INTRO)
+    console.print(f"wrote {page}")
+    failed = sum(s.error is not None for s in sections)
     if failed:
-        raise DeepmiaError(f"{failed} of {len(results)} samples could not be read (see above)", path=samples)
+        raise DeepmiaError(f"{failed} of {len(sections)} samples could not be read (see above)", path=samples)
 
 
 def register(app: typer.Typer) -> None:

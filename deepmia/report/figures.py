@@ -28,9 +28,9 @@ from deepmia.image import Image
 from deepmia.report.registration import save_registration_figures
 
 __all__ = [
-    "classification_figure", "detection_figure", "segmentation_figure", "save_registration_figures", "edge_letters",
-    "geometry_known", "geometry_notes", "label_colour", "largest_section", "montage", "panel", "plane_geometry",
-    "save_rgb",
+    "classification_figure", "detection_figure", "image_figure", "segmentation_figure", "save_registration_figures",
+    "edge_letters", "geometry_known", "geometry_notes", "label_colour", "largest_section", "montage", "panel",
+    "plane_geometry", "save_rgb",
 ]
 
 RASTER_FORMATS = frozenset({"png", "jpeg", "jpg", "bmp", "gif", "webp", "tiff"})
@@ -239,6 +239,40 @@ def largest_section(labels: Image) -> dict[str, int | None]:
     return {p: int(np.argmax(c)) for p, c in counts.items()}
 
 
+def _plane_panels(image: Image, labels: Image | None, window: tuple[float, float] | None,
+                  ) -> tuple[list[np.ndarray], list[str]]:
+    """Annotated panels (and their titles) of the planes shown for ``image``, labels overlaid when given."""
+    index = largest_section(labels) if labels is not None else {p: None for p in _PLANE_DIRECTIONS}
+    panels, titles = [], []
+    for plane in _planes(image):
+        sl, aspect = slice_for_display(image, plane, index[plane])
+        rgb = to_rgb(sl, window)
+        if labels is not None:
+            rgb = overlay_labels(rgb, slice_for_display(labels, plane, index[plane])[0][0])
+        col_mm, letters = plane_geometry(image, plane)
+        panels.append(panel(rgb, aspect=aspect, col_mm=col_mm, letters=letters))
+        titles.append(plane if image.spatial_dims == 3 else "image")
+    return panels, titles
+
+
+def image_figure(image: Image, path: str | PathLike[str], *, window: tuple[float, float] | None = None,
+                 title: str | None = None) -> Path:
+    """The image's central slices (axial; coronal and sagittal too for volumes of more than 16 slices).
+
+    Args:
+        image: A 2D image or a volume.
+        path: Output PNG.
+        window: Intensity window (low, high); default: the 0.5th-99.5th percentile.
+        title: A caption line under the panels.
+
+    Returns:
+        ``path``.
+    """
+    panels, titles = _plane_panels(image, None, window)
+    footer = ([title] if title else []) + geometry_notes(image)
+    return save_rgb(montage(panels, titles=titles, footer=footer), path)
+
+
 def segmentation_figure(image: Image, labels: Image, path: str | PathLike[str], *,
                         label_names: Mapping[int, str] | None = None, window: tuple[float, float] | None = None,
                         title: str | None = None) -> Path:
@@ -265,15 +299,7 @@ def segmentation_figure(image: Image, labels: Image, path: str | PathLike[str], 
             f"label map shape {labels.spatial_shape} differs from the image's {image.spatial_shape}",
             path=labels.meta.get("source"), fix="resample the label map onto the image grid first")
     names = {int(k): str(v) for k, v in (label_names or {}).items()}
-    index = largest_section(labels)
-    panels, titles = [], []
-    for plane in _planes(image):
-        sl, aspect = slice_for_display(image, plane, index[plane])
-        lab, _ = slice_for_display(labels, plane, index[plane])
-        col_mm, letters = plane_geometry(image, plane)
-        panels.append(panel(overlay_labels(to_rgb(sl, window), lab[0]), aspect=aspect, col_mm=col_mm,
-                            letters=letters))
-        titles.append(plane if image.spatial_dims == 3 else "image")
+    panels, titles = _plane_panels(image, labels, window)
     values = [int(v) for v in np.unique(labels.array) if v != 0]
     present = sorted(set(values) | {k for k in names if k != 0})
     legend = [f"{names.get(v, f'label {v}')}" + ("" if v in values else " (not present)") for v in present]
