@@ -143,7 +143,7 @@ def main() -> None:
                         help="Plan override passed to train segment (repeatable); recorded in the results.")
     args = parser.parse_args()
 
-    from deepmia.cli.learn import parse_duration
+    from deepmia.cli._common import parse_duration
 
     budget_s = parse_duration(args.time_budget) or FULL_BUDGET_S
     smoke = budget_s < FULL_BUDGET_S

@@ -63,7 +63,7 @@ def run_method(method: str, data: Path, model: Path, big: bool) -> dict:
         predictor.overlap = 0.0
         t = time.perf_counter()
         if method == "deepmia":
-            out = predictor.predict(image).array[0]
+            out = predictor.predict(image).labels.array[0]
         else:
             from monai.inferers import SlidingWindowInferer
 
@@ -84,7 +84,7 @@ def run_method(method: str, data: Path, model: Path, big: bool) -> dict:
         image = read_image(data / "hippocampus" / "images" / f"{case}.nii.gz")
         ref = read_image(data / "hippocampus" / "labels" / f"{case}.nii.gz", kind="label").array[0]
         t = time.perf_counter()
-        pred = predictor.predict(image).array[0] if method == "deepmia" else monai_predict(image)
+        pred = predictor.predict(image).labels.array[0] if method == "deepmia" else monai_predict(image)
         total += time.perf_counter() - t
         scores.append(list(dice_per_label(pred, ref, (1, 2), both_empty=1.0).values()))
     s = np.asarray(scores)

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-console = Console()
-err_console = Console(stderr=True)
+# soft_wrap: a long line (a result followed by its output path) is never broken mid-sentence at the terminal width.
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 def progress(transient: bool = False) -> Progress:
@@ -29,3 +31,19 @@ def progress(transient: bool = False) -> Progress:
 def print_json(data: Any) -> None:
     """Print JSON to stdout, unstyled."""
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def parse_duration(text: str | None) -> float | None:
+    """Seconds from ``90s``, ``45m``, ``1.5h`` or a bare number of seconds; None stays None.
+
+    Raises:
+        InvalidArgumentError: Not a duration.
+    """
+    from deepmia.errors import InvalidArgumentError
+
+    if text is None or text == "":
+        return None
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([smh]?)\s*", text)
+    if not m or float(m.group(1)) <= 0:
+        raise InvalidArgumentError(f"time budget {text!r} is not a positive duration like 90s, 45m or 1.5h")
+    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]

@@ -1,49 +1,14 @@
-"""Classification commands: ``deepmia train classify``, ``deepmia evaluate classify``.
-
-Also ``predict``, used by ``deepmia predict`` on a classification model directory.
-"""
+"""Classification commands: ``deepmia train classify``, ``deepmia evaluate classify``."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import typer
 
 from deepmia.cli._common import console, err_console, print_json
 
-__all__ = ["register", "predict"]
-
-
-def _members_option(predictor: Any, folds: list[int] | None) -> None:
-    if folds:
-        from deepmia.errors import InvalidArgumentError
-
-        bad = [f for f in folds if not 0 <= f < len(predictor.models)]
-        if bad:
-            raise InvalidArgumentError(f"no member(s) {bad}; the model has {len(predictor.models)}")
-        predictor.models = [predictor.models[f] for f in folds]
-        predictor.members = [predictor.members[f] for f in folds]
-
-
-def predict(model_dir: Path, src: Path, dst: Path, *, options: dict[str, Any]) -> None:
-    """``deepmia predict`` for a classification model: ``DST/predictions.csv`` (and ``skipped.csv``).
-
-    Options: ``tta`` (bool), ``mc_dropout`` (passes), ``folds`` (members to use), ``clinical`` (CSV path).
-    """
-    from deepmia.tasks.classify.predict import Predictor, options_of
-
-    predictor = Predictor(model_dir, **options_of(options))
-    _members_option(predictor, options.get("folds"))
-    report = predictor.predict_path(src, dst, clinical=options.get("clinical"))
-    for _name, reason in report["skipped"]:
-        err_console.print(f"skipped {reason}", soft_wrap=True, markup=False, highlight=False)
-    for note in report["notes"]:
-        err_console.print(f"warning: {note}", soft_wrap=True, markup=False, highlight=False)
-    console.print(f"{report['predicted']} predicted ({report['low_confidence']} flagged low-confidence), "
-                  f"{len(report['skipped'])} skipped -> {report['out']}")
-    if report["skipped"]:
-        raise typer.Exit(1)
+__all__ = ["register"]
 
 
 def train_classify(
@@ -55,9 +20,12 @@ def train_classify(
     id_column: str = typer.Option("case_id", "--id-column", help="Case-id column of the clinical CSV."),
     fusion: str = typer.Option(None, "--fusion", help="Fusion of clinical features: late or film."),
     override: list[str] = typer.Option([], "--set", help="Plan override key=value (repeatable)."),
+    positive_class: str = typer.Option(
+        None, "--positive-class", help="The positive (disease) class the operating threshold applies to (default: "
+        "dataset.json's positive_class, else the class whose name is not normal/benign/negative, else class 1)."),
 ) -> None:
     """Plan, train, calibrate and write a classification model directory."""
-    from deepmia.cli.learn import parse_duration
+    from deepmia.cli._common import parse_duration
     from deepmia.tasks.classify.train import train
 
     if clinical is None and (fusion or clinical_columns):
@@ -67,11 +35,15 @@ def train_classify(
     overrides = list(override) + ([f"fusion_mode={fusion}"] if fusion else [])
     metrics = train(dataset, out, time_budget_s=parse_duration(time_budget), overrides=overrides, clinical=clinical,
                     clinical_columns=clinical_columns.split(",") if clinical_columns else None, id_column=id_column,
-                    progress=lambda msg: err_console.print(msg, soft_wrap=True))
+                    positive_class=positive_class, progress=lambda msg: err_console.print(msg, soft_wrap=True))
     val = metrics["validation"]
     auc = val["auroc"]["macro"]["auc"]
+    cal = metrics["calibration"]
+    point = (f", threshold {cal['threshold']:.3f} on P({cal['positive_class']})"
+             if cal.get("positive_class") and len(val.get("class_order") or []) == 2 else "")
     console.print(f"validation: AUROC {auc:.4f}" + (f", accuracy {val['accuracy']:.4f}" if "accuracy" in val else "")
-                  + f"; temperature {metrics['calibration']['temperature']:.3f} -> {out}")
+                  + f"; temperature {cal['temperature']:.3f}{point} -> {out}", soft_wrap=True, markup=False,
+                  highlight=False)
 
 
 def evaluate_classify(
@@ -95,7 +67,8 @@ def evaluate_classify(
     macro = m["auroc"]["macro"]
     console.print(f"{m['n_cases']} {split} cases: accuracy {m['accuracy']:.4f}, balanced accuracy "
                   f"{m['balanced_accuracy']:.4f}, AUROC {macro['auc']:.4f}, ECE {m['ece']:.4f} "
-                  f"(before temperature scaling {m.get('ece_uncalibrated', float('nan')):.4f}) -> {out}")
+                  f"(before temperature scaling {m.get('ece_uncalibrated', float('nan')):.4f}) -> {out}",
+                  soft_wrap=True, markup=False, highlight=False)
 
 
 def register(*, app: typer.Typer, train: typer.Typer, evaluate: typer.Typer) -> None:

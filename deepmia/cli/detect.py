@@ -1,35 +1,14 @@
-"""Detection commands: ``deepmia train detect``, ``deepmia evaluate detect``.
-
-Also ``predict``, used by ``deepmia predict`` on a detection model directory.
-"""
+"""Detection commands: ``deepmia train detect``, ``deepmia evaluate detect``."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import typer
 
 from deepmia.cli._common import console, err_console, print_json
 
-__all__ = ["register", "predict"]
-
-
-def predict(model_dir: Path, src: Path, dst: Path, *, options: dict[str, Any]) -> None:
-    """``deepmia predict`` for a detection model: ``DST/predictions.json`` (COCO results), ``DST/categories.json``.
-
-    Options: ``tta`` (bool), ``folds`` (members to use), ``figure`` (draw the boxes into ``DST/figures``).
-    """
-    from deepmia.tasks.detect.predict import Predictor
-
-    predictor = Predictor(model_dir, folds=options.get("folds"), tta=options.get("tta"))
-    report = predictor.predict_path(src, dst, figure=bool(options.get("figure")))
-    for name, reason in report["skipped"]:
-        err_console.print(f"[red]skipped[/] {name}: {reason}", soft_wrap=True)
-    console.print(f"{report['predicted']} image(s), {report['detections']} detection(s), "
-                  f"{len(report['skipped'])} skipped -> {report['out']}")
-    if report["skipped"]:
-        raise typer.Exit(1)
+__all__ = ["register"]
 
 
 def train_detect(
@@ -39,7 +18,7 @@ def train_detect(
     override: list[str] = typer.Option([], "--set", help="Plan override key=value (repeatable)."),
 ) -> None:
     """Plan anchors from the boxes, train a RetinaNet and write a detection model directory."""
-    from deepmia.cli.learn import parse_duration
+    from deepmia.cli._common import parse_duration
     from deepmia.tasks.detect.train import train
 
     metrics = train(dataset, out, time_budget_s=parse_duration(time_budget), overrides=list(override),

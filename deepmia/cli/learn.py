@@ -7,22 +7,16 @@ Each task's commands live in a CLI module of this package (a fixed list below); 
 from __future__ import annotations
 
 import importlib
-import json
-import re
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import typer
 
 from deepmia.errors import InvalidArgumentError
 
-# task name in plan.json -> the CLI module (in deepmia.cli) that trains, evaluates and predicts it
-TASKS = {
-    "segmentation": "segment",
-    "classification": "classify",
-    "registration": "registration",
-    "detection": "detect",
-}
+# The CLI modules (in deepmia.cli) that add each task's train/evaluate commands: a fixed list.
+TASK_CLI_MODULES = ("segment", "classify", "registration", "detect")
 
 train_app = typer.Typer(help="Train a model: deepmia train <task> --dataset DIR --out MODEL_DIR.", no_args_is_help=True)
 evaluate_app = typer.Typer(
@@ -30,28 +24,30 @@ evaluate_app = typer.Typer(
 )
 
 
-def parse_duration(text: str | None) -> float | None:
-    """Seconds from ``90s``, ``45m``, ``1.5h`` or a bare number of seconds; None stays None.
-
-    Raises:
-        InvalidArgumentError: Not a duration.
-    """
-    if text is None or text == "":
-        return None
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([smh]?)\s*", text)
-    if not m or float(m.group(1)) <= 0:
-        raise InvalidArgumentError(f"time budget {text!r} is not a positive duration like 90s, 45m or 1.5h")
-    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
-
-
 def _task_module(name: str) -> ModuleType:
     return importlib.import_module(f"deepmia.cli.{name}")
 
 
+def _predictor_options(task: str, opts: dict[str, Any]) -> dict[str, Any]:
+    """The predictor keyword options of ``task`` from the command line's; refuses options the task lacks."""
+    accepted = {
+        "segment": ("folds", "tta", "probabilities", "device"),
+        "classify": ("folds", "tta", "clinical", "device"),
+        "detect": ("folds", "tta", "min_score", "device"),
+        "register": ("device",),
+    }[task]
+    flags = {"probabilities": "--probabilities", "clinical": "--clinical", "min_score": "--min-score",
+             "folds": "--folds"}
+    for key, flag in flags.items():
+        if opts.get(key) not in (None, False) and key not in accepted:
+            raise InvalidArgumentError(f"{flag} does not apply to a {task} model", fix=f"leave out {flag}")
+    return {k: v for k, v in opts.items() if k in accepted and v is not None}
+
+
 def predict(
     model_dir: Path = typer.Argument(..., help="A trained model directory (with plan.json)."),
-    src: Path = typer.Argument(..., help="An input file, or a folder of them."),
-    dst: Path = typer.Argument(..., help="Output folder."),
+    src: Path = typer.Argument(..., help="An image file, a DICOM series folder, or a folder of inputs."),
+    dst: Path = typer.Argument(..., help="Output folder (for one image input of a segmentation model: a file)."),
     tta: bool = typer.Option(True, "--tta/--no-tta", help="Test-time augmentation where the task has it."),
     folds: str = typer.Option(None, "--folds", help="Comma-separated folds to ensemble (default: all trained)."),
     figure: bool = typer.Option(False, "--figure", help="Also draw the results as PNG figures."),
@@ -63,32 +59,49 @@ def predict(
         "--clinical",
         help="Clinical CSV for an image + clinical classification model, joined on case id = file name without suffix.",
     ),
+    min_score: float = typer.Option(None, "--min-score", help="Detection: draw and count boxes from this score."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto (the GPU when there is one)."),
 ) -> None:
-    """Predict with a trained model: the task comes from MODEL_DIR/plan.json."""
-    plan_path = model_dir / "plan.json"
-    if not plan_path.is_file():
-        raise InvalidArgumentError("no plan.json: not a deepmia model directory", path=model_dir)
+    """Predict with a trained model: the task comes from MODEL_DIR/plan.json.
+
+    Writes the task's outputs, skipped.csv (inputs that failed, with the reason), measurements.csv and run.json
+    (model and hashes, versions, inputs with hashes, options, device, timings). Exit status: 0 all predicted,
+    1 some inputs skipped, 2 nothing predicted or bad usage.
+    """
+    from deepmia.tasks import task_of_model
+
+    task = task_of_model(model_dir)
     try:
-        task = json.loads(plan_path.read_text()).get("task")
-    except json.JSONDecodeError as exc:
-        raise InvalidArgumentError(f"plan.json is not valid JSON: {exc}", path=plan_path) from exc
-    name = TASKS.get(task)
-    if name is None:
-        raise InvalidArgumentError(f"plan.json names task {task!r}, which this deepmia cannot predict", path=plan_path)
-    if clinical is not None and name != "classify":
-        raise InvalidArgumentError(
-            f"--clinical applies to classification models; this is a {task} model",
-            path=model_dir,
-            fix="leave out --clinical",
-        )
-    options = {
-        "tta": tta,
-        "figure": figure,
-        "folds": [int(f) for f in folds.split(",")] if folds else None,
-        "clinical": clinical,
-        "probabilities": probabilities,
-    }
-    _task_module(name).predict(model_dir, src, dst, options=options)
+        fold_list = [int(f) for f in folds.split(",")] if folds else None
+    except ValueError:
+        raise InvalidArgumentError(f"--folds {folds!r} is not a comma-separated list of integers") from None
+    options = _predictor_options(task.name, {
+        "tta": tta, "folds": fold_list, "clinical": clinical, "probabilities": probabilities or None,
+        "min_score": min_score, "device": device,
+    })
+    formats = [f for f, on in (("figure", figure), ("probabilities", probabilities)) if on]
+    if task.name == "register":
+        _task_module("registration").predict(model_dir, src, dst, options={"figure": figure, "device": device})
+        return
+    _run_predictions(task.predictor()(model_dir, **options), src, dst, formats=formats, options=options)
+
+
+def _run_predictions(predictor: Any, src: Path, dst: Path, *, formats: list[str], options: dict[str, Any]) -> None:
+    from deepmia.cli._common import console, err_console, progress
+    from deepmia.engine.batch import run_batch
+
+    with progress() as bar:
+        job = bar.add_task("predict", total=None)
+        report = run_batch(predictor, src, dst, formats=formats, options={k: str(v) for k, v in options.items()},
+                           progress=lambda d, t, _n: bar.update(job, completed=d, total=t))
+    for name, reason in report.skipped:
+        err_console.print(f"skipped {name}: {reason}", soft_wrap=True, markup=False, highlight=False)
+    for note in report.warnings:
+        err_console.print(f"warning: {note}", soft_wrap=True, markup=False, highlight=False)
+    console.print(f"{len(report.predicted)} of {report.total} predicted on {predictor.device} -> {dst} "
+                  f"(record: {report.record.name})", soft_wrap=True, markup=False, highlight=False)
+    if report.skipped:
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:
@@ -99,5 +112,5 @@ def register(app: typer.Typer) -> None:
     app.add_typer(train_app, name="train")
     app.add_typer(evaluate_app, name="evaluate")
     app.command("predict")(predict)
-    for name in TASKS.values():
+    for name in TASK_CLI_MODULES:
         _task_module(name).register(app=app, train=train_app, evaluate=evaluate_app)

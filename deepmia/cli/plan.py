@@ -16,7 +16,7 @@ def plan(
     override: list[str] = typer.Option([], "--set", help="Override a plan field: key=value (JSON value), repeatable."),
 ) -> None:
     """Plan a run from the data: spacing, normalisation, patch, network, batch, loss, schedule."""
-    from deepmia.cli.learn import parse_duration
+    from deepmia.cli._common import parse_duration
     from deepmia.data.dataset import Dataset
     from deepmia.errors import InvalidArgumentError
 

@@ -65,23 +65,20 @@ def register_command(
             "mi" if method in ("rigid", "affine") or (method == "deformable" and deformable == "bspline") else "mse"
         )
     options["metric"] = metric
-    predictor = Predictor(method=method, model_dir=model, **options)
-    summary = predictor.run(
-        _read(fixed),
-        _read(moving),
-        out,
-        moving_label=_read(moving_label, kind="label"),
-        fixed_mask=_read(fixed_mask, kind="label"),
-        moving_mask=_read(moving_mask, kind="label"),
-        figure=figure,
-    )
+    predictor = Predictor(model, method=method, **options)
+    result = predictor.predict({
+        "fixed": _read(fixed), "moving": _read(moving), "moving_label": _read(moving_label, kind="label"),
+        "fixed_mask": _read(fixed_mask, kind="label"), "moving_mask": _read(moving_mask, kind="label"),
+    })
+    outputs = result.write(out, "", formats=("figure",) if figure else ())
     if as_json:
-        print_json(summary)
+        import json
+
+        print_json(json.loads((Path(out) / "registration.json").read_text()))
         return
     console.print(
-        f"{summary['method']}: {summary['metric']} {summary['metric_before']:.4g} -> {summary['metric_after']:.4g} "
-        f"in {summary['seconds']:.1f} s; wrote {', '.join(summary['files'].values())} to {out}",
-        soft_wrap=True,
+        _summary_line(result) + f"; wrote {', '.join(p.name for p in outputs)} to {out}",
+        soft_wrap=True, markup=False, highlight=False,
     )
 
 
@@ -176,30 +173,45 @@ def register(*, app: typer.Typer, train: typer.Typer, evaluate: typer.Typer) -> 
 def predict(model_dir: Path, src: Path, dst: Path, *, options: dict[str, Any]) -> None:
     """``deepmia predict`` for a registration model: ``src`` is ``FIXED,MOVING`` or a folder holding both.
 
+    Writes the registration outputs and ``run.json`` into ``dst``.
+
     Args:
         model_dir: Trained registration model.
         src: Two comma-separated image paths (fixed first) or a folder with ``fixed.*`` and ``moving.*``.
         dst: Output folder.
-        options: ``moving_label`` (path), ``figure`` (bool).
+        options: ``figure`` (bool), ``device``.
     """
+    import time
+
+    from deepmia.cli._common import console
+    from deepmia.engine.batch import InputItem, write_record
     from deepmia.tasks.register.predict import Predictor
 
+    started = time.time()
     text = str(src)
     if "," in text:
         fixed_path, moving_path = (Path(p) for p in text.split(",", 1))
     else:
-        found = {p.name.split(".")[0]: p for p in Path(src).glob("*") if p.is_file()}
+        found = {p.name.split(".")[0]: p for p in Path(src).glob("*")}
         if "fixed" not in found or "moving" not in found:
             raise InvalidArgumentError(
                 "registration input must be FIXED,MOVING or a folder with fixed.* and moving.*",
-                fix="e.g. deepmia predict MODEL fixed.nii.gz,moving.nii.gz OUT",
+                path=src, fix="e.g. deepmia predict MODEL fixed.nii.gz,moving.nii.gz OUT",
             )
         fixed_path, moving_path = found["fixed"], found["moving"]
-    label = options.get("moving_label")
-    Predictor(method="learned", model_dir=model_dir).run(
-        _read(fixed_path),
-        _read(moving_path),
-        dst,
-        moving_label=_read(Path(label), kind="label") if label else None,
-        figure=bool(options.get("figure", False)),
-    )
+    predictor = Predictor(model_dir, device=options.get("device", "cpu"))
+    result = predictor.predict((_read(fixed_path), _read(moving_path)))
+    outputs = result.write(dst, "", formats=("figure",) if options.get("figure") else ())
+    inputs = [InputItem(p, role).record() for p, role in ((fixed_path, "fixed"), (moving_path, "moving"))]
+    record = write_record(Path(dst) / "run.json", predictor, inputs, ["moving"], outputs=outputs,
+                          options={"figure": bool(options.get("figure"))}, started=started)
+    console.print(_summary_line(result) + f"; wrote {len(outputs)} files and {record.name} to {dst}",
+                  soft_wrap=True, markup=False, highlight=False)
+
+
+def _summary_line(result: Any) -> str:
+    """``method: MSE 0.15 -> 0.02 in 1.2 s``: the similarity with its real name and sign."""
+    rows = {r["quantity"]: r["value"] for r in result.measurements()}
+    name = next(q for q in rows if q.endswith(" before"))[: -len(" before")]
+    return (f"{result.registration.method}: {name} {rows[name + ' before']:.4g} -> {rows[name + ' after']:.4g} "
+            f"in {rows['seconds']:.1f} s")

@@ -1,4 +1,4 @@
-"""Segmentation commands: ``train segment``, ``evaluate segment``, and ``predict`` for segmentation models."""
+"""Segmentation commands: ``train segment`` and ``evaluate segment`` (``deepmia predict`` is in learn.py)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def train_segment(
     workers: int = typer.Option(2, "--workers", min=1, help="Preprocessing processes."),
 ) -> None:
     """Plan (if needed), preprocess, train one fold, choose post-processing and score the validation cases."""
-    from deepmia.cli.learn import parse_duration
+    from deepmia.cli._common import parse_duration
     from deepmia.tasks.segment.train import train_fold
 
     with progress() as bar:
@@ -110,59 +110,6 @@ def evaluate_segment(
         console.print(f"  {name:12s} pooled: " + "  ".join(cells), soft_wrap=True)
     if out is not None:
         console.print(f"wrote {out / 'per_case.csv'} and {out / 'summary.json'}")
-
-
-def _inputs(src: Path) -> list[Path]:
-    from deepmia.errors import InvalidArgumentError
-    from deepmia.io import is_image_file
-
-    if src.is_file():
-        return [src]
-    if src.is_dir():
-        files = [p for p in sorted(src.iterdir()) if is_image_file(p)]
-        if not files:
-            raise InvalidArgumentError("no image files in the folder", path=src)
-        return files
-    raise InvalidArgumentError("no such file or folder", path=src)
-
-
-def predict(model_dir: Path, src: Path, dst: Path, *, options: dict[str, Any]) -> None:
-    """``deepmia predict`` for a segmentation model: one label map per input, same name, format and geometry.
-
-    With ``options["probabilities"]``, each input's class probabilities (float32, one channel per class) go to
-    ``DST/probabilities/`` as well.
-    """
-    from deepmia.tasks.segment.predict import Predictor
-
-    predictor = Predictor(model_dir, folds=options.get("folds"), tta=options.get("tta", True))
-    files = _inputs(src)
-    prob_dir = dst / "probabilities" if options.get("probabilities") else None
-    with progress() as bar:
-        job = bar.add_task("predict", total=len(files))
-        failed = predictor.predict_paths(
-            files, dst, probabilities_dir=prob_dir, on_done=lambda _p, _e: bar.advance(job)
-        )
-    for _path, problem in failed:
-        console.print(f"[red]skipped[/] {problem}", soft_wrap=True)
-    if options.get("figure"):
-        _figures(files, dst, failed)
-    console.print(f"{len(files) - len(failed)}/{len(files)} predicted -> {dst}")
-    if failed:
-        raise typer.Exit(1)
-
-
-def _figures(files: list[Path], dst: Path, failed: list[tuple[Path, str]]) -> None:
-    from deepmia.display import overlay_labels, save_png, slice_for_display, to_rgb
-    from deepmia.io import read_image
-
-    bad = {p for p, _ in failed}
-    for src in files:
-        if src in bad:
-            continue
-        image, labels = read_image(src), read_image(dst / src.name, kind="label")
-        picture, aspect = slice_for_display(image)
-        lab, _ = slice_for_display(labels)
-        save_png(overlay_labels(to_rgb(picture), lab[0]), dst / f"{src.name.split('.')[0]}_overlay.png", aspect=aspect)
 
 
 def register(*, app: typer.Typer, train: typer.Typer, evaluate: typer.Typer) -> None:

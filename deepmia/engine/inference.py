@@ -58,6 +58,7 @@ def sliding_window(
     mirror_axes: Sequence[int] = (),
     precision: str = "fp32",
     out: str = "labels",
+    device_type: str | None = None,
 ) -> np.ndarray:
     """Predict a whole image from windows of the network's input size.
 
@@ -73,6 +74,8 @@ def sliding_window(
         mirror_axes: Spatial axes (0-based) to mirror for test-time augmentation; every combination is run.
         precision: ``fp32`` or ``bf16`` autocast for the forward passes.
         out: ``labels`` (argmax as uint8, or int16 above 255 classes) or ``probabilities`` (float16, ``(K, *spatial)``).
+        device_type: Device type of ``predict``'s network for autocast (``cpu`` or ``cuda``; default: the
+            machine's default device). ``predict`` takes and returns CPU tensors.
 
     Returns:
         The label map ``(*spatial)`` or the probabilities ``(K, *spatial)``.
@@ -151,7 +154,7 @@ def sliding_window(
                 for flip in flips:
                     dims = [a + 2 for a in flip]
                     x = torch.flip(batch, dims) if dims else batch
-                    with autocast(precision):
+                    with autocast(precision, device_type):
                         y = predict(x)
                     y = y.float()
                     probs += torch.flip(y, dims) if dims else y

@@ -19,6 +19,7 @@ __all__ = [
     "configure_threads",
     "seed_everything",
     "device",
+    "resolve_device",
     "bf16_supported",
     "autocast",
     "choose_precision",
@@ -49,19 +50,46 @@ def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def bf16_supported() -> bool:
-    """Whether bfloat16 autocast is available on this machine's default device."""
-    if torch.cuda.is_available():
+def resolve_device(spec: str | torch.device | None = "cpu") -> torch.device:
+    """The device a predictor runs on: ``cpu``, ``cuda`` (``cuda:1``, ...) or ``auto`` (the GPU when there is one).
+
+    Raises:
+        InvalidArgumentError: An unknown device, or ``cuda`` on a machine without a usable GPU.
+    """
+    from deepmia.errors import InvalidArgumentError
+
+    if spec is None or str(spec) == "auto":
+        return device()
+    try:
+        dev = torch.device(spec)
+    except (RuntimeError, TypeError) as exc:
+        raise InvalidArgumentError(f"unknown device {spec!r}", fix="use cpu, cuda, cuda:N or auto") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidArgumentError("device cuda asked for, but torch sees no GPU on this machine", fix="use cpu or auto")
+    if dev.type not in ("cpu", "cuda"):
+        raise InvalidArgumentError(f"device {spec!r} is not supported", fix="use cpu, cuda, cuda:N or auto")
+    return dev
+
+
+def bf16_supported(device_type: str | None = None) -> bool:
+    """Whether bfloat16 autocast is available on ``device_type`` (default: this machine's default device)."""
+    if (device_type or device().type) == "cuda":
         return torch.cuda.is_bf16_supported()
     return bool(getattr(torch.backends, "mkldnn", None)) and torch.backends.mkldnn.is_available()
 
 
 @contextlib.contextmanager
-def autocast(precision: Precision | str) -> Iterator[None]:
-    """Mixed precision for the enclosed forward pass: ``bf16`` autocast, or nothing for ``fp32``."""
+def autocast(precision: Precision | str, device_type: str | None = None) -> Iterator[None]:
+    """Mixed precision for the enclosed forward pass: ``bf16`` autocast, or nothing for ``fp32``.
+
+    Args:
+        precision: ``fp32`` or ``bf16``.
+        device_type: ``cpu`` or ``cuda`` (default: this machine's default device).
+    """
     precision = look_up_option(precision, ("fp32", "bf16"), what="precision")
-    if precision == "bf16" and bf16_supported():
-        with torch.autocast(device().type, dtype=torch.bfloat16):
+    device_type = device_type or device().type
+    if precision == "bf16" and bf16_supported(device_type):
+        with torch.autocast(device_type, dtype=torch.bfloat16):
             yield
     else:
         yield

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -66,7 +68,9 @@ def map_points(matrix: Any, points: torch.Tensor) -> torch.Tensor:
     tensor keeps its autograd graph. Computed in the points' precision, outside autocast.
     """
     d = points.shape[1]
-    m = torch.as_tensor(matrix, dtype=points.dtype)
+    if isinstance(matrix, np.ndarray) and not matrix.flags.writeable:
+        matrix = matrix.copy()  # torch warns on read-only arrays (e.g. an affine of a memory-mapped image)
+    m = torch.as_tensor(matrix, dtype=points.dtype, device=points.device)
     m = m[None] if m.ndim == 2 else m
     flat = points.reshape(points.shape[0], d, -1).expand(m.shape[0], d, -1)
     with torch.autocast(points.device.type, enabled=False):
@@ -112,8 +116,10 @@ class AffineVoxelMorph(torch.nn.Module):
         out = self.unet.net[-1].final_conv_out.conv
         torch.nn.init.normal_(out.weight, std=1e-5)  # starts as a near-zero field
         torch.nn.init.zeros_(out.bias)
-        self.integrate = DVF2DDF(num_steps=integration_steps) if integration_steps > 0 else None
-        self.warp = Warp(mode="bilinear", padding_mode="border")
+        with warnings.catch_warnings():  # MONAI says it uses torch's grid_sample: our choice, not news to a user
+            warnings.filterwarnings("ignore", message=".*Using PyTorch native grid_sample", category=UserWarning)
+            self.integrate = DVF2DDF(num_steps=integration_steps) if integration_steps > 0 else None
+            self.warp = Warp(mode="bilinear", padding_mode="border")
 
     def _affine(self, pair: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
         """Voxel-space affines ``(B, D, D + 1)`` on a grid of ``shape`` from the half-resolution pair (float32)."""

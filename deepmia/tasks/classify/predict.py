@@ -6,12 +6,11 @@ so the CLI, the REST service and batch jobs only adapt inputs and outputs.
 
 Example:
     >>> p = Predictor("models/pneumoniamnist")              # doctest: +SKIP
-    >>> p.predict_path("xrays/", "out/")                      # doctest: +SKIP
+    >>> p.predict(read_image("xray.png")).label               # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-import csv
 import json
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -21,13 +20,16 @@ from typing import Any, cast
 import numpy as np
 import torch
 
+from deepmia.engine.runtime import resolve_device
 from deepmia.engine.uncertainty import sample_logits, summarize
-from deepmia.errors import DatasetError, DeepmiaError, InvalidArgumentError
+from deepmia.errors import DatasetError, InvalidArgumentError
 from deepmia.image import Image
 from deepmia.io import image_stem
+from deepmia.tasks._base import Predictor as TaskPredictor
 from deepmia.tasks.classify.data import MISSING, check_table_columns, encode_table, read_table, to_network_input
+from deepmia.tasks.classify.model import build_model, run_model
 from deepmia.tasks.classify.plan import ClassifyPlan, TabularSpec, load_plan
-from deepmia.tasks.classify.train import build_model, run_model
+from deepmia.tasks.classify.result import ClassifyResult
 
 __all__ = ["Predictor", "list_inputs", "case_id_of"]
 
@@ -49,7 +51,18 @@ def list_inputs(src: Path) -> list[Path]:
     return sorted(p for p in src.iterdir() if not p.name.startswith("."))
 
 
-class Predictor:
+class _OnDevice:
+    """``run_model`` with inputs moved to ``device`` and logits returned on the CPU."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+
+    def __call__(self, model: torch.nn.Module, x: torch.Tensor, tab: torch.Tensor | None) -> torch.Tensor:
+        out = run_model(model, x.to(self.device), None if tab is None else tab.to(self.device))
+        return out.cpu()
+
+
+class Predictor(TaskPredictor):
     """Classify images with a trained model directory.
 
     Args:
@@ -57,34 +70,102 @@ class Predictor:
         tta: Mirror test-time augmentation (default: the plan's ``tta``).
         mc_dropout: MC-dropout passes per member and mirror (default: the plan's ``mc_dropout_samples``).
         calibrated: Apply the stored temperature, threshold and flag (False while training calibrates).
+        folds: Ensemble members to use (default: all).
+        clinical: The clinical table (CSV) of a fusion model; rows are joined on ``image.meta["case_id"]``.
+        device: ``cpu`` (default), ``cuda`` or ``auto``.
 
     Raises:
-        InvalidArgumentError: The directory is not a classification model directory.
+        InvalidArgumentError: The directory is not a classification model directory, or a member does not exist.
     """
+
+    task = "classify"
+    batch_size = 64
+    formats = ("figure",)
 
     def __init__(
         self, model_dir: str | Path, *, tta: bool | None = None, mc_dropout: int | None = None,
-        calibrated: bool = True,
+        calibrated: bool = True, folds: Sequence[int] | None = None, clinical: str | Path | None = None,
+        device: str | None = "cpu",
     ) -> None:
         self.model_dir = Path(model_dir)
         self.plan: ClassifyPlan = load_plan(self.model_dir / "plan.json")
         self.tta = self.plan.tta if tta is None else tta
         self.mc_samples = self.plan.mc_dropout_samples if mc_dropout is None else int(mc_dropout)
+        self.device = resolve_device(device)
         split = self._json("split.json")
         self.members: list[dict[str, Any]] = split.get("members") or [{"fold": 0, "seed": self.plan.seed}]
+        chosen = list(range(len(self.members))) if folds is None else list(folds)
+        bad = [f for f in chosen if not 0 <= f < len(self.members)]
+        if bad or not chosen:
+            raise InvalidArgumentError(f"no member(s) {bad}; the model has {len(self.members)}", path=self.model_dir)
         self.models = []
-        for k in range(len(self.members)):
+        for k in chosen:
             path = self.model_dir / f"fold_{k}" / "model_best.pt"
             if not path.exists():
                 raise InvalidArgumentError("member weights missing", path=path, fix="train the model again")
             model = build_model(self.plan)
             model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-            model.eval()
-            self.models.append(model)
+            self.models.append(model.to(self.device).eval())
+        self.members = [self.members[k] for k in chosen]
         cal = self._json("calibration.json") if calibrated else {}
+        self.calibration = cal
         self.temperature = float(cal.get("temperature", 1.0))
         self.threshold = float(cal.get("threshold", 0.5))
         self.uncertainty_flag = float(cal.get("uncertainty_flag", float("inf")))
+        self.clinical = None if clinical is None else Path(clinical)
+        self.clinical_rows = None if clinical is None else self.read_clinical(self.clinical)
+
+    def options(self) -> dict[str, Any]:
+        """TTA, MC dropout, members, calibration and the clinical table (recorded in run.json)."""
+        return {"tta": self.tta, "mc_dropout": self.mc_samples, "members": self.members,
+                "temperature": self.temperature, "threshold": self.threshold,
+                "clinical": None if self.clinical is None else str(self.clinical)}
+
+    def check(self, image: Image, *, path: Any = None) -> list[str]:
+        """Refuse an image of the wrong dimensionality or channels, or (fusion) without a clinical row."""
+        from deepmia.tasks.classify.data import check_image
+
+        check_image(image, self.plan, path=path)
+        if self.plan.tabular is not None:
+            self._clinical_of([image], path=path)
+        return []
+
+    def _clinical_of(self, images: Sequence[Image], *, path: Any = None) -> np.ndarray | None:
+        if self.plan.tabular is None:
+            return None
+        if self.clinical_rows is None:
+            self.read_clinical(None)  # raises: the model fuses clinical columns and no table was given
+        spec = cast(TabularSpec, self.plan.tabular)
+        ids = [str(im.meta.get("case_id", "")) for im in images]
+        for cid in ids:
+            if cid not in self.clinical_rows:
+                raise DatasetError(f"no row with {spec.id_column} {cid!r} for {path or cid}", path=self.clinical,
+                                   fix="add the row (empty cells are missing values)")
+        return encode_table(self.clinical_rows, ids, spec, path=self.clinical)
+
+    def predict(self, image: Image) -> ClassifyResult:
+        """Classify one image (a fusion model joins its clinical row on ``image.meta["case_id"]``)."""
+        return self.predict_many([image])[0]
+
+    def predict_many(self, images: Sequence[Image]) -> list[ClassifyResult]:
+        """Classify several images in batches."""
+        x = np.stack([self.prepare(im, path=im.meta.get("source")) for im in images])
+        r = self.predict_arrays(x, self._clinical_of(images))
+        threshold = self.threshold_info()
+        return [ClassifyResult(case=str(im.meta.get("case_id", "")), class_names=list(self.class_names),
+                               probabilities=r["probabilities"][i], decision=r["labels"][i],
+                               label=self.label_text(r["labels"][i]), uncertainty=float(r["uncertainty"][i]),
+                               low_confidence=bool(r["low_confidence"][i]), threshold=threshold, image=im)
+                for i, im in enumerate(images)]
+
+    def threshold_info(self) -> dict[str, Any] | None:
+        """The operating threshold and the class it is applied to (None for a multi-class argmax)."""
+        if self.plan.multi_label:
+            return {"threshold": self.threshold, "applies_to": "each label"}
+        if self.plan.num_outputs == 2:
+            positive = self.calibration.get("positive_class", self.class_names[1])
+            return {"threshold": self.threshold, "class": positive}
+        return None
 
     def _json(self, name: str) -> dict[str, Any]:
         path = self.model_dir / name
@@ -140,18 +221,25 @@ class Predictor:
                 idx = np.array(rows[start:start + batch_size])
                 x = torch.from_numpy(np.ascontiguousarray(images[idx], dtype=np.float32))
                 tab = None if tabular is None else torch.from_numpy(tabular[idx].astype(np.float32))
-                samples = sample_logits(models, run_model, x, tab, mirror_axes=mirrors, mc_samples=self.mc_samples)
+                samples = sample_logits(models, _OnDevice(self.device), x, tab, mirror_axes=mirrors,
+                                        mc_samples=self.mc_samples)
                 logits[idx], prob[idx], unc[idx] = summarize(samples, temperature=t,
                                                              multi_label=self.plan.multi_label)
         return {"logits": logits, "probabilities": prob, "uncertainty": unc, "labels": self.decide(prob),
                 "low_confidence": unc > self.uncertainty_flag}
 
     def decide(self, prob: np.ndarray) -> np.ndarray:
-        """Decisions from calibrated probabilities: the validation threshold (binary, multi-label) or argmax."""
+        """Decisions from calibrated probabilities: the validation threshold (binary, multi-label) or argmax.
+
+        A binary model calls its positive class (``plan.positive_index``, the same as ``calibration.json``'s
+        ``positive_index``; class 1 for models trained before it was recorded) when that class's probability
+        reaches the threshold, and the other class otherwise.
+        """
         if self.plan.multi_label:
             return (prob >= self.threshold).astype(np.int64)
-        if self.plan.num_outputs == 2:
-            return (prob[:, 1] >= self.threshold).astype(np.int64)
+        pos = self.plan.positive_index
+        if self.plan.num_outputs == 2 and pos is not None:
+            return np.where(prob[:, pos] >= self.threshold, pos, 1 - pos).astype(np.int64)
         return prob.argmax(axis=1)
 
     # -------------------------------------------------------------------- images and files
@@ -222,12 +310,11 @@ class Predictor:
     def predict_path(
         self, src: str | Path, dst: str | Path, *, clinical: str | Path | None = None,
     ) -> dict[str, Any]:
-        """Classify an image file or every image in a folder; write ``dst/predictions.csv``.
+        """Classify an image file, a DICOM series or every input in a folder; write ``dst/predictions.csv``.
 
-        Columns: ``file``, ``label``, ``prob_<class>`` for every class, ``uncertainty``, ``low_confidence``.
-        In a folder, files that cannot be read, do not fit the model, or (fusion models) have no row in the
-        clinical table are skipped and listed in ``dst/skipped.csv`` (file, reason); a single bad file raises.
-        A fusion model joins ``clinical`` rows on the case id, the file name without its image suffix.
+        A thin adapter over :func:`deepmia.engine.batch.run_batch` (which also writes ``skipped.csv``,
+        ``measurements.csv`` and ``run.json``). A fusion model joins ``clinical`` rows on the case id, the input's
+        name without its image suffix.
 
         Returns:
             ``predicted`` (count), ``skipped`` (file, reason) pairs, ``low_confidence`` (count), ``notes``
@@ -240,60 +327,28 @@ class Predictor:
             DatasetError: A bad clinical table: unreadable, columns other than the model's, a non-number in a
                 numeric column, no case id matching any input, or (single file) no row for the input.
         """
-        from deepmia.io import read_image
+        from deepmia.engine.batch import discover_inputs, run_batch
 
         src, dst = Path(src), Path(dst)
-        rows = self.read_clinical(clinical)  # checked before reading any image
-        paths = list_inputs(src)
-        single = src.is_file()
-        if rows is not None and paths and not any(case_id_of(p) in rows for p in paths):
-            spec = self.plan.tabular
-            raise DatasetError(
-                f"no {spec.id_column!r} in the clinical table matches an input file (inputs such as "
-                f"{case_id_of(paths[0])!r}; table ids such as {next(iter(rows))!r})", path=clinical,
-                fix=f"the {spec.id_column!r} column must hold the input file names without suffix")
-        arrays, kept, skipped = [], [], []
-        for path in paths:
-            try:
-                arrays.append(self.prepare(read_image(path), path=path))
-            except DeepmiaError as exc:
-                if single:
-                    raise
-                skipped.append((path.name, str(exc)))
-                continue
-            if rows is not None and case_id_of(path) not in rows:
-                arrays.pop()
-                skipped.append((path.name, str(DatasetError(
-                    f"no row with {self.plan.tabular.id_column} {case_id_of(path)!r} for {path.name}", path=clinical,
-                    fix="add the row (empty cells are missing values)"))))
-                continue
-            kept.append(path)
-        if not kept:
-            raise InvalidArgumentError(f"no image could be classified ({len(skipped)} skipped)", path=src,
-                                       fix="see the reasons in skipped.csv" if skipped else None)
-        tab, notes = None, []
-        if rows is not None:
-            ids = [case_id_of(p) for p in kept]
-            tab = encode_table(rows, ids, self.plan.tabular, path=clinical)
-            notes = self.unseen_categories(rows, ids)
-        result = self.predict_arrays(np.stack(arrays), tab)
-        dst.mkdir(parents=True, exist_ok=True)
-        with (dst / "predictions.csv").open("w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["file", "label", *[f"prob_{c}" for c in self.class_names], "uncertainty", "low_confidence"])
-            for i, path in enumerate(kept):
-                w.writerow([path.name, self.label_text(result["labels"][i]),
-                            *[f"{p:.6f}" for p in result["probabilities"][i]], f"{result['uncertainty'][i]:.6f}",
-                            int(result["low_confidence"][i])])
-        skipped_csv = dst / "skipped.csv"
-        if skipped:
-            with skipped_csv.open("w", newline="") as f:
-                w = csv.writer(f)
-                w.writerow(["file", "reason"])
-                w.writerows(skipped)
-        elif skipped_csv.exists():  # a stale list from an earlier run would contradict this one
-            skipped_csv.unlink()
-        return {"predicted": len(kept), "skipped": skipped, "low_confidence": int(result["low_confidence"].sum()),
+        saved = self.clinical, self.clinical_rows
+        self.clinical, self.clinical_rows = (None if clinical is None else Path(clinical)), self.read_clinical(clinical)
+        try:
+            rows = self.clinical_rows
+            if rows is not None:
+                items, _ = discover_inputs(src)
+                ids = [image_stem(i.name) for i in items]
+                if ids and not any(c in rows for c in ids):
+                    spec = cast(TabularSpec, self.plan.tabular)
+                    raise DatasetError(
+                        f"no {spec.id_column!r} in the clinical table matches an input file (inputs such as "
+                        f"{ids[0]!r}; table ids such as {next(iter(rows))!r})", path=clinical,
+                        fix=f"the {spec.id_column!r} column must hold the input file names without suffix")
+            report = run_batch(self, src, dst, keep_results=True)
+            notes = [] if rows is None else self.unseen_categories(rows, [r.case for _, r in report.results])
+        finally:
+            self.clinical, self.clinical_rows = saved
+        low = sum(r.low_confidence for _, r in report.results)
+        return {"predicted": len(report.predicted), "skipped": report.skipped, "low_confidence": low,
                 "notes": notes, "out": str(dst / "predictions.csv")}
 
     def clinical_row(

@@ -4,3 +4,23 @@ Training boxes -> plan (scale, input size, pyramid levels and anchor shapes by k
 train (box-aware augmentation, bf16, model selection on validation mAP@0.5) -> predict (sliding window, mirror
 TTA fused by weighted box fusion, COCO results) -> evaluate (COCO mAP, AR, FROC, CPM, bootstrap intervals).
 """
+
+from deepmia.tasks._base import TASKS, Task
+
+
+def _predictor() -> type:
+    from deepmia.tasks.detect.predict import Predictor
+
+    return Predictor
+
+
+def _plan(dataset, *, time_budget_s=None, overrides=(), progress=None) -> dict:
+    from deepmia.tasks.detect.train import plan_dataset
+
+    return plan_dataset(dataset, time_budget_s=time_budget_s, overrides=overrides).model_dump()
+
+
+TASKS.register("detect")(Task(
+    name="detect", plan_task="detection", summary="boxes with scores (2D/3D RetinaNet, anchors planned from the data)",
+    predictor=_predictor, train_command="deepmia train detect", planner=_plan,
+))

@@ -13,7 +13,6 @@ clip them to the image. The detector's own per-class NMS (MONAI ``batched_nms``)
 from __future__ import annotations
 
 import itertools
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,20 +21,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from deepmia.engine.runtime import autocast, configure_threads
-from deepmia.errors import DeepmiaError, InvalidArgumentError
+from deepmia.engine.runtime import autocast, configure_threads, resolve_device
+from deepmia.errors import InvalidArgumentError
 from deepmia.image import Image
 from deepmia.metrics.detection import box_iou
+from deepmia.tasks._base import Predictor as TaskPredictor
+from deepmia.tasks._model import load_fold_models, resolve_folds
 from deepmia.tasks.detect.data import mirror_boxes, normalize, resize
+from deepmia.tasks.detect.model import build_detector
 from deepmia.tasks.detect.plan import DetectPlan, load_plan
+from deepmia.tasks.detect.result import DetectResult, categories_of, to_coco_results, world_boxes
 
 __all__ = ["Predictor", "weighted_box_fusion", "mirror_passes", "detect_passes", "fuse", "detect_arrays",
-           "to_coco_results", "world_boxes", "categories_of", "available_folds"]
-
-
-def available_folds(model_dir: Path) -> list[int]:
-    """Folds with trained weights in a model directory."""
-    return sorted(int(p.parent.name.split("_")[1]) for p in model_dir.glob("fold_*/model_best.pt"))
+           "to_coco_results", "world_boxes", "categories_of"]
 
 
 def mirror_passes(axes: Sequence[int], spatial_dims: int) -> list[tuple[int, ...]]:
@@ -116,13 +114,13 @@ def _configure(detector: torch.nn.Module, plan: DetectPlan) -> None:
     )
 
 
-Result = tuple[np.ndarray, np.ndarray, np.ndarray]
+Found = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 def detect_passes(
     detectors: Sequence[torch.nn.Module], arrays: Sequence[np.ndarray], plan: DetectPlan, *, tta: bool,
     precision: str | None = None, batch_size: int = 8,
-) -> list[list[Result]]:
+) -> list[list[Found]]:
     """Every prediction (mirror pass x detector) of network-space arrays ``(C, *spatial)``, in network pixels.
 
     Images of one size within ``input_size`` run in batches; a larger one runs through MONAI's sliding-window
@@ -131,34 +129,35 @@ def detect_passes(
     """
     passes = mirror_passes(plan.augmentation.mirror_axes, plan.spatial_dims) if tta else [()]
     precision = precision or plan.schedule.precision
-    per_image: list[list[Result]] = [[] for _ in arrays]
+    per_image: list[list[Found]] = [[] for _ in arrays]
     groups: dict[tuple[int, ...], list[int]] = {}
     for i, a in enumerate(arrays):
         groups.setdefault(tuple(a.shape[1:]), []).append(i)
     for det in detectors:
         _configure(det, plan)
         det.eval()
+        dev = next(det.parameters()).device
         for shape, idx in groups.items():
             windowed = any(s > m for s, m in zip(shape, plan.input_size, strict=True))
             step = 1 if windowed else batch_size
             for start in range(0, len(idx), step):
                 chunk = idx[start:start + step]
                 for mirror in passes:
-                    x = torch.from_numpy(np.stack([arrays[i] for i in chunk]))
+                    x = torch.from_numpy(np.stack([arrays[i] for i in chunk])).to(dev)
                     if mirror:
                         x = torch.flip(x, dims=[2 + a for a in mirror])  # (B, C, *spatial)
-                    with torch.no_grad(), autocast(precision):
+                    with torch.no_grad(), autocast(precision, dev.type):
                         outs = det(x, use_inferer=windowed)
                     for i, out in zip(chunk, outs, strict=True):
-                        boxes = out["box"].float().numpy().astype(np.float64)
+                        boxes = out["box"].float().cpu().numpy().astype(np.float64)
                         for a in mirror:
                             boxes = mirror_boxes(boxes, a, shape[a])
-                        per_image[i].append((boxes, out["label_scores"].float().numpy(),
-                                             out["label"].numpy().astype(np.int64)))
+                        per_image[i].append((boxes, out["label_scores"].float().cpu().numpy(),
+                                             out["label"].cpu().numpy().astype(np.int64)))
     return per_image
 
 
-def fuse(predictions: Sequence[Result], *, iou_threshold: float, max_detections: int) -> Result:
+def fuse(predictions: Sequence[Found], *, iou_threshold: float, max_detections: int) -> Found:
     """One prediction as it is; several by :func:`weighted_box_fusion`, cut to the ``max_detections`` best."""
     if len(predictions) == 1:
         return predictions[0]
@@ -169,73 +168,14 @@ def fuse(predictions: Sequence[Result], *, iou_threshold: float, max_detections:
 def detect_arrays(
     detectors: Sequence[torch.nn.Module], arrays: Sequence[np.ndarray], plan: DetectPlan, *, tta: bool,
     precision: str | None = None, batch_size: int = 8,
-) -> list[Result]:
+) -> list[Found]:
     """Detect objects in network-space arrays: :func:`detect_passes` fused with the plan's WBF threshold."""
     inf = plan.inference
     return [fuse(p, iou_threshold=inf.wbf_iou, max_detections=inf.max_detections)
             for p in detect_passes(detectors, arrays, plan, tta=tta, precision=precision, batch_size=batch_size)]
 
 
-def world_boxes(boxes: np.ndarray, affine: np.ndarray) -> np.ndarray:
-    """Axis-aligned world (RAS mm) bounds of voxel-edge corner boxes ``(N, 6)`` under a 4x4 affine.
-
-    Voxel ``i`` spans ``[i, i + 1)`` in box coordinates and has its centre at index ``i`` in the affine, so a
-    corner ``c`` maps to ``affine @ (c - 0.5)``; the bounds of the 8 mapped corners are returned (an oblique
-    affine gives the enclosing box).
-    """
-    if boxes.size == 0:
-        return np.zeros((0, 6))
-    lo, hi = boxes[:, :3] - 0.5, boxes[:, 3:] - 0.5
-    corners = np.stack([np.where(np.array(bits, bool), hi, lo) for bits in itertools.product((0, 1), repeat=3)],
-                       axis=1)  # (N, 8, 3)
-    world = corners @ affine[:3, :3].T + affine[:3, 3]
-    return np.concatenate([world.min(axis=1), world.max(axis=1)], axis=1)
-
-
-def to_coco_results(image_id: str, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, *,
-                    affine: np.ndarray | None = None) -> list[dict]:
-    """COCO result entries: ``bbox`` ``[x, y, w, h]`` (3D ``[x, y, z, w, h, d]``), ``category_id`` = class + 1.
-
-    For 3D boxes with the image's ``affine``, ``bbox_world`` adds the box in world coordinates: RAS millimetres
-    ``[x0, y0, z0, x1, y1, z1]`` (:func:`world_boxes`).
-    """
-    d = boxes.shape[1] // 2 if boxes.size else 2
-    rows = [{"image_id": image_id, "category_id": int(lab) + 1,
-             "bbox": [round(float(v), 2) for v in (*b[:d], *(b[d:] - b[:d]))], "score": round(float(s), 5)}
-            for b, s, lab in zip(boxes, scores, labels, strict=True)]
-    if d == 3 and affine is not None:
-        for row, w in zip(rows, world_boxes(boxes, np.asarray(affine, float)), strict=True):
-            row["bbox_world"] = [round(float(v), 2) for v in w]
-    return rows
-
-
-def categories_of(class_names: Sequence[str]) -> list[dict[str, Any]]:
-    """COCO ``categories``: ids from 1 in class order."""
-    return [{"id": i + 1, "name": n} for i, n in enumerate(class_names)]
-
-
-def _figure(image: Image, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, names: Sequence[str],
-            path: Path, *, min_score: float = 0.3) -> None:
-    """The image with its boxes (score >= ``min_score``) drawn and labelled, as PNG."""
-    import cv2
-
-    from deepmia.display import LABEL_COLOURS, save_png, to_rgb
-
-    rgb = np.ascontiguousarray(to_rgb(np.swapaxes(image.array, 1, 2)))
-    zoom = max(1, int(np.ceil(512 / max(rgb.shape[:2]))))  # draw on a picture of at least 512 px
-    if zoom > 1:
-        rgb = np.ascontiguousarray(np.repeat(np.repeat(rgb, zoom, axis=0), zoom, axis=1))
-    for b, s, lab in zip(boxes, scores, labels, strict=True):
-        if s < min_score:
-            continue
-        colour = tuple(int(v) for v in LABEL_COLOURS[lab % len(LABEL_COLOURS)])
-        x0, y0, x1, y1 = (int(round(v * zoom)) for v in b)
-        cv2.rectangle(rgb, (x0, y0), (x1 - 1, y1 - 1), colour, 2)
-        cv2.putText(rgb, f"{names[lab]} {s:.2f}", (x0, max(y0 - 3, 10)), cv2.FONT_HERSHEY_SIMPLEX, 0.4, colour, 1)
-    save_png(rgb, path)
-
-
-class Predictor:
+class Predictor(TaskPredictor):
     """Detect objects with a trained model directory (fold ensemble, mirror TTA, weighted box fusion).
 
     Args:
@@ -244,34 +184,46 @@ class Predictor:
         tta: False turns mirror test-time augmentation off; otherwise the plan's ``inference.tta`` (chosen on
             validation when the model was trained) applies.
         precision: Override the plan's precision.
+        min_score: Detections below this score are left out of figures, counts and summaries (the COCO results keep
+            every box for scoring).
+        device: ``cpu`` (default), ``cuda`` or ``auto``.
 
     Raises:
         InvalidArgumentError: Not a detection model directory, or no weights for a requested fold.
     """
 
+    task = "detect"
+    batch_size = 8
+    formats = ("figure",)
+
     def __init__(
         self, model_dir: str | os.PathLike[str], *, folds: Sequence[int] | None = None, tta: bool | None = None,
-        precision: str | None = None,
+        precision: str | None = None, min_score: float = 0.3, device: str | None = "cpu",
     ) -> None:
-        from deepmia.tasks.detect.train import build_detector
-
         self.model_dir = Path(model_dir)
         self.plan: DetectPlan = load_plan(self.model_dir / "plan.json")
-        found = available_folds(self.model_dir)
-        self.folds = list(folds) if folds is not None else found
-        missing = sorted(set(self.folds) - set(found))
-        if not self.folds or missing:
-            raise InvalidArgumentError(f"no trained weights for fold(s) {missing or 'any'} (found {found})",
-                                       path=self.model_dir, fix="train them with `deepmia train detect`")
+        self.folds = resolve_folds(self.model_dir, folds, train_command="deepmia train detect")
         configure_threads(self.plan.schedule.threads)
         self.tta = self.plan.inference.tta and tta is not False
         self.precision = precision or self.plan.schedule.precision
-        self.detectors = []
-        for k in self.folds:
-            det = build_detector(self.plan)
-            state = torch.load(self.model_dir / f"fold_{k}" / "model_best.pt", map_location="cpu", weights_only=True)
-            det.load_state_dict({key: v.float() for key, v in state.items()})
-            self.detectors.append(det.eval())
+        if not 0 <= min_score <= 1:
+            raise InvalidArgumentError(f"min_score must be in [0, 1], got {min_score}")
+        self.min_score = float(min_score)
+        self.device = resolve_device(device)
+        self.detectors = load_fold_models(self.model_dir, self.folds, lambda: build_detector(self.plan),
+                                          device=self.device)
+
+    def options(self) -> dict[str, Any]:
+        """Folds, TTA, precision and the figure/count score cut (recorded in run.json)."""
+        return {"folds": self.folds, "tta": self.tta, "precision": self.precision, "min_score": self.min_score}
+
+    def check(self, image: Image, *, path: Any = None) -> list[str]:
+        """Refuse an image whose channels or dimensionality do not fit the model."""
+        if image.num_channels != self.plan.in_channels or image.spatial_dims != self.plan.spatial_dims:
+            raise InvalidArgumentError(
+                f"image of shape {image.array.shape}; the model expects {self.plan.in_channels} channel(s), "
+                f"{self.plan.spatial_dims}D", path=path)
+        return []
 
     def prepare(self, image: Image, *, path: Any = None) -> np.ndarray:
         """The image in network space.
@@ -279,14 +231,10 @@ class Predictor:
         Raises:
             InvalidArgumentError: Its channels or dimensionality do not fit the model.
         """
-        if image.num_channels != self.plan.in_channels or image.spatial_dims != self.plan.spatial_dims:
-            raise InvalidArgumentError(
-                f"image of shape {image.array.shape}; the model expects {self.plan.in_channels} channel(s), "
-                f"{self.plan.spatial_dims}D", path=path)
+        self.check(image, path=path)
         return resize(normalize(image.array, self.plan), self.plan.scale)
 
-    def predict_arrays(self, arrays: Sequence[np.ndarray], shapes: Sequence[Sequence[int]]
-                       ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    def predict_arrays(self, arrays: Sequence[np.ndarray], shapes: Sequence[Sequence[int]]) -> list[Found]:
         """Boxes in image pixels (clipped to each image's ``shapes``), scores and class indices per prepared array."""
         found = detect_arrays(self.detectors, arrays, self.plan, tta=self.tta, precision=self.precision)
         out = []
@@ -298,18 +246,29 @@ class Predictor:
             out.append((b, scores, labels))
         return out
 
-    def predict_image(self, image: Image) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def predict(self, image: Image) -> DetectResult:
+        """Detect objects in one image: boxes in its pixels, scores and classes."""
+        return self.predict_many([image])[0]
+
+    def predict_many(self, images: Sequence[Image]) -> list[DetectResult]:
+        """Detect objects in several images (same-size images run in batches)."""
+        found = self.predict_arrays([self.prepare(im) for im in images], [im.spatial_shape for im in images])
+        return [DetectResult(case=str(im.meta.get("case_id", "")), boxes=b, scores=s, labels=lab,
+                             class_names=list(self.plan.class_names), affine=np.asarray(im.affine, float),
+                             min_score=self.min_score, image=im)
+                for im, (b, s, lab) in zip(images, found, strict=True)]
+
+    def predict_image(self, image: Image) -> Found:
         """Boxes ``(N, 2d)`` in the image's pixels, scores and class indices."""
-        return self.predict_arrays([self.prepare(image)], [image.spatial_shape])[0]
+        r = self.predict(image)
+        return r.boxes, r.scores, r.labels
 
     def predict_path(self, src: str | Path, dst: str | Path, *, figure: bool = False) -> dict[str, Any]:
-        """Detect in an image file or every image file of a folder; write COCO results.
+        """Detect in an image file, a DICOM series or every input of a folder; write COCO results.
 
-        Writes ``dst/predictions.json``, ``dst/categories.json`` and, with ``figure`` (2D only),
-        ``dst/figures/<stem>.png``.
-
-        In a folder, files that are not images or cannot be read or do not fit the model are skipped and listed in
-        ``dst/skipped.json``; a single bad file raises.
+        A thin adapter over :func:`deepmia.engine.batch.run_batch`: ``dst/predictions.json``,
+        ``dst/categories.json``, ``skipped.csv``, ``measurements.csv``, ``run.json`` and, with ``figure`` (2D
+        only), ``dst/figures/<stem>.png``.
 
         Returns:
             ``predicted`` (images), ``detections``, ``skipped`` (file, reason) pairs and ``out`` (the JSON path).
@@ -318,42 +277,12 @@ class Predictor:
             InvalidArgumentError: The input is missing, nothing could be predicted, or ``figure`` on a 3D model.
             ReadError: A single input file cannot be read.
         """
-        from deepmia.io import image_stem, is_image_file, read_image
+        from deepmia.engine.batch import run_batch
 
-        src, dst = Path(src), Path(dst)
         if figure and self.plan.spatial_dims != 2:
             raise InvalidArgumentError("--figure draws 2D images; this is a 3D model")
-        if not src.exists():
-            raise InvalidArgumentError("input not found", path=src)
-        single = src.is_file()
-        paths = [src] if single else sorted(p for p in src.iterdir() if not p.name.startswith("."))
-        dst.mkdir(parents=True, exist_ok=True)
-        results: list[dict[str, Any]] = []
-        skipped: list[tuple[str, str]] = []
-        n = 0
-        for path in paths:
-            if not single and not is_image_file(path):
-                skipped.append((path.name, "not an image file deepmia reads"))
-                continue
-            try:
-                image = read_image(path)
-                boxes, scores, labels = self.predict_image(image)
-            except DeepmiaError as exc:
-                if single:
-                    raise
-                skipped.append((path.name, str(exc)))
-                continue
-            n += 1
-            results.extend(to_coco_results(image_stem(path), boxes, scores, labels, affine=image.affine))
-            if figure:
-                (dst / "figures").mkdir(exist_ok=True)
-                _figure(image, boxes, scores, labels, self.plan.class_names,
-                        dst / "figures" / f"{image_stem(path)}.png")
-        if n == 0:
-            raise InvalidArgumentError(f"no image could be predicted ({len(skipped)} skipped)", path=src)
-        out = dst / "predictions.json"
-        out.write_text(json.dumps(results) + "\n")
-        (dst / "categories.json").write_text(json.dumps(categories_of(self.plan.class_names), indent=1) + "\n")
-        if skipped:
-            (dst / "skipped.json").write_text(json.dumps([{"file": f, "reason": r} for f, r in skipped], indent=1))
-        return {"predicted": n, "detections": len(results), "skipped": skipped, "out": out}
+        dst = Path(dst)
+        report = run_batch(self, src, dst, formats=("figure",) if figure else (), keep_results=True)
+        n = sum(len(r.boxes) for _, r in report.results)
+        return {"predicted": len(report.predicted), "detections": n, "skipped": report.skipped,
+                "out": dst / "predictions.json"}

@@ -25,9 +25,10 @@ import torch
 from deepmia.data.dataset import Dataset
 from deepmia.errors import DatasetError
 from deepmia.tasks.detect.data import Sample, batches, fingerprint, load_samples
+from deepmia.tasks.detect.model import build_detector
 from deepmia.tasks.detect.plan import DetectPlan, apply_overrides, load_plan, make_plan
 
-__all__ = ["train", "plan_dataset", "build_detector", "fit_to_budget", "split_of", "validation_map", "monitor_of",
+__all__ = ["train", "plan_dataset", "fit_to_budget", "split_of", "validation_map", "monitor_of",
            "selection_score", "choose_inference", "INFERENCE_CHOICES", "CPM_MONITOR"]
 
 Progress = Callable[[str], None]
@@ -53,28 +54,6 @@ def plan_dataset(dataset: Dataset, *, time_budget_s: float | None = None,
     fold, _ = split_of(dataset)
     plan = make_plan(fingerprint(dataset, fold["train"]), time_budget_s=time_budget_s)
     return apply_overrides(plan, overrides) if overrides else plan
-
-
-def build_detector(plan: DetectPlan) -> torch.nn.Module:
-    """MONAI's RetinaNet detector the plan describes: network, anchors, ATSS matcher, hard-negative sampler."""
-    from monai.apps.detection.utils.anchor_utils import AnchorGeneratorWithAnchorShape
-
-    from deepmia.nn import build_network
-    from deepmia.nn.detection import Detector
-
-    a = plan.anchors
-    net = build_network(plan.network, spatial_dims=plan.spatial_dims, in_channels=plan.in_channels,
-                        num_classes=len(plan.class_names), num_anchors=len(a.base_shapes), **plan.network_params)
-    anchors = AnchorGeneratorWithAnchorShape(feature_map_scales=a.feature_map_scales,
-                                             base_anchor_shapes=[tuple(s) for s in a.base_shapes])
-    det = Detector(net, anchors, spatial_dims=plan.spatial_dims, num_classes=len(plan.class_names),
-                   size_divisible=[plan.stride] * plan.spatial_dims)
-    det.set_atss_matcher(num_candidates=a.atss_candidates, center_in_gt=False)
-    s = plan.schedule
-    det.set_hard_negative_sampler(batch_size_per_image=s.sampler_per_image, positive_fraction=s.positive_fraction,
-                                  pool_size=20, min_neg=16)
-    det.set_target_keys(box_key="box", label_key="label")
-    return det
 
 
 def _loss(model: torch.nn.Module, batch: tuple[torch.Tensor, list[dict[str, torch.Tensor]]]) -> torch.Tensor:

@@ -4,3 +4,18 @@ Transforms are objects (apply, compose, invert, save); classical registration ru
 registration on a VoxelMorph-style network; evaluation covers label overlap, landmark error, the Jacobian and
 inverse consistency.
 """
+
+from deepmia.tasks._base import TASKS, Task
+
+
+def _predictor() -> type:
+    from deepmia.tasks.register.predict import Predictor
+
+    return Predictor
+
+
+TASKS.register("register")(Task(
+    name="register", plan_task="registration",
+    summary="a transform and the warped moving image (classical rigid/affine/deformable or learned)",
+    predictor=_predictor, train_command="deepmia train register", inputs=2,
+))

@@ -116,8 +116,8 @@ class LearnedRegistration:
         self.network = network
 
     @classmethod
-    def load(cls, model_dir: str | PathLike[str]) -> LearnedRegistration:
-        """Load ``plan.json`` and ``fold_0/model_best.pt`` from a model folder.
+    def load(cls, model_dir: str | PathLike[str], *, device: Any = "cpu") -> LearnedRegistration:
+        """Load ``plan.json`` and ``fold_0/model_best.pt`` from a model folder onto ``device``.
 
         Raises:
             ReadError: The folder lacks the plan or the weights.
@@ -137,8 +137,7 @@ class LearnedRegistration:
             )
         net = build_network(plan.network, spatial_dims=plan.spatial_dims, **plan.network_params)
         net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-        net.eval()
-        return cls(plan, net)
+        return cls(plan, net.to(device).eval())
 
     def positions(self, fixed: Any, moving: Any, initial: np.ndarray, *, precision: str | None = None) -> Any:
         """Moving voxel positions ``(1, D, *fixed grid)`` of the fixed voxels: the network's map after ``initial``.
@@ -155,9 +154,10 @@ class LearnedRegistration:
 
         grid = voxel_grid(tuple(fixed.shape[2:]))[None]
         moved = sample(moving, map_points(initial, grid))
-        with torch.inference_mode(), autocast(precision or self.plan.inference_precision):
-            ddf = self.network.field(moved, fixed)
-        return map_points(initial, grid + ddf.float())
+        dev = next(self.network.parameters()).device
+        with torch.inference_mode(), autocast(precision or self.plan.inference_precision, dev.type):
+            ddf = self.network.field(moved.to(dev), fixed.to(dev))
+        return map_points(initial, grid + ddf.float().cpu())
 
     def register(
         self,

@@ -1,15 +1,15 @@
-"""The registration :class:`Predictor`: one object that registers pairs (classical or learned) and writes results.
+"""The registration :class:`Predictor`: one object that registers pairs (classical or learned).
 
-``deepmia register``, ``deepmia predict MODEL_DIR`` and batch jobs are thin adapters over it.
-Output folder: ``warped.nii.gz`` (moving on the fixed grid), ``transform.tfm`` (linear) or ``transform.h5``
-(deformable, an ITK composite), ``displacement.nii.gz`` (deformable: the dense field on the fixed grid, ITK
-convention), ``warped_label.nii.gz`` (with a moving label map), ``registration.json`` and, on request,
+``deepmia register``, ``deepmia predict MODEL_DIR`` and batch jobs are thin adapters over it. A result's output
+folder (:meth:`RegisterResult.write`): ``warped.nii.gz`` (moving on the fixed grid), ``transform.tfm`` (linear) or
+``transform.h5`` (deformable, an ITK composite), ``displacement.nii.gz`` (deformable: the dense field on the fixed
+grid, ITK convention), ``warped_label.nii.gz`` (with a moving label map), ``registration.json`` and, on request,
 ``checkerboard.png``, ``overlay.png``, ``deformation_grid.png``.
 """
 
 from __future__ import annotations
 
-import json
+from collections.abc import Mapping
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -17,107 +17,104 @@ from typing import Any
 from deepmia._validate import look_up_option
 from deepmia.errors import InvalidArgumentError
 from deepmia.image import Image
+from deepmia.tasks._base import Predictor as TaskPredictor
 from deepmia.tasks.register.classical import RegistrationResult, check_pair, register_images
+from deepmia.tasks.register.result import RegisterResult
 
-__all__ = ["Predictor", "write_outputs", "PREDICT_METHODS"]
+__all__ = ["Predictor", "PREDICT_METHODS"]
 
 PREDICT_METHODS = ("rigid", "affine", "deformable", "learned")
+_PAIR_KEYS = ("fixed", "moving", "moving_label", "fixed_mask", "moving_mask")
 
 
-class Predictor:
+class Predictor(TaskPredictor):
     """Registers moving images to fixed images with one method and one set of options.
 
     Args:
-        method: ``"rigid"``, ``"affine"``, ``"deformable"`` or ``"learned"``.
-        model_dir: Trained model folder (``deepmia train register``); required for ``"learned"``.
+        model_dir: Trained model folder (``deepmia train register``): the method is then ``learned``.
+        method: ``"rigid"``, ``"affine"``, ``"deformable"`` or ``"learned"`` (default: ``learned`` with a model
+            folder, else ``deformable``).
+        device: ``cpu`` (default), ``cuda`` or ``auto`` (the learned network's device).
         **options: Options of :func:`~deepmia.tasks.register.classical.register_images` (metric, deformable,
-            levels, iterations, ...); for ``"learned"`` they apply to its affine stage.
+            levels, iterations, ...); a learned model takes ``metric`` (its divergence check) only.
 
     Raises:
-        InvalidArgumentError: Unknown method, or ``"learned"`` without a model folder.
+        InvalidArgumentError: Unknown method, ``"learned"`` without a model folder, a model folder with another method.
     """
 
-    def __init__(self, *, method: str = "deformable", model_dir: str | PathLike[str] | None = None, **options: Any):
+    task = "register"
+    formats = ("figure",)
+
+    def __init__(
+        self, model_dir: str | PathLike[str] | None = None, *, method: str | None = None, device: str | None = "cpu",
+        **options: Any,
+    ) -> None:
+        from deepmia.engine.runtime import resolve_device
+
+        method = method or ("learned" if model_dir is not None else "deformable")
         self.method = look_up_option(method, PREDICT_METHODS, what="registration method")
-        self.options = options
+        self.method_options = options
+        self.model_dir = None if model_dir is None else Path(model_dir)
         self.model = None
+        self.device = resolve_device(device)
         if self.method == "learned":
             if model_dir is None:
                 raise InvalidArgumentError("--method learned needs a trained model", fix="pass --model MODEL_DIR")
             from deepmia.tasks.register.learned import LearnedRegistration
 
-            self.model = LearnedRegistration.load(model_dir)
+            self.model = LearnedRegistration.load(model_dir, device=self.device)
         elif model_dir is not None:
             raise InvalidArgumentError(f"--model is only used with --method learned, not {self.method}")
 
+    def options(self) -> dict[str, Any]:
+        """The method and its options (recorded in run.json)."""
+        return {"method": self.method, **self.method_options}
+
     def register(
-        self,
-        fixed: Image,
-        moving: Image,
-        *,
-        fixed_mask: Image | None = None,
-        moving_mask: Image | None = None,
+        self, fixed: Image, moving: Image, *, fixed_mask: Image | None = None, moving_mask: Image | None = None,
     ) -> RegistrationResult:
         """Register one pair; the result's transform maps fixed-space points to moving-space points."""
         if self.model is not None:
-            return self.model.register(fixed, moving, fixed_mask=fixed_mask, moving_mask=moving_mask, **self.options)
+            return self.model.register(
+                fixed, moving, fixed_mask=fixed_mask, moving_mask=moving_mask, **self.method_options
+            )
         return register_images(
-            fixed, moving, method=self.method, fixed_mask=fixed_mask, moving_mask=moving_mask, **self.options
+            fixed, moving, method=self.method, fixed_mask=fixed_mask, moving_mask=moving_mask, **self.method_options
         )
 
+    def predict(self, inputs: tuple[Image, Image] | Mapping[str, Image | None]) -> RegisterResult:
+        """Register a pair: ``(fixed, moving)``, or a mapping with ``fixed`` and ``moving``.
+
+        The mapping may also hold ``moving_label`` (warped with the image), ``fixed_mask`` and ``moving_mask``.
+
+        Raises:
+            InvalidArgumentError: Not a pair, or unknown keys.
+            GeometryError: The images or masks do not fit together (see ``check_pair``).
+        """
+        if isinstance(inputs, Mapping):
+            unknown = sorted(set(inputs) - set(_PAIR_KEYS))
+            if unknown or inputs.get("fixed") is None or inputs.get("moving") is None:
+                raise InvalidArgumentError(f"a registration input needs fixed and moving images (unknown: {unknown})")
+            pair = {k: inputs.get(k) for k in _PAIR_KEYS}
+        elif isinstance(inputs, (tuple, list)) and len(inputs) == 2:
+            pair = dict(zip(_PAIR_KEYS, inputs, strict=False))
+        else:
+            raise InvalidArgumentError("a registration input is a (fixed, moving) pair")
+        fixed, moving = pair["fixed"], pair["moving"]
+        check_pair(fixed, moving, moving_label=pair.get("moving_label"), fixed_mask=pair.get("fixed_mask"),
+                   moving_mask=pair.get("moving_mask"))
+        result = self.register(fixed, moving, fixed_mask=pair.get("fixed_mask"), moving_mask=pair.get("moving_mask"))
+        return RegisterResult(result, fixed, moving, pair.get("moving_label"),
+                              case=str(moving.meta.get("case_id", "")))
+
     def run(
-        self,
-        fixed: Image,
-        moving: Image,
-        out_dir: str | PathLike[str],
-        *,
-        moving_label: Image | None = None,
-        fixed_mask: Image | None = None,
-        moving_mask: Image | None = None,
-        figure: bool = False,
+        self, fixed: Image, moving: Image, out_dir: str | PathLike[str], *, moving_label: Image | None = None,
+        fixed_mask: Image | None = None, moving_mask: Image | None = None, figure: bool = False,
     ) -> dict[str, Any]:
         """Register and write the output folder (see the module docstring); returns ``registration.json``'s content."""
-        check_pair(fixed, moving, moving_label=moving_label, fixed_mask=fixed_mask, moving_mask=moving_mask)
-        result = self.register(fixed, moving, fixed_mask=fixed_mask, moving_mask=moving_mask)
-        return write_outputs(out_dir, fixed, moving, result, moving_label=moving_label, figure=figure)
+        import json
 
-
-def write_outputs(
-    out_dir: str | PathLike[str],
-    fixed: Image,
-    moving: Image,
-    result: RegistrationResult,
-    *,
-    moving_label: Image | None = None,
-    figure: bool = False,
-) -> dict[str, Any]:
-    """Write the warped image and label map, the transform, the summary and optional figures into ``out_dir``."""
-    from deepmia.io import write_image
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    transform = result.transform
-    warped = transform.apply(moving, reference=fixed)
-    files = {"warped": out / "warped.nii.gz"}
-    write_image(warped, files["warped"])
-    if transform.is_linear:
-        files["transform"] = transform.save(out / "transform.tfm")
-    else:
-        files["transform"] = transform.save(out / "transform.h5")
-        files["displacement"] = transform.save(out / "displacement.nii.gz", reference=fixed)
-    if moving_label is not None:
-        files["warped_label"] = out / "warped_label.nii.gz"
-        write_image(transform.apply(moving_label, reference=fixed), files["warped_label"])
-    if figure:
-        from deepmia.report.figures import save_registration_figures
-
-        for path in save_registration_figures(fixed, moving, warped, transform, out):
-            files[path.stem] = path
-    summary = {
-        **result.summary(),
-        "fixed": fixed.meta.get("source"),
-        "moving": moving.meta.get("source"),
-        "files": {k: v.name for k, v in files.items()},
-    }
-    (out / "registration.json").write_text(json.dumps(summary, indent=1, default=str) + "\n", encoding="utf-8")
-    return summary
+        result = self.predict({"fixed": fixed, "moving": moving, "moving_label": moving_label,
+                               "fixed_mask": fixed_mask, "moving_mask": moving_mask})
+        result.write(out_dir, "", formats=("figure",) if figure else ())
+        return json.loads((Path(out_dir) / "registration.json").read_text())

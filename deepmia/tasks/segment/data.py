@@ -125,7 +125,7 @@ def augment_batch(
     if preset == "none":
         return images, labels
     random = augmentation(preset, dims=images.dim() - 2, mirror_axes=mirror_axes)
-    drawn = [random.sample(rng, images.shape[2:]) for _ in range(images.shape[0])]
+    drawn = random.sample_many(rng, images.shape[2:], images.shape[0])
     return apply_batch(drawn, images, labels)
 
 

@@ -286,7 +286,7 @@ def validate_fold(
     for i, case_id in enumerate(val_ids):
         image = dataset.read_image(case_id)
         ref = dataset.read_label(case_id, image=image)
-        pred = predictor.predict(image)
+        pred = predictor.predict(image).labels
         raw.append((case_id, pred.array[0], ref.array[0], image.spacing))
         if progress:
             progress("validate", i + 1, len(val_ids))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -11,18 +11,17 @@ import numpy as np
 import torch
 
 from deepmia.engine.inference import sliding_window
-from deepmia.engine.runtime import configure_threads
-from deepmia.errors import DeepmiaError, InvalidArgumentError
+from deepmia.engine.runtime import configure_threads, resolve_device
+from deepmia.errors import InvalidArgumentError
 from deepmia.image import Image
+from deepmia.tasks._base import Predictor as TaskPredictor
+from deepmia.tasks._model import load_fold_models, resolve_folds
+from deepmia.tasks.segment.model import build_model
 from deepmia.tasks.segment.plan import SegmentPlan, load_plan
 from deepmia.tasks.segment.preprocess import check_pair, normalize, to_network_grid
+from deepmia.tasks.segment.result import SegmentResult
 
-__all__ = ["Predictor", "keep_largest_component", "available_folds"]
-
-
-def available_folds(model_dir: Path) -> list[int]:
-    """Folds with trained weights in a model directory."""
-    return sorted(int(p.parent.name.split("_")[1]) for p in model_dir.glob("fold_*/model_best.pt"))
+__all__ = ["Predictor", "keep_largest_component"]
 
 
 def keep_largest_component(labels: np.ndarray, which: Sequence[int]) -> np.ndarray:
@@ -40,19 +39,7 @@ def keep_largest_component(labels: np.ndarray, which: Sequence[int]) -> np.ndarr
     return out
 
 
-_FLOAT_FORMATS = ("tiff", "nifti", "nrrd", "metaimage", "numpy")
-
-
-def _float_name(src: Path, image: Image) -> str:
-    """File name for a float map of ``src``: its own name if its format holds floats, else TIFF (2D) / NIfTI."""
-    from deepmia.io import format_of, image_stem
-
-    if format_of(src) in _FLOAT_FORMATS:
-        return src.name
-    return image_stem(src) + (".tif" if image.spatial_dims == 2 else ".nii.gz")
-
-
-class Predictor:
+class Predictor(TaskPredictor):
     """Predict label maps with a trained model directory (fold ensemble, mirroring TTA, bounded memory).
 
     Args:
@@ -62,7 +49,17 @@ class Predictor:
         precision: Override the plan's precision (``fp32`` or ``bf16``).
         postprocess: Apply the plan's keep-largest-component choice.
         overlap: Override the sliding-window overlap.
+        probabilities: Also return class probabilities (one float32 channel per class) in each result.
+        device: ``cpu`` (default), ``cuda`` or ``auto``.
+
+    Example:
+        >>> p = Predictor("models/hippocampus")                                   # doctest: +SKIP
+        >>> p.predict(read_image("hippocampus_001.nii.gz")).volumes()             # doctest: +SKIP
     """
+
+    task = "segment"
+    formats = ("probabilities", "figure")
+    file_output = True
 
     def __init__(
         self,
@@ -73,43 +70,38 @@ class Predictor:
         precision: str | None = None,
         postprocess: bool = True,
         overlap: float | None = None,
+        probabilities: bool = False,
+        device: str | None = "cpu",
     ) -> None:
-        from deepmia.tasks.segment.train import build_model
-
         self.model_dir = Path(model_dir)
         self.plan: SegmentPlan = load_plan(self.model_dir / "plan.json")
-        found = available_folds(self.model_dir)
-        self.folds = list(folds) if folds is not None else found
-        missing = sorted(set(self.folds) - set(found))
-        if not self.folds or missing:
-            raise InvalidArgumentError(
-                f"no trained weights for fold(s) {missing or 'any'} (found {found})",
-                path=self.model_dir,
-                fix="train them with `deepmia train segment`",
-            )
+        self.folds = resolve_folds(self.model_dir, folds, train_command="deepmia train segment")
         configure_threads()
-        self.models = []
-        for k in self.folds:
-            net = build_model(self.plan)  # in eval mode DynUNet returns only the full-resolution output
-            state = torch.load(self.model_dir / f"fold_{k}" / "model_best.pt", map_location="cpu", weights_only=True)
-            net.load_state_dict({n: v.float() for n, v in state.items()})
-            net.eval()
-            self.models.append(net)
+        self.device = resolve_device(device)
+        # in eval mode DynUNet returns only the full-resolution output
+        self.models = load_fold_models(self.model_dir, self.folds, lambda: build_model(self.plan), device=self.device)
+        self.probabilities = probabilities
         self.tta = tta
         planned = self.plan.schedule.precision
         self.precision = precision or ("bf16" if planned == "auto" else planned)
         self.postprocess = postprocess
         self.overlap = self.plan.inference.overlap if overlap is None else overlap
 
+    def options(self) -> dict[str, Any]:
+        """Folds, TTA, precision, post-processing, overlap and probabilities (recorded in run.json)."""
+        return {"folds": self.folds, "tta": self.tta, "precision": self.precision, "postprocess": self.postprocess,
+                "overlap": self.overlap, "probabilities": self.probabilities}
+
     def _scores(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device)
         total = None
         for net in self.models:
             p = torch.softmax(net(x).float(), 1)
             total = p if total is None else total + p
-        return total / len(self.models)
+        return (total / len(self.models)).cpu()
 
-    def check(self, image: Image, *, path: Any = None) -> None:
-        """Refuse an image the model cannot read: channels, dimensionality, NaNs."""
+    def check(self, image: Image, *, path: Any = None) -> list[str]:
+        """Refuse an image the model cannot read: channels, dimensionality, NaNs; returns warnings (none yet)."""
         if image.num_channels != self.plan.in_channels or image.spatial_dims != self.plan.spatial_dims:
             raise InvalidArgumentError(
                 f"image has {image.num_channels} channel(s) and {image.spatial_dims} spatial dims; the model expects "
@@ -119,6 +111,7 @@ class Predictor:
         check_pair(
             image, None, case_id=str(image.meta.get("case_id", path or "input")), labels=self.plan.labels, path=path
         )
+        return []
 
     def predict_array(self, image: Image, *, out: str = "labels") -> np.ndarray:
         """Network-grid prediction of ``image`` (after resampling and normalisation)."""
@@ -135,11 +128,19 @@ class Predictor:
             mirror_axes=mirror,
             precision=self.precision,
             out=out,
+            device_type=self.device.type,
         ), grid
 
-    def predict(self, image: Image, *, path: Any = None) -> Image:
-        """Label map of ``image`` on the image's own grid (shape and affine identical), kind ``label``."""
-        return self._predict(image, path=path, probabilities=False)[0]
+    def predict(self, image: Image, *, path: Any = None) -> SegmentResult:
+        """Segment ``image``: the label map on its own grid (shape and affine identical), probabilities if asked.
+
+        Raises:
+            InvalidArgumentError: The image does not fit the model (channels, dimensions, NaNs).
+        """
+        warnings = self.check(image, path=path)
+        labels, probs = self._predict(image, path=path, probabilities=self.probabilities)
+        names = {int(k): v for k, v in self.plan.labels.items() if int(k) != 0}
+        return SegmentResult(labels, names, probs, image=image, warnings=warnings)
 
     def predict_with_probabilities(self, image: Image, *, path: Any = None) -> tuple[Image, Image]:
         """Label map and class probabilities (float32, one channel per class) on the image's own grid.
@@ -172,45 +173,3 @@ class Predictor:
         label_image = Image(labels[None], image.affine, kind="label", meta=dict(image.meta))
         prob_image = None if probs is None else Image(probs, image.affine, kind="intensity", meta=dict(image.meta))
         return label_image, prob_image
-
-    def predict_paths(
-        self,
-        sources: Sequence[Path],
-        out_dir: Path,
-        *,
-        probabilities_dir: Path | None = None,
-        on_done: Callable[[Path, DeepmiaError | None], None] | None = None,
-    ) -> list[tuple[Path, str]]:
-        """Predict each file into ``out_dir`` under the same name and format; a bad file is reported and skipped.
-
-        Args:
-            sources: Input image files.
-            out_dir: Folder for the label maps.
-            probabilities_dir: Also write each input's class probabilities here (float32, one channel per
-                class): under the input's name when its format holds floats (TIFF, NIfTI, NRRD, MHA, NumPy),
-                else as ``<stem>.tif`` (2D) or ``<stem>.nii.gz``.
-            on_done: Called as ``on_done(path, error_or_None)`` after each file.
-
-        Returns:
-            ``(path, problem)`` for every file that failed.
-        """
-        from deepmia.io import read_image, write_image
-
-        out_dir.mkdir(parents=True, exist_ok=True)
-        failed = []
-        for src in sources:
-            try:
-                image = read_image(src)
-                if probabilities_dir is None:
-                    write_image(self.predict(image, path=src), out_dir / src.name)
-                else:
-                    labels, probs = self.predict_with_probabilities(image, path=src)
-                    write_image(labels, out_dir / src.name)
-                    write_image(probs, probabilities_dir / _float_name(src, image))
-                err = None
-            except DeepmiaError as exc:
-                failed.append((src, str(exc)))
-                err = exc
-            if on_done:
-                on_done(src, err)
-        return failed

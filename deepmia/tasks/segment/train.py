@@ -19,12 +19,13 @@ from deepmia.engine.runtime import choose_precision, configure_threads, machine,
 from deepmia.engine.trainer import Callback, Trainer
 from deepmia.errors import DatasetError, InvalidArgumentError
 from deepmia.metrics.segmentation import dice_per_label
-from deepmia.nn import build_loss, build_network
+from deepmia.nn import build_loss
 from deepmia.tasks.segment.data import PatchSampler, augment_batch, background_batches
+from deepmia.tasks.segment.model import build_model
 from deepmia.tasks.segment.plan import SegmentPlan, apply_overrides, load_plan, make_plan
 from deepmia.tasks.segment.preprocess import load_case, preprocess_dataset
 
-__all__ = ["default_cache", "plan_dataset", "fold_split", "build_model", "train_fold"]
+__all__ = ["default_cache", "plan_dataset", "fold_split", "train_fold"]
 
 Progress = Callable[[str, int, int], None]
 
@@ -64,20 +65,6 @@ def fold_split(dataset: Dataset, plan: SegmentPlan, fold: int) -> dict[str, list
         raise InvalidArgumentError(f"fold {fold} is outside 0..{len(splits.folds) - 1}")
     f = splits.folds[fold]
     return {"fold": fold, "train": list(f.train), "val": list(f.val), "test": list(splits.test)}
-
-
-def build_model(plan: SegmentPlan, *, deep_supervision: bool | None = None) -> torch.nn.Module:
-    """The plan's network (deep supervision as planned unless overridden, e.g. off for inference)."""
-    params = dict(plan.network_params)
-    if deep_supervision is not None and "deep_supervision" in params:
-        params["deep_supervision"] = deep_supervision
-    return build_network(
-        plan.network,
-        spatial_dims=plan.spatial_dims,
-        in_channels=plan.in_channels,
-        out_channels=plan.num_classes,
-        **params,
-    )
 
 
 def _optimizer(model: torch.nn.Module, plan: SegmentPlan) -> torch.optim.Optimizer:

@@ -6,7 +6,7 @@ import json
 
 from typer.testing import CliRunner
 
-from deepmia.cli import detect as cli
+from deepmia.cli.main import main
 
 
 def test_train_and_evaluate_commands(shapes_dataset, tmp_path, detect_app):
@@ -19,7 +19,7 @@ def test_train_and_evaluate_commands(shapes_dataset, tmp_path, detect_app):
     assert result.exit_code == 0, result.output
     assert "validation: mAP@0.5" in result.output
     assert json.loads((model / "plan.json").read_text())["schedule"]["max_epochs"] == 2
-    cli.predict(model, shapes_dataset.root / "images", tmp_path / "pred", options={"tta": False})
+    assert main(["predict", str(model), str(shapes_dataset.root / "images"), str(tmp_path / "pred"), "--no-tta"]) == 0
     result = CliRunner().invoke(app, ["evaluate", "detect", str(tmp_path / "pred"), str(shapes_dataset.root),
                                       "--split", "val", "--out", str(tmp_path / "m"), "--resamples", "50"])
     assert result.exit_code == 0, result.output

@@ -11,6 +11,7 @@ from PIL import Image as PILImage
 
 from deepmia.data.importers import import_dataset
 from deepmia.data.stats import fingerprint
+from deepmia.engine.batch import run_batch
 from deepmia.io import read_image
 from deepmia.tasks.segment.evaluate import evaluate_dirs
 from deepmia.tasks.segment.plan import make_plan
@@ -78,18 +79,18 @@ def test_train_predict_probabilities_and_evaluate_in_the_roi(rgb_dataset, tmp_pa
     assert sorted(split["train"] + split["val"]) == ["00", "01", "02", "03"] and split["test"] == ["04", "05"]
     root = rgb_dataset.root
     sources = sorted((root / "imagesTs").iterdir())
-    failed = Predictor(model, tta=False, postprocess=False).predict_paths(
-        sources, tmp_path / "pred", probabilities_dir=tmp_path / "prob"
-    )
-    assert failed == []
+    predictor = Predictor(model, tta=False, postprocess=False, probabilities=True)
+    report = run_batch(predictor, root / "imagesTs", tmp_path / "pred", formats=("probabilities",))
+    assert report.skipped == [] and len(report.predicted) == len(sources)
     for src in sources:
         labels = read_image(tmp_path / "pred" / src.name, kind="label")
-        probs = read_image(tmp_path / "prob" / src.name)
+        probs = read_image(tmp_path / "pred" / "probabilities" / src.name)
         assert probs.shape == (2, 40, 36) and probs.dtype == np.float32
         np.testing.assert_allclose(probs.array.sum(0), 1, atol=2e-3)  # float16 accumulation
         np.testing.assert_array_equal(labels.array[0], probs.array.argmax(0))
     summary = evaluate_dirs(
-        tmp_path / "pred", root / "labelsTs", mask_dir=root / "masksTs", prob_dir=tmp_path / "prob", n_resamples=50,
+        tmp_path / "pred", root / "labelsTs", mask_dir=root / "masksTs",
+        prob_dir=tmp_path / "pred" / "probabilities", n_resamples=50,
         labels={1: "vessel"},
     )
     assert summary["n_cases"] == 2 and 0 <= summary["pooled"]["vessel"]["auc"]["value"] <= 1

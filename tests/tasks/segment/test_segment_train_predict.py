@@ -12,6 +12,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from deepmia.engine.batch import run_batch
 from deepmia.errors import DatasetError, InvalidArgumentError
 from deepmia.io import read_image
 from deepmia.tasks.segment.predict import Predictor, keep_largest_component
@@ -51,8 +52,9 @@ def test_train_predict_evaluate(spheres, tiny, tmp_path):
     nib.save(image, src / "same.nii.gz")
     (src / "broken.nii.gz").write_bytes(b"not a nifti")
     predictor = Predictor(model, tta=True)
-    failed = predictor.predict_paths(sorted(src.iterdir()), tmp_path / "out")
-    assert [p.name for p, _ in failed] == ["broken.nii.gz"] and "broken.nii.gz" in failed[0][1]
+    report = run_batch(predictor, src, tmp_path / "out")
+    assert [name for name, _ in report.skipped] == ["broken.nii.gz"] and "broken.nii.gz" in report.skipped[0][1]
+    assert sorted(report.predicted) == ["moved.nii.gz", "same.nii.gz"]
     for name in ("moved.nii.gz", "same.nii.gz"):
         inp, out = read_image(src / name), read_image(tmp_path / "out" / name, kind="label")
         assert out.spatial_shape == inp.spatial_shape
