@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from deepmia.engine.calibration import probabilities
+from deepmia.errors import InvalidArgumentError
 
 __all__ = ["mirror_sets", "mc_dropout", "sample_logits", "summarize"]
 
@@ -57,7 +58,13 @@ def sample_logits(
         tabular: Encoded clinical features ``(B, T)`` or None.
         mirror_axes: Spatial axes mirrored for test-time augmentation.
         mc_samples: Dropout passes per member and mirror (0: dropout off, one deterministic pass).
+
+    Raises:
+        InvalidArgumentError: ``models`` is empty (no member to sample).
     """
+    if not models:
+        raise InvalidArgumentError("sample_logits needs at least one ensemble member, got none",
+                                   fix="select members that exist (e.g. out-of-fold subsets naming trained members)")
     out = []
     with torch.no_grad():
         for model, flips in itertools.product(models, mirror_sets(mirror_axes)):

@@ -24,9 +24,52 @@ from deepmia.metrics.classification import (
     threshold_for_sensitivity,
 )
 from deepmia.tasks.classify.data import encode_table, labels_of, load_cases
+from deepmia.tasks.classify.plan import ClassifyPlan
 from deepmia.tasks.classify.predict import Predictor
 
-__all__ = ["evaluate", "reliability_diagram"]
+__all__ = ["evaluate", "reliability_diagram", "positive_last", "score"]
+
+
+def positive_last(y: np.ndarray, prob: np.ndarray, plan: ClassifyPlan) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Labels, probabilities and class names of a binary model ordered so its positive class is index 1.
+
+    The metrics call class 1 of binary data positive; a model whose positive class is class 0 (BreastMNIST's
+    ``malignant``) is scored on ``1 - y`` and the swapped columns. Other models are returned unchanged.
+    """
+    names = list(plan.class_names)
+    if plan.multi_label or plan.num_outputs != 2 or plan.positive_index != 0:
+        return y, prob, names
+    return 1 - y, np.ascontiguousarray(prob[:, ::-1]), names[::-1]
+
+
+def score(y: np.ndarray, prob: np.ndarray, plan: ClassifyPlan, *, threshold: float, n_resamples: int,
+          ) -> dict[str, Any]:
+    """Every classification metric with the plan's positive class as the positive, and sensitivity per class.
+
+    Where a bootstrap resample is undefined (a small set with one class in some resamples) the AUROC intervals
+    fall back to DeLong only, with a note, rather than failing after training.
+    """
+    yo, po, names = positive_last(y, prob, plan)
+
+    def run(n: int) -> dict[str, Any]:
+        acc = ClassificationAccumulator(names, multi_label=plan.multi_label, threshold=threshold, n_resamples=n)
+        acc.update(yo, po)
+        return acc.aggregate()
+
+    try:
+        m = run(n_resamples)
+    except InvalidArgumentError:
+        if not n_resamples:
+            raise
+        m = {**run(0), "note": "bootstrap intervals undefined on some resamples of this small set: DeLong only"}
+    if not plan.multi_label:
+        cm = np.asarray(m["confusion_matrix"], dtype=float)
+        rows = cm.sum(axis=1)
+        m["class_order"] = names  # rows and columns of the confusion matrix
+        m["sensitivity_per_class"] = {n: (float(cm[i, i] / rows[i]) if rows[i] else None)
+                                      for i, n in enumerate(names)}
+        m["positive_class"] = plan.positive_class or (names[1] if len(names) == 2 else None)
+    return m
 
 
 def reliability_diagram(curves: dict[str, dict[str, Any]], path: Path, *, title: str) -> None:
@@ -91,7 +134,8 @@ def evaluate(
         target_sensitivity: Also report the operating point reaching this sensitivity (binary models); its
             threshold is chosen on the model's validation cases.
         clinical: Clinical CSV for a fusion model.
-        record: Also store the results as ``test`` in ``model_dir/metrics.json`` and refresh the model card.
+        record: Also store the results as ``test`` in ``model_dir/metrics.json`` (``deepmia evaluate classify
+            --record`` then refreshes the model card).
         n_resamples: Bootstrap resamples for the AUROC intervals.
         tabular_permuted: Shuffle the clinical rows across cases (an ablation: how much the table matters).
 
@@ -99,7 +143,7 @@ def evaluate(
         DatasetError: The dataset's classes differ from the model's, the split is empty, or a bad clinical table.
         InvalidArgumentError: A fusion model without ``clinical``, or an image-only model with it.
     """
-    predictor = Predictor(model_dir)
+    predictor = Predictor(model_dir, clinical=clinical)  # a fusion model's Predictor reads its table
     plan = predictor.plan
     dataset = Dataset.load(dataset_dir)
     if dataset.spec.class_names() != plan.class_names:
@@ -124,16 +168,13 @@ def evaluate(
     y = labels_of(dataset, ids, plan)
     prob = result["probabilities"]
     binary = plan.num_outputs == 2 and not plan.multi_label
-    acc = ClassificationAccumulator(plan.class_names, multi_label=plan.multi_label, threshold=predictor.threshold,
-                                    n_resamples=n_resamples)
-    acc.update(y, prob)
-    metrics = acc.aggregate()
+    metrics = score(y, prob, plan, threshold=predictor.threshold, n_resamples=n_resamples)
     metrics["split"] = split
     metrics["temperature"] = predictor.temperature
     curves = {}
     if not plan.multi_label:
-        raw = probabilities(result["logits"], multi_label=False)
-        ece_raw, bins_raw = expected_calibration_error(y, raw[:, 1] if binary else raw)
+        y_o, raw, _ = positive_last(y, probabilities(result["logits"], multi_label=False), plan)
+        ece_raw, bins_raw = expected_calibration_error(y_o, raw[:, 1] if binary else raw)
         metrics["ece_uncalibrated"] = ece_raw
         metrics["calibration_bins_uncalibrated"] = bins_raw.as_dict()
         curves = {"before temperature scaling": {"bins": bins_raw.as_dict(), "ece": ece_raw},
@@ -148,22 +189,19 @@ def evaluate(
         }
     if binary and target_sensitivity is not None:
         val_ids = list(model_split.get("val", []))
-        val_prob = run(val_ids)["probabilities"][:, 1]
-        chosen = threshold_for_sensitivity(labels_of(dataset, val_ids, plan), val_prob,
-                                           sensitivity=target_sensitivity)
+        val_y, val_prob, _ = positive_last(labels_of(dataset, val_ids, plan), run(val_ids)["probabilities"], plan)
+        chosen = threshold_for_sensitivity(val_y, val_prob[:, 1], sensitivity=target_sensitivity)
+        y_o, prob_o, _ = positive_last(y, prob, plan)
         metrics["at_target_sensitivity"] = {
             "target": target_sensitivity, "threshold_from_validation": chosen["threshold"],
-            **sensitivity_specificity(y, prob[:, 1], threshold=chosen["threshold"]),
+            **sensitivity_specificity(y_o, prob_o[:, 1], threshold=chosen["threshold"]),
         }
     if curves:
         reliability_diagram(curves, out / "reliability.png", title=f"{plan.dataset}: {split} ({len(ids)} cases)")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1, default=float) + "\n")
     if record:
-        from deepmia.report.model_card import write_model_card
-
         path = Path(model_dir) / "metrics.json"
         stored = json.loads(path.read_text()) if path.exists() else {}
         stored[split if split != "all" else "all_cases"] = metrics
         path.write_text(json.dumps(stored, indent=1, default=float) + "\n")
-        write_model_card(model_dir, task="classify")
     return metrics

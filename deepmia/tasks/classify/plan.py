@@ -4,6 +4,8 @@ Rules (no dataset-specific code):
 
 * **Input size**: the median image shape, capped at 224 px (2D) or 64 voxels per axis (3D) on a CPU; images
   under 64 px per axis keep their size and the network gets a stride-1 stem (``small_input``).
+* **Channels**: one network input per array channel of a case's files, so an RGB photograph or ultrasound
+  screenshot trains as three channels (``image[0]``, ``image[1]``, ``image[2]``) with no option.
 * **Network**: a MONAI ResNet-18 (2D and 3D) whose stage widths are the widest of a short ladder whose
   measured training speed still fits ``min_epochs`` epochs of every ensemble member into the budget (the
   measurement happens at training time, :func:`fit_to_budget`).
@@ -12,6 +14,9 @@ Rules (no dataset-specific code):
   volumes (as nnU-Net mirrors), with the same mirrors as test-time augmentation.
 * **Imbalance**: when the largest class outnumbers the smallest by more than 1.5x, the cross-entropy is
   weighted by inverse square-root class frequency (multi-label: ``pos_weight`` per label).
+* **Positive class**: the class a positive finding means (``--positive-class``, else ``dataset.json``'s
+  ``positive_class``, else the rule of :func:`positive_class_of`); a binary model's operating threshold (Youden on
+  validation) applies to its probability.
 * **Optimiser**: AdamW (lr 2e-3, weight decay 0.05, batch 64 in 2D / 16 in 3D), a poly schedule over the
   budget (the engine's Trainer), model selection on validation AUROC.
 * **Ensemble**: up to three members (seeds; or folds where the dataset has several) when each still gets
@@ -25,13 +30,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from deepmia.errors import DatasetError
+from deepmia.errors import DatasetError, InvalidArgumentError
 from deepmia.tasks._plan import apply_overrides, load_plan_file
 
 __all__ = ["Normalization", "Augmentation", "Schedule", "TabularSpec", "ClassifyPlan", "make_plan", "load_plan",
-           "apply_overrides", "SMALL_INPUT", "MAX_SIZE"]
+           "apply_overrides", "positive_class_of", "SMALL_INPUT", "MAX_SIZE", "NEGATIVE_WORDS"]
 
 PLAN_VERSION = 1
 SMALL_INPUT = 64  #: images with every axis under this many pixels get a stride-1 stem
@@ -126,11 +131,61 @@ class ClassifyPlan(_Strict):
     fusion_hidden: int = Field(64, ge=1)
     fingerprint: dict[str, Any] = Field(default_factory=dict)
     measurements: dict[str, Any] = Field(default_factory=dict)  #: speed measured when fitting the budget
+    #: The class a positive finding means (the disease); a binary model's operating threshold is on its probability.
+    positive_class: str | None = None
+
+    @model_validator(mode="after")
+    def _check_positive(self) -> ClassifyPlan:
+        if self.positive_class is not None and self.positive_class not in self.class_names:
+            raise ValueError(f"positive_class {self.positive_class!r} is not one of the classes {self.class_names}")
+        return self
 
     @property
     def num_outputs(self) -> int:
         """Logits the network produces."""
         return len(self.class_names)
+
+    @property
+    def positive_index(self) -> int | None:
+        """Index of the positive class; a plan without one (older models) reads class 1 of a binary model."""
+        if self.positive_class is not None:
+            return self.class_names.index(self.positive_class)
+        return 1 if self.num_outputs == 2 and not self.multi_label else None
+
+
+#: Words that mark a class as a negative finding (whole words of the lower-cased class name).
+NEGATIVE_WORDS = frozenset({"normal", "benign", "healthy", "negative", "control", "absent", "no", "none", "nofinding"})
+
+
+def positive_class_of(class_names: list[str], *, declared: str | None = None, multi_label: bool = False) -> str | None:
+    """The positive (disease) class: ``declared`` (the user's or ``dataset.json``'s), else the documented rule.
+
+    Rule: when exactly one class name holds none of :data:`NEGATIVE_WORDS` and another holds one, that class is
+    positive (``malignant`` against ``normal, benign`` or against ``benign`` and ``normal``; ``pneumonia`` against
+    ``normal``); otherwise class 1 of a binary model; otherwise (multi-class) none, and decisions are the argmax.
+    Multi-label models have no single positive class.
+
+    Raises:
+        InvalidArgumentError: ``declared`` is not one of the classes (the message lists them).
+    """
+    import re
+
+    if declared is not None:
+        if declared not in class_names:
+            import difflib
+
+            near = difflib.get_close_matches(declared, class_names, n=1)
+            raise InvalidArgumentError(
+                f"positive class {declared!r} is not one of the classes {class_names}",
+                fix=f"did you mean {near[0]!r}?" if near else "name one of the classes")
+        return declared
+    if multi_label:
+        return None
+    negative = [bool(NEGATIVE_WORDS & set(re.findall(r"[a-z]+", n.lower()))) for n in class_names]
+    others = [n for n, neg in zip(class_names, negative, strict=True) if not neg]
+    if len(others) == 1 and any(negative):
+        return others[0]
+    return class_names[1] if len(class_names) == 2 else None
 
 
 def load_plan(path: str | Path) -> ClassifyPlan:
@@ -153,7 +208,7 @@ def _class_weights(counts: list[int]) -> list[float] | None:
 
 def make_plan(
     fingerprint: dict[str, Any], *, multi_label: bool = False, time_budget_s: float | None = None,
-    num_folds: int = 1,
+    num_folds: int = 1, channel_counts: list[int] | None = None, positive_class: str | None = None,
 ) -> ClassifyPlan:
     """Derive a plan from a classification dataset's fingerprint (:func:`deepmia.data.stats.fingerprint`).
 
@@ -165,6 +220,10 @@ def make_plan(
         multi_label: Cases may hold several classes.
         time_budget_s: Wall-clock training budget in seconds (all members together).
         num_folds: Folds the dataset's splits define (members are folds when there are several).
+        channel_counts: Array channels of each dataset channel's file (3 for an RGB photograph); the network
+            takes one input per array channel, named ``NAME[i]`` and normalised with its file's statistics.
+            Default: one per dataset channel.
+        positive_class: The positive (disease) class; default by the rule of :func:`positive_class_of`.
 
     Raises:
         DatasetError: The dataset is not a classification dataset, mixes 2D and 3D images, or lacks classes.
@@ -184,13 +243,17 @@ def make_plan(
     size = [min(s, MAX_SIZE[dims]) for s in shape]
     small = max(size) < SMALL_INPUT
     channels = fingerprint["channels"]
-    means, stds, clips = [], [], []
+    counts_per_file = channel_counts or [1] * len(channels)
+    if len(counts_per_file) != len(channels):
+        raise DatasetError(f"{len(counts_per_file)} channel count(s) for {len(channels)} dataset channel(s)")
+    names_in, means, stds, clips = [], [], [], []
     ct = any(ch["modality"] == "CT" for ch in channels)
-    for ch in channels:
-        it = ch["intensity"]
-        means.append(it["mean"])
-        stds.append(max(it["std"], 1e-6))
-        clips.append((it["percentile_00_5"], it["percentile_99_5"]))
+    for ch, n in zip(channels, counts_per_file, strict=True):
+        it = ch["intensity"]  # a multi-channel file's statistics pool its colours
+        names_in += [ch["name"]] if n == 1 else [f"{ch['name']}[{i}]" for i in range(n)]
+        means += [it["mean"]] * n
+        stds += [max(it["std"], 1e-6)] * n
+        clips += [(it["percentile_00_5"], it["percentile_99_5"])] * n
     normalization = Normalization(mean=means, std=stds, clip=clips if ct else None)
     mirror = [0] if dims == 2 else [0, 1, 2]
     weights = None if multi_label else _class_weights(counts)
@@ -201,7 +264,7 @@ def make_plan(
         dataset=fingerprint["name"],
         class_names=names,
         multi_label=multi_label,
-        channels=[ch["name"] for ch in channels],
+        channels=names_in,
         spatial_dims=dims,
         input_size=size,
         normalization=normalization,
@@ -212,4 +275,5 @@ def make_plan(
         schedule=schedule,
         members=max(1, min(num_folds, 5)),
         fingerprint={k: fingerprint[k] for k in ("num_cases", "shape", "spacing", "labels") if k in fingerprint},
+        positive_class=positive_class_of(names, declared=positive_class, multi_label=multi_label),
     )
