@@ -50,7 +50,7 @@ def _dicom2nifti(folder: Path):
 def _sitk(folder: Path):
     import SimpleITK as sitk
 
-    from deepmia.io._sitk import from_sitk
+    from deepmia.io.sitk import from_sitk
 
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder)))

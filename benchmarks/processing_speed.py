@@ -56,7 +56,7 @@ def build_cases(image):
     from scipy import ndimage as ndi
     from skimage.filters import threshold_otsu
 
-    from deepmia.io._sitk import to_sitk
+    from deepmia.io.sitk import to_sitk
     from deepmia.processing import filters, intensity, morphology, segmentation, spatial
 
     a = image.array[0]

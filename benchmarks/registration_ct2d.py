@@ -13,14 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
 from deepmia.io import read_image
 from deepmia.metrics.registration import label_overlap
 from deepmia.processing.spatial_transform import SpatialTransform
+from deepmia.report.results import result_figures
 from deepmia.tasks.register.classical import normalise_intensity, similarity
 from deepmia.tasks.register.predict import Predictor
 
@@ -55,15 +54,14 @@ def main() -> None:
     for name, options in METHODS.items():
         opts = dict(options)
         method = opts.pop("method")
-        with tempfile.TemporaryDirectory() as tmp:
-            start = time.perf_counter()
-            summary = Predictor(method=method, **opts).run(fixed, moving, tmp, moving_label=moving_mask, figure=True)
-            seconds = time.perf_counter() - start
-            transform = SpatialTransform.read(Path(tmp) / summary["files"]["transform"])
-            fig_dir = out / f"registration_ct2d_{method}_{opts.get('deformable', opts['metric'])}"
-            fig_dir.mkdir(parents=True, exist_ok=True)
-            for png in ("checkerboard.png", "overlay.png", "deformation_grid.png"):
-                shutil.copy(Path(tmp) / png, fig_dir / png)
+        start = time.perf_counter()
+        result = Predictor(method=method, **opts).predict(
+            {"fixed": fixed, "moving": moving, "moving_label": moving_mask})
+        seconds = time.perf_counter() - start
+        transform = result.transform
+        fig_dir = out / f"registration_ct2d_{method}_{opts.get('deformable', opts['metric'])}"
+        fig_dir.mkdir(parents=True, exist_ok=True)
+        result_figures("", result, fig_dir)
         rows[name] = {**scores(transform), "seconds": seconds, "figures": str(fig_dir.relative_to(HERE))}
         print(name, rows[name])
     result = {

@@ -47,3 +47,12 @@ def parse_duration(text: str | None) -> float | None:
     if not m or float(m.group(1)) <= 0:
         raise InvalidArgumentError(f"time budget {text!r} is not a positive duration like 90s, 45m or 1.5h")
     return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+
+
+def write_card(model_dir: Any, task: str, dataset_dir: Any = None) -> None:
+    """Write (or refresh) a model directory's card, ``README.md``, after training or recording metrics."""
+    from deepmia.data.dataset import Dataset
+    from deepmia.report.model_card import write_model_card
+
+    dataset = Dataset.load(dataset_dir) if dataset_dir is not None else None
+    write_model_card(model_dir, task=task, dataset=dataset)

@@ -142,9 +142,9 @@ def migrate(
     """Create the catalog database or bring its schema up to date (alembic upgrade)."""
     from deepmia.data.catalog import catalog_url
     from deepmia.data.catalog import migrate as run_migrate
-    from deepmia.data.catalog.db import _engine
+    from deepmia.data.catalog.db import engine_for
 
-    engine = _engine(catalog_url(db))
+    engine = engine_for(catalog_url(db))
     try:
         current = run_migrate(engine, revision=revision)
     finally:

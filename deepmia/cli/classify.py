@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from deepmia.cli._common import console, err_console, print_json
+from deepmia.cli._common import console, err_console, print_json, write_card
 
 __all__ = ["register"]
 
@@ -36,6 +36,7 @@ def train_classify(
     metrics = train(dataset, out, time_budget_s=parse_duration(time_budget), overrides=overrides, clinical=clinical,
                     clinical_columns=clinical_columns.split(",") if clinical_columns else None, id_column=id_column,
                     positive_class=positive_class, progress=lambda msg: err_console.print(msg, soft_wrap=True))
+    write_card(out, "classify", dataset)
     val = metrics["validation"]
     auc = val["auroc"]["macro"]["auc"]
     cal = metrics["calibration"]
@@ -61,6 +62,8 @@ def evaluate_classify(
 
     m = evaluate(model_dir, dataset, out, split=split, target_sensitivity=sensitivity, clinical=clinical,
                  record=record)
+    if record:
+        write_card(model_dir, "classify")
     if json_out:
         print_json(m)
         return

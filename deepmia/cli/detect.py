@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from deepmia.cli._common import console, err_console, print_json
+from deepmia.cli._common import console, err_console, print_json, write_card
 
 __all__ = ["register"]
 
@@ -23,6 +23,7 @@ def train_detect(
 
     metrics = train(dataset, out, time_budget_s=parse_duration(time_budget), overrides=list(override),
                     progress=lambda msg: err_console.print(msg, soft_wrap=True))
+    write_card(out, "detect", dataset)
     coco = metrics["validation"]["coco"]
     console.print(f"validation: mAP@0.5 {coco['map50']:.4f}, mAP@[.5:.95] {coco['map']:.4f} -> {out}")
 

@@ -79,21 +79,29 @@ def predict(
         "tta": tta, "folds": fold_list, "clinical": clinical, "probabilities": probabilities or None,
         "min_score": min_score, "device": device,
     })
-    formats = [f for f, on in (("figure", figure), ("probabilities", probabilities)) if on]
+    formats = ["probabilities"] if probabilities else []
     if task.name == "register":
         _task_module("registration").predict(model_dir, src, dst, options={"figure": figure, "device": device})
         return
-    _run_predictions(task.predictor()(model_dir, **options), src, dst, formats=formats, options=options)
+    predictor = task.predictor()(model_dir, **options)
+    if figure and task.name == "detect" and predictor.plan.spatial_dims != 2:
+        raise InvalidArgumentError("--figure draws 2D images; this is a 3D model", path=model_dir,
+                                   fix="leave out --figure (3D boxes are in predictions.json with world coordinates)")
+    _run_predictions(predictor, src, dst, formats=formats, options={**options, "figure": figure}, figure=figure)
 
 
-def _run_predictions(predictor: Any, src: Path, dst: Path, *, formats: list[str], options: dict[str, Any]) -> None:
+def _run_predictions(
+    predictor: Any, src: Path, dst: Path, *, formats: list[str], options: dict[str, Any], figure: bool
+) -> None:
     from deepmia.cli._common import console, err_console, progress
     from deepmia.engine.batch import run_batch
+    from deepmia.report.results import result_figures
 
     with progress() as bar:
         job = bar.add_task("predict", total=None)
         report = run_batch(predictor, src, dst, formats=formats, options={k: str(v) for k, v in options.items()},
-                           progress=lambda d, t, _n: bar.update(job, completed=d, total=t))
+                           progress=lambda d, t, _n: bar.update(job, completed=d, total=t),
+                           writers=[result_figures] if figure else ())
     for name, reason in report.skipped:
         err_console.print(f"skipped {name}: {reason}", soft_wrap=True, markup=False, highlight=False)
     for note in report.warnings:

@@ -70,7 +70,11 @@ def register_command(
         "fixed": _read(fixed), "moving": _read(moving), "moving_label": _read(moving_label, kind="label"),
         "fixed_mask": _read(fixed_mask, kind="label"), "moving_mask": _read(moving_mask, kind="label"),
     })
-    outputs = result.write(out, "", formats=("figure",) if figure else ())
+    outputs = result.write(out, "")
+    if figure:
+        from deepmia.report.results import result_figures
+
+        outputs += result_figures("", result, out)
     if as_json:
         import json
 
@@ -139,7 +143,7 @@ def train_command(
 ) -> None:
     """Train the learned registration network (affine head + VoxelMorph) on the dataset's training cases."""
     from deepmia._validate import look_up_option
-    from deepmia.cli._common import console
+    from deepmia.cli._common import console, write_card
     from deepmia.tasks.register.train import train_registration
 
     precision = look_up_option(precision, ("auto", "bf16", "fp32"), what="precision")
@@ -156,6 +160,7 @@ def train_command(
         precision=None if precision == "auto" else precision,
         seed=seed,
     )
+    write_card(out, "register", dataset)
     console.print(
         f"trained {summary['epochs']} epochs ({summary['steps']} steps) in {summary['seconds']:.0f} s; "
         f"validation Dice {summary['best_val_dice']:.4f}, folding {summary['best_val_folding']}; wrote {out}",
@@ -201,7 +206,11 @@ def predict(model_dir: Path, src: Path, dst: Path, *, options: dict[str, Any]) -
         fixed_path, moving_path = found["fixed"], found["moving"]
     predictor = Predictor(model_dir, device=options.get("device", "cpu"))
     result = predictor.predict((_read(fixed_path), _read(moving_path)))
-    outputs = result.write(dst, "", formats=("figure",) if options.get("figure") else ())
+    outputs = result.write(dst, "")
+    if options.get("figure"):
+        from deepmia.report.results import result_figures
+
+        outputs += result_figures("", result, dst)
     inputs = [InputItem(p, role).record() for p, role in ((fixed_path, "fixed"), (moving_path, "moving"))]
     record = write_record(Path(dst) / "run.json", predictor, inputs, ["moving"], outputs=outputs,
                           options={"figure": bool(options.get("figure"))}, started=started)

@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from deepmia.cli._common import console, print_json, progress
+from deepmia.cli._common import console, print_json, progress, write_card
 
 
 def train_segment(
@@ -44,6 +44,7 @@ def train_segment(
             progress=report,
             log=lambda m: console.print(m, soft_wrap=True),
         )
+    write_card(out, "segment", dataset)
     mean = summary["mean"]["dice"]
     console.print(
         f"fold {fold}: validation Dice {mean['mean']:.4f} (95% CI {mean['ci_low']:.4f}-{mean['ci_high']:.4f}) -> {out}",

@@ -225,6 +225,7 @@ def run_batch(
     options: dict[str, Any] | None = None,
     progress: Callable[[int, int, str], None] | None = None,
     keep_results: bool = False,
+    writers: Sequence[Callable[[str, Any, Path], list[Path]]] = (),
 ) -> BatchReport:
     """Predict every input under ``src`` into ``dst`` and record the run.
 
@@ -237,6 +238,8 @@ def run_batch(
         options: Options to record in run.json besides the predictor's own (e.g. the command line's).
         progress: Called as ``progress(done, total, name)`` after each input.
         keep_results: Also return the results in memory.
+        writers: More outputs per result, from layers above the tasks (e.g. the report layer's figures):
+            ``writer(name, result, out_dir) -> paths``.
 
     Returns:
         The report; ``dst/skipped.csv`` lists the skipped entries, ``dst/measurements.csv`` the measurements
@@ -283,6 +286,7 @@ def run_batch(
             fix=f"see the reasons in {out_dir / 'skipped.csv'}" if skipped else None,
         )
     outputs = _write_outputs(predictor, results, out_dir, formats, skipped)
+    outputs += [p for name, result in results for w in writers for p in w(name, result, out_dir)]
     record = write_record(
         out_dir / (f"{Path(names[0]).name.split('.')[0]}.run.json" if names else "run.json"),
         predictor, [i.record() | {"seconds": timings.get(i.name)} for i in items], [n for n, _ in results],

@@ -65,7 +65,8 @@ def resolve_device(spec: str | torch.device | None = "cpu") -> torch.device:
     except (RuntimeError, TypeError) as exc:
         raise InvalidArgumentError(f"unknown device {spec!r}", fix="use cpu, cuda, cuda:N or auto") from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InvalidArgumentError("device cuda asked for, but torch sees no GPU on this machine", fix="use cpu or auto")
+        raise InvalidArgumentError("device cuda asked for, but torch sees no GPU on this machine",
+                                   fix="use cpu or auto")
     if dev.type not in ("cpu", "cuda"):
         raise InvalidArgumentError(f"device {spec!r} is not supported", fix="use cpu, cuda, cuda:N or auto")
     return dev

@@ -2,7 +2,7 @@
 
 ITK reads both formats into LPS world coordinates, whatever ``space`` a NRRD header declares
 (``right-anterior-superior`` and ``left-posterior-superior`` files with the same geometry load identically);
-:mod:`deepmia.io._sitk` converts to our RAS+ affine. Vector and multi-component pixels (NRRD ``kinds`` vector,
+:mod:`deepmia.io.sitk` converts to our RAS+ affine. Vector and multi-component pixels (NRRD ``kinds`` vector,
 RGB-color, list; MetaImage ``ElementNumberOfChannels``) become channels, and so does the fourth axis of a 4D
 image. The pixel type is kept (int16 stays int16). Writers compress (gzip / zlib); ``.nhdr`` and ``.mhd``
 write a detached header beside a ``.raw.gz`` / ``.zraw`` data file. The image kind is kept in a
@@ -21,7 +21,7 @@ from deepmia.errors import CorruptFileError, DeepmiaError, GeometryError, WriteE
 from deepmia.image import Image, Kind
 from deepmia.io import Format, register_format
 from deepmia.io._common import KIND_KEY, build_image, with_path
-from deepmia.io._sitk import from_sitk, to_sitk
+from deepmia.io.sitk import from_sitk, to_sitk
 
 _FORMAT_OF_SUFFIX = {".nrrd": "nrrd", ".nhdr": "nrrd", ".mha": "metaimage", ".mhd": "metaimage"}
 

@@ -19,7 +19,7 @@ from scipy import ndimage
 from deepmia._validate import look_up_option
 from deepmia.errors import InvalidArgumentError
 from deepmia.metrics._base import Accumulator, default_case_id
-from deepmia.metrics.segmentation import _check_spacing, segmentation_metrics
+from deepmia.metrics.segmentation import check_spacing, segmentation_metrics
 
 __all__ = [
     "label_overlap",
@@ -90,7 +90,7 @@ def target_registration_error(
         )
     if not (np.isfinite(a).all() and np.isfinite(b).all()):
         raise InvalidArgumentError("landmarks hold non-finite coordinates")
-    scale = 1.0 if spacing is None else _check_spacing(spacing, a.shape[1])
+    scale = 1.0 if spacing is None else check_spacing(spacing, a.shape[1])
     d = np.linalg.norm((a - b) * scale, axis=1)
     return {
         "per_point": d,
@@ -115,7 +115,7 @@ def _field(displacement: Any, spacing: Any, units: str) -> tuple[np.ndarray, np.
         raise InvalidArgumentError(f"displacement field needs at least 2 voxels per axis, got {u.shape[1:]}")
     if not np.isfinite(u).all():
         raise InvalidArgumentError("displacement field holds non-finite values")
-    sp = _check_spacing(spacing, u.shape[0])
+    sp = check_spacing(spacing, u.shape[0])
     u = u.astype(np.result_type(u.dtype, np.float32), copy=False)
     if units == "mm":
         u = u / sp.reshape((-1,) + (1,) * (u.ndim - 1)).astype(u.dtype)

@@ -82,7 +82,7 @@ class ClassScores:
         return asdict(self)
 
 
-def _check_spacing(spacing: Sequence[float] | float, ndim: int) -> np.ndarray:
+def check_spacing(spacing: Sequence[float] | float, ndim: int) -> np.ndarray:
     sp = (
         np.broadcast_to(np.asarray(spacing, dtype=float), (ndim,))
         if np.ndim(spacing) == 0
@@ -149,7 +149,7 @@ def surface_distances(
         InvalidArgumentError: Shapes differ, a mask is empty, or the spacing is not positive.
     """
     pred, ref = _check_pair(np.asarray(prediction, bool), np.asarray(reference, bool))
-    sp = _check_spacing(spacing, pred.ndim)
+    sp = check_spacing(spacing, pred.ndim)
     if not pred.any() or not ref.any():
         raise InvalidArgumentError("surface distances need two non-empty masks; one of them is empty")
     box = _bounding_box(pred | ref)
@@ -182,7 +182,7 @@ def binary_segmentation_metrics(
     """
     pred, ref = _check_pair(prediction, reference)
     pred, ref = pred.astype(bool, copy=False), ref.astype(bool, copy=False)
-    sp = _check_spacing(spacing, pred.ndim)
+    sp = check_spacing(spacing, pred.ndim)
     if not (tolerance_mm >= 0):
         raise InvalidArgumentError(f"tolerance_mm={tolerance_mm!r} must be >= 0 (mm)")
     if not (0 <= percentile <= 100):
@@ -272,7 +272,7 @@ def segmentation_metrics(
         (1.0, 0.0)
     """
     pred, ref = _check_pair(prediction, reference)
-    _check_spacing(spacing, pred.ndim)
+    check_spacing(spacing, pred.ndim)
     names = _label_names(labels, pred, ref)
     pred, ref = pred.view(np.uint8) if pred.dtype == bool else pred, ref.view(np.uint8) if ref.dtype == bool else ref
     boxes = _label_boxes(pred, ref, names)

@@ -31,9 +31,9 @@ _MODULES = ("filters", "intensity", "frequency", "bias", "standardize", "spatial
 
 def all_steps() -> list[StepSpec]:
     """Every registered step (loads the built-in step modules)."""
-    from deepmia.processing._steps import _load_builtin_steps
+    from deepmia.processing._steps import load_builtin_steps
 
-    _load_builtin_steps()
+    load_builtin_steps()
     return [steps.get(n) for n in steps.names()]
 
 

@@ -239,7 +239,7 @@ def resolve_steps(specs: Sequence[str | tuple[str, dict[str, Any]]]) -> list[tup
     Raises:
         InvalidArgumentError: An unknown step (the message names the closest valid one) or a bad parameter.
     """
-    _load_builtin_steps()
+    load_builtin_steps()
     out = []
     for s in specs:
         name, params = parse_step(s) if isinstance(s, str) else s
@@ -255,7 +255,7 @@ def apply_steps(image: Image, specs: Sequence[str | tuple[str, dict[str, Any]]])
     return image
 
 
-def _load_builtin_steps() -> None:
+def load_builtin_steps() -> None:
     import importlib
 
     for module in ("filters", "intensity", "frequency", "spatial", "segmentation", "morphology", "bias", "standardize"):

@@ -13,7 +13,7 @@ import numpy as np
 from pydantic import Field
 
 from deepmia.image import Image
-from deepmia.io._sitk import from_sitk, to_sitk
+from deepmia.io.sitk import from_sitk, to_sitk
 from deepmia.processing._steps import as_float, read_mask, step
 
 __all__ = ["n4"]

@@ -14,7 +14,7 @@ import numpy as np
 from pydantic import Field
 
 from deepmia.image import Image
-from deepmia.io._sitk import from_sitk, to_sitk
+from deepmia.io.sitk import from_sitk, to_sitk
 from deepmia.processing._steps import as_float, map_channels, mm_to_voxels, step
 
 __all__ = [

@@ -158,7 +158,7 @@ def region_grow(
     """
     import SimpleITK as sitk
 
-    from deepmia.io._sitk import to_sitk
+    from deepmia.io.sitk import to_sitk
 
     pts = _check_seeds(seeds, image)
     if not pts:
@@ -247,7 +247,7 @@ def canny(
     """
     import SimpleITK as sitk
 
-    from deepmia.io._sitk import to_sitk
+    from deepmia.io.sitk import to_sitk
     from deepmia.processing.morphology import binary_op
 
     if low > high:

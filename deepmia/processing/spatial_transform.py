@@ -4,7 +4,7 @@ A :class:`SpatialTransform` maps points of the **fixed** image's world to the **
 mm), the direction ITK and every registration library use: to warp a moving image onto the fixed grid, each fixed
 voxel samples the moving image at ``T(x)``. Moving-space points and boxes go to fixed space through
 :meth:`SpatialTransform.inverse`. Internally the transform is a SimpleITK transform in ITK's LPS world; the RAS+
-conversion happens at this boundary (points and vectors) and in :mod:`deepmia.io._sitk` (images).
+conversion happens at this boundary (points and vectors) and in :mod:`deepmia.io.sitk` (images).
 
 Files: ``.tfm``/``.txt``/``.h5``/``.mat`` are ITK transform files (readable by 3D Slicer, ANTs, elastix's
 ITK back end); ``.nii``/``.nii.gz`` holds a displacement field in the ITK/ANTs convention (a 5D vector NIfTI
@@ -23,7 +23,7 @@ import numpy as np
 from deepmia._validate import look_up_option
 from deepmia.errors import GeometryError, InvalidArgumentError, ReadError, WriteError
 from deepmia.image import LPS_TO_RAS, Image
-from deepmia.io._sitk import from_sitk, to_sitk
+from deepmia.io.sitk import from_sitk, to_sitk
 
 __all__ = ["SpatialTransform", "Interpolation", "check_same_dims"]
 

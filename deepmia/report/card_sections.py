@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from deepmia.report.model_card import CardContext, Sections, ci, kv
+from deepmia.report.card_base import CardContext, Sections, ci, kv
 
 __all__ = ["classify", "segment", "detect", "register", "collect_segment_folds"]
 

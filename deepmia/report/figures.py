@@ -25,10 +25,9 @@ import numpy as np
 from deepmia.display import LABEL_COLOURS, Plane, overlay_labels, slice_for_display, to_ras_axes, to_rgb
 from deepmia.errors import InvalidArgumentError
 from deepmia.image import Image
-from deepmia.report.registration import save_registration_figures
 
 __all__ = [
-    "classification_figure", "detection_figure", "image_figure", "segmentation_figure", "save_registration_figures",
+    "classification_figure", "detection_figure", "image_figure", "segmentation_figure",
     "edge_letters", "geometry_known", "geometry_notes", "label_colour", "largest_section", "montage", "panel",
     "plane_geometry", "save_rgb",
 ]

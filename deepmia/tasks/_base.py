@@ -169,15 +169,6 @@ class Result(ABC):
         """Write the results of several cases; tasks whose output is one table for all cases override this."""
         return [p for name, r in results for p in r.write(dst, name, formats=formats)]
 
-    @staticmethod
-    def figure_path(dst: str | os.PathLike[str], name: str) -> Path:
-        """``dst/figures/<stem>.png`` for case ``name`` (the folder is created)."""
-        from deepmia.io import image_stem
-
-        path = Path(dst) / "figures" / f"{image_stem(name)}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return path
-
 
 class Predictor(ABC):
     """A trained model (or a configured classical method) that predicts in memory.

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from deepmia.errors import WriteError
 from deepmia.image import Image
 from deepmia.io import read_image, write_image
-from deepmia.io._sitk import from_sitk
+from deepmia.io.sitk import from_sitk
 from deepmia.io.dicom.writer import QUANTISATION_LEVELS, write_series
 
 sitk = pytest.importorskip("SimpleITK")

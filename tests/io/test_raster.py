@@ -8,7 +8,7 @@ from PIL import Image as PILImage
 from deepmia.errors import CorruptFileError, UnsupportedFormatError, WriteError
 from deepmia.image import Image
 from deepmia.io import read_image, write_image
-from deepmia.io._sitk import from_sitk
+from deepmia.io.sitk import from_sitk
 
 RNG = np.random.default_rng(0)
 

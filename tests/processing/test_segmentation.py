@@ -104,7 +104,7 @@ def test_canny_thresholds_come_from_live_gradient_memory(noisy_volume, monkeypat
     """The gradient's buffer must outlive the quantiles, also when other threads allocate meanwhile."""
     import SimpleITK as sitk
 
-    from deepmia.io._sitk import to_sitk
+    from deepmia.io.sitk import to_sitk
 
     grad = sitk.GetArrayFromImage(sitk.GradientMagnitudeRecursiveGaussian(to_sitk(noisy_volume), sigma=1.0))
     quantile = np.quantile

@@ -54,7 +54,7 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
-def _engine(url: str) -> Engine:
+def engine_for(url: str) -> Engine:
     try:
         engine = create_engine(url, pool_pre_ping=True)
     except (SQLAlchemyError, ImportError, ValueError) as exc:
@@ -246,7 +246,7 @@ def open_catalog(db: str | Path | None = None, *, upgrade: bool = True) -> Catal
         parent = Path(url.removeprefix("sqlite:///")).parent
         if not parent.is_dir():
             raise CatalogError("folder of the catalog file does not exist", path=parent, fix="create it first")
-    engine = _engine(url)
+    engine = engine_for(url)
     if upgrade:
         migrate(engine)
     else:

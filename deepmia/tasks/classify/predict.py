@@ -80,7 +80,6 @@ class Predictor(TaskPredictor):
 
     task = "classify"
     batch_size = 64
-    formats = ("figure",)
 
     def __init__(
         self, model_dir: str | Path, *, tta: bool | None = None, mc_dropout: int | None = None,

@@ -72,14 +72,8 @@ class ClassifyResult(Result):
                 int(self.low_confidence)]
 
     def write(self, dst: str | os.PathLike[str], name: str, *, formats: Sequence[str] = ()) -> list[Path]:
-        """One case's files: with ``figure``, ``<stem>.png`` (the image, saliency if any, the class as a caption)."""
-        if "figure" not in formats or self.image is None:
-            return []
-        from deepmia.report.figures import classification_figure
-
-        title = f"{self.label} (p={float(np.max(self.probabilities)):.3f})"
-        path = self.figure_path(dst, name)
-        return [classification_figure(self.image, path, title=title, saliency=self.saliency)]
+        """Nothing per case: the results of all cases go into one ``predictions.csv`` (:meth:`write_batch`)."""
+        return []
 
     @classmethod
     def write_batch(

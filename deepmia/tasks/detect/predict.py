@@ -194,7 +194,6 @@ class Predictor(TaskPredictor):
 
     task = "detect"
     batch_size = 8
-    formats = ("figure",)
 
     def __init__(
         self, model_dir: str | os.PathLike[str], *, folds: Sequence[int] | None = None, tta: bool | None = None,
@@ -263,26 +262,23 @@ class Predictor(TaskPredictor):
         r = self.predict(image)
         return r.boxes, r.scores, r.labels
 
-    def predict_path(self, src: str | Path, dst: str | Path, *, figure: bool = False) -> dict[str, Any]:
+    def predict_path(self, src: str | Path, dst: str | Path) -> dict[str, Any]:
         """Detect in an image file, a DICOM series or every input of a folder; write COCO results.
 
         A thin adapter over :func:`deepmia.engine.batch.run_batch`: ``dst/predictions.json``,
-        ``dst/categories.json``, ``skipped.csv``, ``measurements.csv``, ``run.json`` and, with ``figure`` (2D
-        only), ``dst/figures/<stem>.png``.
+        ``dst/categories.json``, ``skipped.csv``, ``measurements.csv`` and ``run.json``.
 
         Returns:
             ``predicted`` (images), ``detections``, ``skipped`` (file, reason) pairs and ``out`` (the JSON path).
 
         Raises:
-            InvalidArgumentError: The input is missing, nothing could be predicted, or ``figure`` on a 3D model.
+            InvalidArgumentError: The input is missing, or nothing could be predicted.
             ReadError: A single input file cannot be read.
         """
         from deepmia.engine.batch import run_batch
 
-        if figure and self.plan.spatial_dims != 2:
-            raise InvalidArgumentError("--figure draws 2D images; this is a 3D model")
         dst = Path(dst)
-        report = run_batch(self, src, dst, formats=("figure",) if figure else (), keep_results=True)
+        report = run_batch(self, src, dst, keep_results=True)
         n = sum(len(r.boxes) for _, r in report.results)
         return {"predicted": len(report.predicted), "detections": n, "skipped": report.skipped,
                 "out": dst / "predictions.json"}

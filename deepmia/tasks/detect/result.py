@@ -109,14 +109,8 @@ class DetectResult(Result):
                 "detections": [self.coco()[i] for i in keep], "warnings": self.warnings}
 
     def write(self, dst: str | os.PathLike[str], name: str, *, formats: Sequence[str] = ()) -> list[Path]:
-        """One case's files: with ``figure`` (2D), ``figures/<stem>.png`` with the kept boxes and a legend."""
-        if "figure" not in formats or self.image is None:
-            return []
-        from deepmia.report.figures import detection_figure
-
-        path = self.figure_path(dst, name)
-        return [detection_figure(self.image, self.boxes, self.scores, self.labels, path, class_names=self.class_names,
-                                 min_score=self.min_score)]
+        """Nothing per case: the boxes of all cases go into one ``predictions.json`` (:meth:`write_batch`)."""
+        return []
 
     @classmethod
     def write_batch(

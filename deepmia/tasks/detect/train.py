@@ -297,7 +297,4 @@ def train(
                                                f"best_{monitor_of(plan)}_no_tta": state.best_metric,
                                                "seconds": round(state.elapsed_s, 1), "stopped": state.stopped}}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1, default=float) + "\n")
-    from deepmia.report.model_card import write_model_card
-
-    write_model_card(out, task="detect", dataset=dataset)
     return metrics

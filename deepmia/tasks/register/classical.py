@@ -23,7 +23,7 @@ import numpy as np
 from deepmia._validate import look_up_option
 from deepmia.errors import DeepmiaError, GeometryError, InvalidArgumentError
 from deepmia.image import Image
-from deepmia.io._sitk import to_sitk
+from deepmia.io.sitk import to_sitk
 from deepmia.processing.spatial_transform import SpatialTransform, check_same_dims, world_bounds
 
 __all__ = [

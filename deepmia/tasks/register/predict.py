@@ -43,7 +43,6 @@ class Predictor(TaskPredictor):
     """
 
     task = "register"
-    formats = ("figure",)
 
     def __init__(
         self, model_dir: str | PathLike[str] | None = None, *, method: str | None = None, device: str | None = "cpu",
@@ -109,12 +108,12 @@ class Predictor(TaskPredictor):
 
     def run(
         self, fixed: Image, moving: Image, out_dir: str | PathLike[str], *, moving_label: Image | None = None,
-        fixed_mask: Image | None = None, moving_mask: Image | None = None, figure: bool = False,
+        fixed_mask: Image | None = None, moving_mask: Image | None = None,
     ) -> dict[str, Any]:
         """Register and write the output folder (see the module docstring); returns ``registration.json``'s content."""
         import json
 
         result = self.predict({"fixed": fixed, "moving": moving, "moving_label": moving_label,
                                "fixed_mask": fixed_mask, "moving_mask": moving_mask})
-        result.write(out_dir, "", formats=("figure",) if figure else ())
+        result.write(out_dir, "")
         return json.loads((Path(out_dir) / "registration.json").read_text())

@@ -63,7 +63,7 @@ class RegisterResult(Result):
                 "moving": self.moving.meta.get("source")}
 
     def write(self, dst: str | os.PathLike[str], name: str = "", *, formats: Sequence[str] = ()) -> list[Path]:
-        """Write the warped image (and label map), the transform, ``registration.json`` and figures (``figure``)."""
+        """Write the warped image (and label map), the transform and ``registration.json``."""
         from deepmia.io import write_image
 
         out = Path(dst) / name if name else Path(dst)
@@ -80,11 +80,6 @@ class RegisterResult(Result):
         if self.moving_label is not None:
             files["warped_label"] = out / "warped_label.nii.gz"
             write_image(transform.apply(self.moving_label, reference=self.fixed), files["warped_label"])
-        if "figure" in formats:
-            from deepmia.report.figures import save_registration_figures
-
-            for path in save_registration_figures(self.fixed, self.moving, warped, transform, out):
-                files[path.stem] = path
         summary = {**self.summary(), "files": {k: v.name for k, v in files.items()}}
         (out / "registration.json").write_text(json.dumps(summary, indent=1, default=str) + "\n", encoding="utf-8")
         return [*files.values(), out / "registration.json"]

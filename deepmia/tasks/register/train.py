@@ -315,8 +315,5 @@ def train_registration(
         "n_test": len(split["test"]),
     }
     (out / "metrics.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
-    from deepmia.report.model_card import write_model_card
-
-    write_model_card(out, task="register", dataset=dataset)
     return summary
 

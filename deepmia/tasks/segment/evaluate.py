@@ -175,7 +175,7 @@ def evaluate_dirs(
         InvalidArgumentError: A reference has no prediction (mask, probability map), or a pair's geometry differs.
     """
     from deepmia.io import read_image
-    from deepmia.metrics._base import summarise
+    from deepmia.metrics import summarise
 
     preds, refs = _files(Path(pred_dir)), _files(Path(gt_dir))
     masks = _files(Path(mask_dir)) if mask_dir is not None else None

@@ -58,7 +58,7 @@ class Predictor(TaskPredictor):
     """
 
     task = "segment"
-    formats = ("probabilities", "figure")
+    formats = ("probabilities",)
     file_output = True
 
     def __init__(

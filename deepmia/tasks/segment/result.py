@@ -103,8 +103,8 @@ class SegmentResult(Result):
                 "warnings": self.warnings}
 
     def write(self, dst: str | os.PathLike[str], name: str, *, formats: Sequence[str] = ()) -> list[Path]:
-        """Write the label map (lossless, see :func:`label_map_name`); ``probabilities`` and ``figure`` on request."""
-        from deepmia.io import image_stem, write_image
+        """Write the label map (lossless, see :func:`label_map_name`) and, with ``probabilities``, the class maps."""
+        from deepmia.io import write_image
 
         dst = Path(dst)
         dims = self.labels.spatial_dims
@@ -113,19 +113,4 @@ class SegmentResult(Result):
         if "probabilities" in formats and self.probabilities is not None:
             written.append(dst / "probabilities" / float_map_name(name, dims))
             write_image(self.probabilities, written[-1])
-        if "figure" in formats and self.image is not None:
-            written.append(_figure(self.image, self.labels, dst / f"{image_stem(name)}_overlay.png", self.label_names))
         return written
-
-
-def _figure(image: Image, labels: Image, path: Path, label_names: Mapping[int, str]) -> Path:
-    try:
-        from deepmia.report.figures import segmentation_figure
-    except ImportError:  # the report package is being built; fall back to the plain overlay
-        from deepmia.display import overlay_labels, save_png, slice_for_display, to_rgb
-
-        picture, aspect = slice_for_display(image)
-        lab, _ = slice_for_display(labels)
-        save_png(overlay_labels(to_rgb(picture), lab[0]), path, aspect=aspect)
-        return path
-    return segmentation_figure(image, labels, path, label_names=dict(label_names))

@@ -31,6 +31,10 @@ def model(pneumonia: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     out = tmp_path_factory.mktemp("model") / "m"
     train(pneumonia, out, overrides=TINY)
+    from deepmia.data.dataset import Dataset
+    from deepmia.report.model_card import write_model_card
+
+    write_model_card(out, task="classify", dataset=Dataset.load(pneumonia))  # as `deepmia train classify` does
     return out
 
 
@@ -87,8 +91,8 @@ def test_mc_dropout_gives_uncertainty(model: Path, pneumonia: Path) -> None:
 
 
 def test_evaluate_and_explain(model: Path, pneumonia: Path, tmp_path: Path) -> None:
-    from deepmia.tasks.classify.evaluate import evaluate
     from deepmia.explain.classify import explain_path
+    from deepmia.tasks.classify.evaluate import evaluate
 
     m = evaluate(model, pneumonia, tmp_path / "ev", target_sensitivity=0.9, n_resamples=50)
     assert m["n_cases"] == 32 and 0 <= m["accuracy"] <= 1

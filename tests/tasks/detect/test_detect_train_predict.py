@@ -15,6 +15,7 @@ from deepmia.cli.main import main
 from deepmia.errors import InvalidArgumentError
 from deepmia.image import Image
 from deepmia.metrics.detection import box_iou
+from deepmia.report.model_card import write_model_card
 from deepmia.tasks.detect.evaluate import evaluate
 from deepmia.tasks.detect.predict import Predictor
 from deepmia.tasks.detect.train import train
@@ -28,6 +29,7 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("detect")
     ds = make_dataset(root / "shapes")
     metrics = train(ds.root, root / "model", overrides=TINY)
+    write_model_card(root / "model", task="detect", dataset=ds)  # as `deepmia train detect` does after training
     return ds, root / "model", metrics
 
 

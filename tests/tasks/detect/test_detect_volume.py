@@ -7,7 +7,7 @@ import json
 import pytest
 from conftest import make_volume_dataset
 
-from deepmia.errors import InvalidArgumentError
+from deepmia.cli.main import main
 from deepmia.tasks.detect.evaluate import evaluate
 from deepmia.tasks.detect.predict import Predictor
 from deepmia.tasks.detect.train import train
@@ -16,7 +16,7 @@ TINY_3D = ["network_params.widths=[8,16,32,64]", "network_params.fpn_channels=16
            "schedule.max_epochs=30", "schedule.batch_size=2", "schedule.threads=1", "schedule.precision=fp32"]
 
 
-def test_volumes_train_predict_and_evaluate(tmp_path):
+def test_volumes_train_predict_and_evaluate(tmp_path, capsys):
     ds = make_volume_dataset(tmp_path / "balls")
     metrics = train(ds.root, tmp_path / "model", overrides=TINY_3D)
     plan = json.loads((tmp_path / "model" / "plan.json").read_text())
@@ -36,5 +36,5 @@ def test_volumes_train_predict_and_evaluate(tmp_path):
     assert rows and all(len(r["bbox"]) == 6 and min(r["bbox"][3:]) >= 0 and len(r["bbox_world"]) == 6 for r in rows)
     m = evaluate(tmp_path / "out", ds.root, split="val", n_resamples=0)
     assert m["coco"]["map50"] == pytest.approx(val["coco"]["map50"], abs=0.05)  # same model, image files
-    with pytest.raises(InvalidArgumentError, match="2D"):
-        predictor.predict_path(ds.root / "images", tmp_path / "fig", figure=True)
+    assert main(["predict", str(tmp_path / "model"), str(ds.root / "images"), str(tmp_path / "fig"), "--figure"]) == 2
+    assert "2D" in capsys.readouterr().err

@@ -124,6 +124,10 @@ def test_train_resume_then_register(dataset, tmp_path):
     summary = train_registration(dataset, model, max_epochs=1, **options)  # precision measured
     assert summary["epochs"] == 1 and summary["steps"] == 2
     assert summary["precision"]["train"]["precision"] in ("bf16", "fp32")
+    from deepmia.data.dataset import Dataset
+    from deepmia.report.model_card import write_model_card
+
+    write_model_card(model, task="register", dataset=Dataset.load(dataset))  # as `deepmia train register` does
     for name in ("plan.json", "split.json", "metrics.json", "README.md", "fold_0/model_best.pt"):
         assert (model / name).is_file()
     plan = json.loads((model / "plan.json").read_text())
