@@ -373,30 +373,46 @@ def write_series(
         WriteError: The image cannot be represented (sheared geometry, too many channels, values out of the
             16-bit range, NaN), the reference is unusable, or the folder is not empty.
     """
-    import pydicom
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import generate_uid
 
     out = Path(folder)
+    _check_folder(out, overwrite)
+    ref = _load_reference(reference, out) or _reference_from_meta(image)
+    iop, pixel_spacing, slice_spacing, positions = _plane_geometry(image, out)
+    pixels = _pixels(image, out)
+    mod = _modality(image, ref, modality)
+    sop_class = _SC if pixels.stored.ndim == 4 else _STORAGE.get(mod, _SC)
+    base = _base_dataset(
+        image, ref, modality=mod, sop_class=sop_class, series_uid=generate_uid(),
+        series_description=series_description, series_number=series_number,
+    )
+    _set_plane(base, iop, pixel_spacing, slice_spacing)
+    _set_pixel_description(base, pixels)
+    base.BurnedInAnnotation = "NO"
+    if image.kind == "label":
+        base.ImageComments = "label image (integer class values)"
+    out.mkdir(parents=True, exist_ok=True)
+    return _write_slices(base, pixels, positions, iop, sop_class=sop_class, out=out)
+
+
+def _check_folder(out: Path, overwrite: bool) -> None:
+    """Refuse a path that is a file, or a folder that already holds files unless ``overwrite``."""
     if out.exists() and not out.is_dir():
         raise _fail("exists and is not a folder; a DICOM series is written into a folder", out)
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise _fail("folder is not empty", out, "choose an empty folder or pass overwrite=True")
-    ref = _load_reference(reference, out) or _reference_from_meta(image)
-    iop, pixel_spacing, slice_spacing, positions = _plane_geometry(image, out)
-    pixels = _pixels(image, out)
-    rgb = pixels.stored.ndim == 4
-    mod = _modality(image, ref, modality)
-    sop_class = _SC if rgb else _STORAGE.get(mod, _SC)
-    series_uid = generate_uid()
-    base = _base_dataset(
-        image, ref, modality=mod, sop_class=sop_class, series_uid=series_uid,
-        series_description=series_description, series_number=series_number,
-    )
+
+
+def _set_plane(base: Any, iop: list[float], pixel_spacing: list[float], slice_spacing: float) -> None:
+    """Image Plane attributes shared by every slice (orientation and spacings)."""
     base.ImageOrientationPatient = [_ds_number(v) for v in iop]
     base.PixelSpacing = [_ds_number(v) for v in pixel_spacing]
     base.SliceThickness = _ds_number(slice_spacing)
     base.SpacingBetweenSlices = _ds_number(slice_spacing)
+
+
+def _set_pixel_description(base: Any, pixels: _Pixels) -> None:
+    """Image Pixel attributes, and for grey images the rescale and a window covering the stored range."""
     nx, ny = pixels.stored.shape[:2]
     base.Rows = ny
     base.Columns = nx
@@ -404,24 +420,31 @@ def write_series(
     base.BitsStored = pixels.bits
     base.HighBit = pixels.bits - 1
     base.PixelRepresentation = int(pixels.signed)
-    if rgb:
+    if pixels.stored.ndim == 4:  # (X, Y, Z, 3): RGB
         base.SamplesPerPixel = 3
         base.PhotometricInterpretation = "RGB"
         base.PlanarConfiguration = 0
-    else:
-        base.SamplesPerPixel = 1
-        base.PhotometricInterpretation = "MONOCHROME2"
-        base.RescaleIntercept = pixels.intercept
-        base.RescaleSlope = pixels.slope
-        base.RescaleType = "US"
-        lo = float(pixels.stored.min()) * pixels.slope + pixels.intercept if pixels.stored.size else 0.0
-        hi = float(pixels.stored.max()) * pixels.slope + pixels.intercept if pixels.stored.size else 0.0
-        base.WindowCenter = _ds_number((lo + hi) / 2)
-        base.WindowWidth = _ds_number(max(hi - lo, 1.0))
-    base.BurnedInAnnotation = "NO"
-    if image.kind == "label":
-        base.ImageComments = "label image (integer class values)"
-    out.mkdir(parents=True, exist_ok=True)
+        return
+    base.SamplesPerPixel = 1
+    base.PhotometricInterpretation = "MONOCHROME2"
+    base.RescaleIntercept = pixels.intercept
+    base.RescaleSlope = pixels.slope
+    base.RescaleType = "US"
+    lo = float(pixels.stored.min()) * pixels.slope + pixels.intercept if pixels.stored.size else 0.0
+    hi = float(pixels.stored.max()) * pixels.slope + pixels.intercept if pixels.stored.size else 0.0
+    base.WindowCenter = _ds_number((lo + hi) / 2)
+    base.WindowWidth = _ds_number(max(hi - lo, 1.0))
+
+
+def _write_slices(
+    base: Any, pixels: _Pixels, positions: np.ndarray, iop: list[float], *, sop_class: str, out: Path
+) -> list[Path]:
+    """One file per slice, ``IM000001.dcm`` ... in slice order: ``base`` plus the slice's own attributes."""
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
+
+    normal = np.cross(iop[:3], iop[3:])
     written: list[Path] = []
     for k, position in enumerate(positions):
         ds = pydicom.Dataset()
@@ -429,7 +452,7 @@ def write_series(
         ds.SOPInstanceUID = generate_uid()
         ds.InstanceNumber = k + 1
         ds.ImagePositionPatient = [_ds_number(v) for v in position]
-        ds.SliceLocation = _ds_number(float(np.dot(position, np.cross(iop[:3], iop[3:]))))
+        ds.SliceLocation = _ds_number(float(np.dot(position, normal)))
         plane = pixels.stored[:, :, k]  # (X, Y[, 3]) -> rows are y
         ds.PixelData = np.ascontiguousarray(np.swapaxes(plane, 0, 1)).tobytes()
         meta = FileMetaDataset()
