@@ -7,10 +7,22 @@ back is pixel-identical and upright. Multi-page TIFF files and TIFF stacks are v
 one page per ``Z``.
 
 Geometry: like ITK, pixel ``(0, 0)`` sits at the origin with LPS-identity directions, so the RAS+ affine is
-``diag(-sx, -sy, sz, 1)``. Spacing comes from PNG ``pHYs``, JPEG JFIF density or TIFF resolution tags (and
-ImageJ ``spacing``/``unit``) when present and non-zero, else 1 mm. Files written by deepmia also carry the
-full affine and the image kind (a PNG ``tEXt`` chunk, TIFF JSON metadata), so they round-trip exactly;
-JPEG keeps only the spacing, and its pixels are lossy.
+``diag(-sx, -sy, sz, 1)``.
+
+Spacing rule: a raster file's spacing is *unknown* (``meta["spacing_unknown"] = True``, read by
+:func:`deepmia.io.spacing_known`, with a 1.0 placeholder) unless the file states a calibrated pixel size:
+
+- TIFF with ImageJ calibration (a ``unit`` such as ``um``/``mm``, with the resolution tags and ``spacing``
+  in that unit) or OME-XML ``PhysicalSizeX/Y/Z``: written by microscopy and image-analysis software that
+  calibrates them;
+- a PNG or TIFF written by deepmia from an image whose spacing was known (its stored metadata says so).
+
+A PNG ``pHYs``, a JPEG JFIF density or a plain TIFF ``XResolution``/``ResolutionUnit`` is a print or scan
+resolution (72, 96, 300 dpi written by default by most software; 25 dpi on CHASE_DB1's fundus photos), not
+the size of a sensor pixel or a physical spacing in the patient, so it is never taken as one. DICOM states
+its spacing itself (``PixelSpacing``). Files written by deepmia also carry the full affine and the image
+kind (a PNG ``tEXt`` chunk, TIFF JSON metadata), so they round-trip exactly; JPEG keeps neither (its spacing
+is read back as unknown), and its pixels are lossy: deepmia writes label maps as PNG, never JPEG.
 
 Pixel types are kept: 16-bit PNG/TIFF stay uint16 (16-bit colour PNGs go through OpenCV because Pillow
 reduces them to 8 bits), float TIFF stays float. RGB gives 3 channels, RGBA 4, grey+alpha 2, palette
@@ -33,13 +45,15 @@ import numpy as np
 
 from deepmia.errors import CorruptFileError, DeepmiaError, MissingCodecError, UnsupportedFormatError, WriteError
 from deepmia.image import LPS_TO_RAS, Image, Kind
-from deepmia.io import Format, register_format
+from deepmia.io import Format, register_format, spacing_known
 from deepmia.io._common import KIND_KEY, build_image
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _TEXT_KEY = "deepmia"
+_KNOWN_KEY = "spacing_known"  # in deepmia's stored metadata: the written image's spacing was physical
 _MM_PER_UNIT = {"inch": 25.4, "centimeter": 10.0, "cm": 10.0, "mm": 1.0, "millimeter": 1.0, "meter": 1000.0,
-                "micron": 1e-3, "um": 1e-3, "\u00b5m": 1e-3, "nm": 1e-6}
+                "m": 1000.0, "micron": 1e-3, "um": 1e-3, "\u00b5m": 1e-3, "\u03bcm": 1e-3, "\\u00b5m": 1e-3,
+                "nm": 1e-6}
 
 
 # ----------------------------------------------------------------------------------------------- geometry
@@ -50,29 +64,37 @@ def _default_affine(spacing: tuple[float, ...]) -> np.ndarray:
     return LPS_TO_RAS @ np.diag(sp + [1.0])
 
 
-def _spacing_mm(resolution: float | None, mm_per_unit: float | None) -> float:
-    """Pixel spacing in mm from pixels per unit; 1 mm when the file gives no usable resolution."""
+def _spacing_mm(resolution: float | None, mm_per_unit: float | None) -> float | None:
+    """Pixel spacing in mm from pixels per unit; None when the file gives no usable resolution."""
     if not resolution or not mm_per_unit or not np.isfinite(resolution) or resolution <= 0:
-        return 1.0
+        return None
     return mm_per_unit / resolution
 
 
-def _stored(meta: dict[str, Any] | None, spacing: tuple[float, ...], shape_nd: int) -> tuple[np.ndarray, str | None]:
-    """Affine and kind: those deepmia stored in the file if present (and of the right dimension), else defaults."""
+def _stored(meta: dict[str, Any] | None, spacing: list[float | None] | None,
+            shape_nd: int) -> tuple[np.ndarray, str | None, bool]:
+    """Affine, kind and whether the spacing is known (see the module's spacing rule).
+
+    Those deepmia stored in the file if present (and of the right dimension; files written before deepmia
+    stored ``spacing_known`` count as unknown), else the default affine on the calibrated ``spacing`` (None, or
+    any axis None: unknown, 1.0 placeholders).
+    """
     if meta and "affine" in meta:
         affine = np.asarray(meta["affine"], dtype=float)
         if affine.shape == (4, 4) and int(meta.get("spatial_dims", shape_nd)) == shape_nd:
-            return affine, meta.get(KIND_KEY)
-    return _default_affine(spacing), (meta or {}).get(KIND_KEY)
+            return affine, meta.get(KIND_KEY), bool(meta.get(_KNOWN_KEY, False))
+    known = spacing is not None and all(s is not None for s in spacing)
+    placeholder = [float(s) if known and s is not None else 1.0 for s in (spacing or [None] * shape_nd)]
+    return _default_affine(tuple(placeholder)), (meta or {}).get(KIND_KEY), known
 
 
 def _build(arr_hw_c: np.ndarray, path: Path, kind: Kind | None, affine: np.ndarray, file_kind: str | None,
-           fmt: str) -> Image:
-    """``([Z,] Y, X, C)`` pixels to an Image ``(C, X, Y[, Z])``."""
+           fmt: str, *, known: bool = False) -> Image:
+    """``([Z,] Y, X, C)`` pixels to an Image ``(C, X, Y[, Z])``; ``known`` False flags ``meta["spacing_unknown"]``."""
     nd = arr_hw_c.ndim - 1
     order = (nd, 1, 0) if nd == 2 else (nd, 2, 1, 0)
-    return build_image(np.transpose(arr_hw_c, order), affine, kind=kind, file_kind=file_kind, meta={"format": fmt},
-                       path=path)
+    meta: dict[str, Any] = {"format": fmt} if known else {"format": fmt, "spacing_unknown": True}
+    return build_image(np.transpose(arr_hw_c, order), affine, kind=kind, file_kind=file_kind, meta=meta, path=path)
 
 
 def _to_picture(image: Image) -> np.ndarray:
@@ -82,7 +104,8 @@ def _to_picture(image: Image) -> np.ndarray:
 
 
 def _stored_meta(image: Image) -> dict[str, Any]:
-    return {"affine": np.asarray(image.affine).tolist(), "spatial_dims": image.spatial_dims, KIND_KEY: image.kind}
+    return {"affine": np.asarray(image.affine).tolist(), "spatial_dims": image.spatial_dims, KIND_KEY: image.kind,
+            _KNOWN_KEY: spacing_known(image)}
 
 
 # ------------------------------------------------------------------------------------------------- checks
@@ -168,12 +191,7 @@ def read_png(path: Path, *, kind: Kind | None = None, **_: Any) -> Image:
         pixels = raw[..., [0, 3]] if color_type == 4 else raw[..., [2, 1, 0, 3][: raw.shape[-1]]]
     else:
         pixels, _ = _pillow_pixels(path, "PNG")
-    spacing = (1.0, 1.0)
-    if b"pHYs" in chunks and len(chunks[b"pHYs"][0]) == 9:
-        ppx, ppy, unit = struct.unpack(">IIB", chunks[b"pHYs"][0])
-        mm = 1000.0 if unit == 1 else None  # unit 1 = metre; 0 = aspect ratio only
-        spacing = (_spacing_mm(ppx, mm), _spacing_mm(ppy, mm))
-    stored = None
+    stored = None  # pHYs is a print resolution (often 72 or 96 dpi), never a pixel spacing
     for text in chunks.get(b"tEXt", []):
         key, _, value = text.partition(b"\x00")
         if key == _TEXT_KEY.encode():
@@ -181,12 +199,14 @@ def read_png(path: Path, *, kind: Kind | None = None, **_: Any) -> Image:
                 stored = json.loads(value.decode("latin-1"))
             except ValueError as exc:
                 raise CorruptFileError(f"damaged deepmia metadata in the PNG: {exc}", path=path) from exc
-    affine, file_kind = _stored(stored, spacing, 2)
-    return _build(pixels, path, kind, affine, file_kind, "png")
+    affine, file_kind, known = _stored(stored, None, 2)
+    return _build(pixels, path, kind, affine, file_kind, "png", known=known)
 
 
 def write_png(image: Image, path: Path, **_: Any) -> None:
-    """Write a 2D uint8/uint16/bool image with 1-4 channels, with spacing (pHYs) and affine and kind (tEXt).
+    """Write a 2D uint8/uint16/bool image with 1-4 channels, with its affine, kind and spacing status (tEXt).
+
+    A known spacing is also written as ``pHYs`` for other readers.
 
     Raises:
         WriteError: A volume, a float or signed image (label images are narrowed when lossless), or more than
@@ -209,8 +229,9 @@ def write_png(image: Image, path: Path, **_: Any) -> None:
     else:
         blob = _pillow_encode(pic, "PNG")
     sx, sy = image.spacing
-    meta = [_png_chunk(b"pHYs", struct.pack(">IIB", round(1000.0 / sx), round(1000.0 / sy), 1)),
-            _png_chunk(b"tEXt", _TEXT_KEY.encode() + b"\x00" + json.dumps(_stored_meta(image)).encode("latin-1"))]
+    meta = [_png_chunk(b"tEXt", _TEXT_KEY.encode() + b"\x00" + json.dumps(_stored_meta(image)).encode("latin-1"))]
+    if spacing_known(image):
+        meta.insert(0, _png_chunk(b"pHYs", struct.pack(">IIB", round(1000.0 / sx), round(1000.0 / sy), 1)))
     ihdr_end = len(_PNG_SIGNATURE) + 25
     body = b"".join(c for c in _split_chunks(blob[ihdr_end:]) if c[4:8] not in (b"pHYs", b"tEXt"))
     path.write_bytes(blob[:ihdr_end] + b"".join(meta) + body)
@@ -292,28 +313,31 @@ def _pillow_encode(pic: np.ndarray, fmt: str, **options: Any) -> bytes:
 def read_jpeg(path: Path, *, kind: Kind | None = None, **_: Any) -> Image:
     """Read a JPEG file into ``(C, X, Y)`` (pixels as stored; the EXIF orientation is recorded, not applied).
 
+    Its spacing is unknown: a JFIF density is a print resolution (see the module's spacing rule).
+
     Raises:
         CorruptFileError: The file is damaged, truncated or not a JPEG file.
     """
     pixels, info = _pillow_pixels(path, "JPEG")
-    spacing = (1.0, 1.0)
-    unit, dpi, orientation = info.get("jfif_unit"), info.get("dpi"), info["exif_orientation"]
-    if dpi and unit in (1, 2):  # Pillow reports dots per inch for both units
-        spacing = (_spacing_mm(float(dpi[0]), 25.4), _spacing_mm(float(dpi[1]), 25.4))
-    image = _build(pixels, path, kind, _default_affine(spacing), None, "jpeg")
+    orientation = info["exif_orientation"]
+    image = _build(pixels, path, kind, _default_affine((1.0, 1.0)), None, "jpeg")
     if orientation not in (None, 1):
         image.meta["exif_orientation"] = int(orientation)
     return image
 
 
 def write_jpeg(image: Image, path: Path, *, quality: int = 95, **_: Any) -> None:
-    """JPEG is lossy: pixels change slightly (``quality`` 1-100); only spacing is stored, not the affine."""
+    """JPEG is lossy: pixels change slightly (``quality`` 1-100); never used for label maps.
+
+    A known spacing is written as dpi for other readers, but deepmia reads every JPEG's spacing as unknown.
+    """
     _check_2d(image, path, "JPEG")
     _check_channels(image, path, "JPEG", (1, 3))
     arr = _integral_as(image, path, "JPEG", (np.uint8,))
     pic = _to_picture(image.with_array(arr.astype(np.uint8)))
     sx, sy = image.spacing
-    path.write_bytes(_pillow_encode(pic, "JPEG", quality=quality, dpi=(25.4 / sx, 25.4 / sy)))
+    options = {"dpi": (25.4 / sx, 25.4 / sy)} if spacing_known(image) else {}
+    path.write_bytes(_pillow_encode(pic, "JPEG", quality=quality, **options))
 
 
 # --------------------------------------------------------------------------------------------------- TIFF
@@ -351,8 +375,8 @@ def read_tiff(path: Path, *, kind: Kind | None = None, **_: Any) -> Image:
             axes = series.axes
             page = tif.pages[0]
             resolution = getattr(page, "resolution", (0.0, 0.0))
-            unit = page.tags["ResolutionUnit"].value if "ResolutionUnit" in page.tags else 2
             imagej = tif.imagej_metadata or {}
+            ome = tif.ome_metadata if tif.is_ome else None
             shaped = tif.shaped_metadata[0] if tif.is_shaped and tif.shaped_metadata else None
     except (tifffile.TiffFileError, OSError, ValueError, KeyError, IndexError) as exc:
         if "requires the 'imagecodecs' package" in str(exc):
@@ -365,15 +389,49 @@ def read_tiff(path: Path, *, kind: Kind | None = None, **_: Any) -> Image:
     pixels = np.transpose(data, order).reshape([data.shape[i] for i in order[:keep]])
     if pixels.ndim == (3 if volume else 2):
         pixels = pixels[..., None]
-    mm = {2: 25.4, 3: 10.0}.get(int(unit))
-    if int(unit) == 1 and imagej.get("unit"):  # ImageJ: resolution in its own unit
-        mm = _MM_PER_UNIT.get(str(imagej["unit"]).lower())
+    spacing = _tiff_calibration(resolution, imagej, ome, volume)
+    affine, file_kind, known = _stored(shaped, spacing, 3 if volume else 2)
+    return _build(pixels, path, kind, affine, file_kind, "tiff", known=known)
+
+
+def _tiff_calibration(resolution: tuple[float, float], imagej: dict[str, Any], ome: str | None,
+                      volume: bool) -> list[float | None] | None:
+    """Calibrated pixel spacing in mm from ImageJ or OME metadata, else None (see the module's spacing rule).
+
+    Plain resolution tags (``XResolution`` in dots per inch or cm) are not a calibration and are ignored.
+    """
+    if ome:
+        return _ome_spacing(ome, volume)
+    mm = _MM_PER_UNIT.get(str(imagej.get("unit", "")).lower())
+    if not mm:  # no ImageJ calibration ("pixel" or none)
+        return None
     spacing = [_spacing_mm(resolution[0], mm), _spacing_mm(resolution[1], mm)]
     if volume:
-        z_mm = _MM_PER_UNIT.get(str(imagej.get("unit", "")).lower())
-        spacing.append(float(imagej["spacing"]) * z_mm if z_mm and imagej.get("spacing") else 1.0)
-    affine, file_kind = _stored(shaped, tuple(spacing), 3 if volume else 2)
-    return _build(pixels, path, kind, affine, file_kind, "tiff")
+        z = imagej.get("spacing")
+        spacing.append(float(z) * mm if z and float(z) > 0 else None)
+    return spacing
+
+
+def _ome_spacing(xml: str, volume: bool) -> list[float | None] | None:
+    """``PhysicalSizeX/Y[/Z]`` of the first OME ``Pixels`` element in mm (unit default: micrometre), else None."""
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError:
+        return None
+    pixels = next((el for el in root.iter() if el.tag.rsplit("}", 1)[-1] == "Pixels"), None)
+    if pixels is None:
+        return None
+    out: list[float | None] = []
+    for axis in "XYZ" if volume else "XY":
+        size, unit = pixels.get(f"PhysicalSize{axis}"), pixels.get(f"PhysicalSize{axis}Unit", "\u00b5m")
+        mm = _MM_PER_UNIT.get(unit.lower())
+        try:
+            out.append(float(size) * mm if size and mm and float(size) > 0 else None)
+        except ValueError:
+            out.append(None)
+    return out
 
 
 def write_tiff(image: Image, path: Path, *, compression: str | None = "zlib", **_: Any) -> None:

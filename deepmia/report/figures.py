@@ -48,15 +48,17 @@ _TEXT = (20, 20, 20)
 def geometry_known(image: Image) -> tuple[bool, bool]:
     """Whether ``image`` knows its patient orientation and its physical voxel spacing.
 
-    Raster files (PNG, JPEG, ...) hold neither (unless ``meta["spacing_known"]`` says a TIFF stated its spacing);
-    a DICOM file without position/orientation holds spacing only; ``meta["spacing_unknown"]`` marks spacing the
-    reader could not trust (e.g. ``PixelSpacing`` of 0).
+    Raster files (PNG, JPEG, ...) hold no patient orientation; a DICOM file without position/orientation holds
+    spacing only. The spacing follows the one rule of :func:`deepmia.io.spacing_known`: the readers flag
+    ``meta["spacing_unknown"]`` for a raster file without a calibrated spacing (see :mod:`deepmia.io.raster`)
+    and for a DICOM ``PixelSpacing`` that is missing or 0.
     """
+    from deepmia.io import spacing_known
+
     meta = image.meta
     raster = str(meta.get("format", "")).lower() in RASTER_FORMATS
     orientation = not raster and not str(meta.get("geometry", "")).startswith("none")
-    spacing = (not raster or bool(meta.get("spacing_known"))) and not meta.get("spacing_unknown")
-    return orientation, spacing
+    return orientation, spacing_known(image)
 
 
 def _letter(direction: np.ndarray) -> str:

@@ -7,8 +7,9 @@ from PIL import Image as PILImage
 
 from deepmia.errors import CorruptFileError, UnsupportedFormatError, WriteError
 from deepmia.image import Image
-from deepmia.io import read_image, write_image
+from deepmia.io import read_image, spacing_known, write_image
 from deepmia.io.sitk import from_sitk
+from deepmia.report.figures import geometry_known
 
 RNG = np.random.default_rng(0)
 
@@ -80,9 +81,46 @@ def test_palette_png_becomes_rgb(tmp_path):
     np.testing.assert_array_equal(img.array, np.asarray(pal.convert("RGB")).transpose(2, 1, 0))
 
 
-def test_png_phys_gives_spacing(tmp_path):
-    PILImage.fromarray(_picture(np.uint8)).save(tmp_path / "d.png", dpi=(254, 127))
-    assert read_image(tmp_path / "d.png").spacing == pytest.approx((0.1, 0.2), rel=1e-3)
+def _print_resolution_files(root):
+    """The same picture with a print resolution in each raster format (none of them is a calibrated spacing)."""
+    pic = _picture(np.uint8)
+    PILImage.fromarray(pic).save(root / "d.png", dpi=(254, 127))
+    PILImage.fromarray(pic).save(root / "d.jpg", dpi=(25, 25))  # CHASE_DB1's fundus photographs
+    tifffile.imwrite(root / "inch.tif", pic, resolution=(300, 300), resolutionunit="INCH")  # a flatbed scan
+    tifffile.imwrite(root / "cm.tif", pic, resolution=(100, 100), resolutionunit="CENTIMETER")
+    return [root / n for n in ("d.png", "d.jpg", "inch.tif", "cm.tif")]
+
+
+def test_print_resolution_is_never_a_spacing(tmp_path):
+    for path in _print_resolution_files(tmp_path):
+        image = read_image(path)
+        assert image.spacing == (1.0, 1.0), path.name  # placeholder
+        assert image.meta["spacing_unknown"] is True and not spacing_known(image), path.name
+        assert geometry_known(image) == (False, False), path.name  # figures follow the same rule
+
+
+def test_calibrated_tiff_spacing_is_known(tmp_path):
+    pic = _picture(np.uint16)
+    tifffile.imwrite(tmp_path / "ij.tif", pic, imagej=True, resolution=(1 / 0.5, 1 / 0.25), metadata={"unit": "um"})
+    tifffile.imwrite(tmp_path / "ome.ome.tif", pic, ome=True,
+                     metadata={"axes": "YX", "PhysicalSizeX": 0.4, "PhysicalSizeY": 0.8})
+    for name, spacing in [("ij.tif", (0.5e-3, 0.25e-3)), ("ome.ome.tif", (0.4e-3, 0.8e-3))]:
+        image = read_image(tmp_path / name)
+        np.testing.assert_allclose(image.spacing, spacing)
+        assert spacing_known(image) and geometry_known(image)[1], name
+
+
+def test_deepmia_files_keep_whether_the_spacing_is_known(tmp_path):
+    known = Image(_picture(np.uint8)[None], np.diag([-0.25, -0.5, 1.0, 1.0]))
+    unknown = Image(known.array, np.diag([-1.0, -1.0, 1.0, 1.0]), meta={"spacing_unknown": True})
+    for suffix in (".png", ".tif"):
+        write_image(known, tmp_path / f"k{suffix}")
+        write_image(unknown, tmp_path / f"u{suffix}")
+        back = read_image(tmp_path / f"k{suffix}")
+        assert spacing_known(back) and back.spacing == pytest.approx((0.25, 0.5))
+        assert not spacing_known(read_image(tmp_path / f"u{suffix}"))
+    write_image(known, tmp_path / "k.jpg")  # JPEG keeps no deepmia metadata: read back as unknown
+    assert not spacing_known(read_image(tmp_path / "k.jpg"))
 
 
 def test_bool_label_png_round_trip(tmp_path):
@@ -169,11 +207,12 @@ def test_multipage_tiff_from_imagej_is_a_volume_with_spacing(tmp_path):
     assert img.shape == (1, 7, 6, 5)
     np.testing.assert_array_equal(img.array[0], stack.transpose(2, 1, 0))
     np.testing.assert_allclose(img.spacing, (0.25e-3, 0.25e-3, 2.5e-3))
+    assert spacing_known(img)
 
 
 def test_real_tiff_with_zero_resolution_gets_1mm(shared_data):
     img = read_image(shared_data / "drive" / "training" / "images" / "21_training.tif")
-    assert img.shape == (3, 565, 584) and img.spacing == (1.0, 1.0)
+    assert img.shape == (3, 565, 584) and img.spacing == (1.0, 1.0) and not spacing_known(img)
 
 
 def test_truncated_tiff_is_corrupt(tmp_path, shared_data):
