@@ -344,6 +344,118 @@ def _bspline(
 
 
 # ----------------------------------------------------------------- the driver
+class _Run:
+    """A registration in progress: the normalised pair (arrays and SimpleITK images), masks, and its stages."""
+
+    def __init__(
+        self, fixed: Image, moving: Image, *, metric: str, fixed_mask: Image | None, moving_mask: Image | None
+    ) -> None:
+        sitk = _sitk()
+        self.fixed, self.metric, self.dims = fixed, metric, fixed.spatial_dims
+        self.fixed_n, self.moving_n = normalise_intensity(fixed), normalise_intensity(moving)
+        self.f, self.m = to_sitk(self.fixed_n), to_sitk(self.moving_n)
+        self.fm = None if fixed_mask is None else sitk.Cast(to_sitk(fixed_mask) != 0, sitk.sitkUInt8)
+        self.mm = None if moving_mask is None else sitk.Cast(to_sitk(moving_mask) != 0, sitk.sitkUInt8)
+        self.mask = None if fixed_mask is None else fixed_mask.array[0] != 0
+        self.stages: list[dict[str, Any]] = []
+
+    def score(self, t: SpatialTransform) -> float:
+        """The metric between the fixed image and the moving image warped by ``t`` (inside the fixed mask)."""
+        warped = t.apply(self.moving_n, reference=self.fixed_n)
+        return similarity(self.fixed_n.array[0], warped.array[0], self.metric, mask=self.mask)  # type: ignore[arg-type]
+
+    def stage(self, name: str, t: SpatialTransform, t0: float) -> None:
+        """Record a finished stage: its name, seconds since ``t0`` and the metric with ``t``."""
+        self.stages.append({"stage": name, "seconds": round(time.perf_counter() - t0, 3), "metric": self.score(t)})
+
+
+def _check_options(
+    fixed: Image,
+    moving: Image,
+    *,
+    method: str,
+    metric: str,
+    deformable: str,
+    fixed_mask: Image | None,
+    moving_mask: Image | None,
+) -> tuple[str, str, str]:
+    """The method, metric and deformable algorithm looked up, after :func:`check_pair`; refuses demons with MI."""
+    method = look_up_option(method, METHODS, what="registration method")
+    metric = look_up_option(metric, METRICS, what="metric")
+    deformable = look_up_option(deformable, DEFORMABLE, what="deformable algorithm")
+    check_pair(fixed, moving, fixed_mask=fixed_mask, moving_mask=moving_mask)
+    if method == "deformable" and deformable != "bspline" and metric == "mi":
+        raise InvalidArgumentError(
+            "demons matches intensities directly, so it cannot optimise mutual information",
+            fix="use --metric mse or ncc for same-modality pairs, or the bspline deformable stage for MI",
+        )
+    return method, metric, deformable
+
+
+def _linear_stages(run: _Run, method: str, common: dict[str, Any]) -> SpatialTransform:
+    """Moments initialisation and rigid, then affine unless ``method`` is rigid; each stage is recorded."""
+    sitk = _sitk()
+    t0 = time.perf_counter()
+    init = sitk.CenteredTransformInitializer(
+        run.f,
+        run.m,
+        sitk.Euler3DTransform() if run.dims == 3 else sitk.Euler2DTransform(),
+        sitk.CenteredTransformInitializerFilter.MOMENTS,
+    )
+    rigid = _linear_stage("rigid", run.f, run.m, init, **common)
+    linear = SpatialTransform(rigid, dims=run.dims)
+    run.stage("rigid", linear, t0)
+    if method in ("affine", "deformable"):
+        t0 = time.perf_counter()
+        affine = _linear_stage("affine", run.f, run.m, rigid, **common)
+        linear = SpatialTransform(affine, dims=run.dims)
+        run.stage("affine", linear, t0)
+    return linear
+
+
+def _bspline_stage(
+    run: _Run, linear: SpatialTransform, *, mesh_mm: float, iterations: int, samples: int, seed: int
+) -> SpatialTransform:
+    """The B-spline stage on top of ``linear``; returns the composed transform."""
+    bs = _bspline(
+        run.f,
+        run.m,
+        linear.sitk,
+        metric=run.metric,
+        mesh_mm=mesh_mm,
+        iterations=iterations,
+        samples=samples,
+        seed=seed,
+        fixed_mask=run.fm,
+        moving_mask=run.mm,
+    )
+    return SpatialTransform(bs, dims=run.dims, grid=run.fixed).then(linear)
+
+
+def _demons_stage(
+    run: _Run,
+    linear: SpatialTransform,
+    *,
+    variant: str,
+    shrink: tuple[int, ...],
+    iterations: tuple[int, ...],
+    sigma: float,
+) -> SpatialTransform:
+    """Demons on the linearly aligned, histogram-matched moving image; returns the composed transform."""
+    sitk = _sitk()
+    if len(iterations) != len(shrink):
+        raise InvalidArgumentError(
+            f"demons_iterations needs one entry per pyramid level ({len(shrink)}), got {len(iterations)}"
+        )
+    m_on_fixed = to_sitk(linear.apply(run.moving_n, reference=run.fixed_n))
+    m_on_fixed = sitk.HistogramMatching(
+        m_on_fixed, run.f, numberOfHistogramLevels=256, numberOfMatchPoints=15, thresholdAtMeanIntensity=True
+    )
+    dfield = _demons(run.f, m_on_fixed, variant=variant, shrink=shrink, iterations=iterations, sigma=sigma)
+    dense = SpatialTransform(sitk.DisplacementFieldTransform(dfield), dims=run.dims, grid=run.fixed)
+    return dense.then(linear)
+
+
 def register_images(
     fixed: Image,
     moving: Image,
@@ -386,85 +498,31 @@ def register_images(
         InvalidArgumentError: Unknown method, metric or deformable algorithm; demons with mutual information.
         RegistrationDivergedError: The result is worse than the identity.
     """
-    sitk = _sitk()
-    method = look_up_option(method, METHODS, what="registration method")  # type: ignore[assignment]
-    metric = look_up_option(metric, METRICS, what="metric")  # type: ignore[assignment]
-    deformable = look_up_option(deformable, DEFORMABLE, what="deformable algorithm")
-    check_pair(fixed, moving, fixed_mask=fixed_mask, moving_mask=moving_mask)
-    if method == "deformable" and deformable != "bspline" and metric == "mi":
-        raise InvalidArgumentError(
-            "demons matches intensities directly, so it cannot optimise mutual information",
-            fix="use --metric mse or ncc for same-modality pairs, or the bspline deformable stage for MI",
-        )
+    method, metric, deformable = _check_options(  # type: ignore[assignment]
+        fixed, moving, method=method, metric=metric, deformable=deformable,
+        fixed_mask=fixed_mask, moving_mask=moving_mask,
+    )
     start = time.perf_counter()
-    fixed_n, moving_n = normalise_intensity(fixed), normalise_intensity(moving)
-    f, m = to_sitk(fixed_n), to_sitk(moving_n)
-    fm = None if fixed_mask is None else sitk.Cast(to_sitk(fixed_mask) != 0, sitk.sitkUInt8)
-    mm = None if moving_mask is None else sitk.Cast(to_sitk(moving_mask) != 0, sitk.sitkUInt8)
+    run = _Run(fixed, moving, metric=metric, fixed_mask=fixed_mask, moving_mask=moving_mask)
     shrink = _shrink_factors(fixed, levels)
-    dims = fixed.spatial_dims
-    stages: list[dict[str, Any]] = []
-    mask_arr = None if fixed_mask is None else fixed_mask.array[0] != 0
-
-    def score(t: SpatialTransform) -> float:
-        warped = t.apply(moving_n, reference=fixed_n)
-        return similarity(fixed_n.array[0], warped.array[0], metric, mask=mask_arr)
-
-    def stage(name: str, t: SpatialTransform, t0: float) -> None:
-        stages.append({"stage": name, "seconds": round(time.perf_counter() - t0, 3), "metric": score(t)})
-
-    before = score(SpatialTransform.identity(dims))
-    t0 = time.perf_counter()
-    init = sitk.CenteredTransformInitializer(
-        f,
-        m,
-        sitk.Euler3DTransform() if dims == 3 else sitk.Euler2DTransform(),
-        sitk.CenteredTransformInitializerFilter.MOMENTS,
-    )
+    before = run.score(SpatialTransform.identity(run.dims))
     common = dict(
-        metric=metric, shrink=shrink, iterations=iterations, samples=samples, seed=seed, fixed_mask=fm, moving_mask=mm
+        metric=metric, shrink=shrink, iterations=iterations, samples=samples, seed=seed,
+        fixed_mask=run.fm, moving_mask=run.mm,
     )
-    rigid = _linear_stage("rigid", f, m, init, **common)
-    linear = SpatialTransform(rigid, dims=dims)
-    stage("rigid", linear, t0)
-    if method in ("affine", "deformable"):
-        t0 = time.perf_counter()
-        affine = _linear_stage("affine", f, m, rigid, **common)
-        linear = SpatialTransform(affine, dims=dims)
-        stage("affine", linear, t0)
-    result = linear
+    result = _linear_stages(run, method, common)
     if method == "deformable":
         t0 = time.perf_counter()
         if deformable == "bspline":
-            bs = _bspline(
-                f,
-                m,
-                linear.sitk,
-                metric=metric,
-                mesh_mm=bspline_mesh_mm,
-                iterations=iterations,
-                samples=samples,
-                seed=seed,
-                fixed_mask=fm,
-                moving_mask=mm,
+            result = _bspline_stage(
+                run, result, mesh_mm=bspline_mesh_mm, iterations=iterations, samples=samples, seed=seed
             )
-            result = SpatialTransform(bs, dims=dims, grid=fixed).then(linear)
         else:
-            if len(demons_iterations) != len(shrink):
-                raise InvalidArgumentError(
-                    f"demons_iterations needs one entry per pyramid level ({len(shrink)}), got {len(demons_iterations)}"
-                )
-            m_on_fixed = to_sitk(linear.apply(moving_n, reference=fixed_n))
-            m_on_fixed = sitk.HistogramMatching(
-                m_on_fixed, f, numberOfHistogramLevels=256, numberOfMatchPoints=15, thresholdAtMeanIntensity=True
+            result = _demons_stage(
+                run, result, variant=deformable, shrink=shrink, iterations=demons_iterations, sigma=demons_sigma
             )
-            dfield = _demons(
-                f, m_on_fixed, variant=deformable, shrink=shrink, iterations=demons_iterations, sigma=demons_sigma
-            )
-            dense = SpatialTransform(sitk.DisplacementFieldTransform(dfield), dims=dims, grid=fixed)
-            result = dense.then(linear)
-        stage(deformable, result, t0)
-    after = stages[-1]["metric"]
+        run.stage(deformable, result, t0)
+    after = run.stages[-1]["metric"]
     if check_divergence and after < before:
         raise RegistrationDivergedError(
             f"{method} registration diverged: {metric} similarity went from {before:.4g} at the start to {after:.4g}",
@@ -478,5 +536,5 @@ def register_images(
         metric_before=before,
         metric_after=after,
         seconds=time.perf_counter() - start,
-        stages=stages,
+        stages=run.stages,
     )
