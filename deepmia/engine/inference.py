@@ -46,6 +46,101 @@ def _flips(mirror_axes: Sequence[int]) -> list[tuple[int, ...]]:
     return [c for r in range(len(mirror_axes) + 1) for c in itertools.combinations(mirror_axes, r)]
 
 
+class _SlabBuffer:
+    """Blended scores of one window-deep slab along the last axis, finalised into the output as the slab slides.
+
+    Buffer column 0 is image index ``lo`` along the last axis; columns a later window can no longer reach are
+    divided by their weight sum and written out (argmax, or probabilities as float16).
+    """
+
+    def __init__(self, shape: tuple[int, ...], depth: int, num_classes: int, out: str) -> None:
+        last = len(shape) - 1
+        self.labels = out == "labels"
+        self.label_dtype = np.uint8 if num_classes <= 256 else np.int16
+        self.result = (
+            np.empty(shape, dtype=self.label_dtype)
+            if self.labels
+            else np.empty((num_classes, *shape), dtype=np.float16)
+        )
+        self.acc = torch.zeros((num_classes, *shape[:last], depth), dtype=torch.float32)
+        self.wsum = torch.zeros((*shape[:last], depth), dtype=torch.float32)
+        self.depth = depth
+        self.lo = 0
+
+    def add(self, region: tuple[slice, ...], probs: torch.Tensor, weights: torch.Tensor) -> None:
+        """Accumulate one window's ``probs`` times ``weights`` at ``region`` (all axes but the last)."""
+        self.acc[(slice(None), *region, slice(None))] += probs * weights
+        self.wsum[(*region, slice(None))] += weights
+
+    def finalise(self, upto: int) -> None:
+        """Write out image indices ``lo`` to ``upto`` along the last axis."""
+        n = upto - self.lo
+        if n <= 0:
+            return
+        probs = self.acc[..., :n] / self.wsum[..., :n].clamp_min(1e-12)
+        if self.labels:
+            self.result[..., self.lo : upto] = probs.argmax(0).numpy().astype(self.label_dtype)
+        else:
+            self.result[..., self.lo : upto] = probs.numpy().astype(np.float16)
+
+    def shift(self, to: int) -> None:
+        """Finalise everything before ``to`` and slide the buffer so that column 0 is index ``to``."""
+        n = to - self.lo
+        if n <= 0:
+            return
+        self.finalise(to)
+        acc, wsum, wz = self.acc, self.wsum, self.depth
+        if n >= wz:
+            acc.zero_()
+            wsum.zero_()
+        else:
+            acc[..., : wz - n] = acc[..., n:].clone()
+            acc[..., wz - n :] = 0
+            wsum[..., : wz - n] = wsum[..., n:].clone()
+            wsum[..., wz - n :] = 0
+        self.lo = to
+
+
+def _check_arguments(
+    image: np.ndarray, window: Sequence[int], overlap: float, mirror_axes: Sequence[int], out: str
+) -> tuple[str, tuple[int, ...]]:
+    """The output kind looked up and the window as integers; refuses a bad overlap, window or mirror axis."""
+    out = look_up_option(out, ("labels", "probabilities"), what="out")
+    if not 0 <= overlap < 1:
+        raise InvalidArgumentError(f"overlap must be in [0, 1), got {overlap}")
+    spatial = tuple(image.shape[1:])
+    window = tuple(int(w) for w in window)
+    if len(window) != len(spatial):
+        raise InvalidArgumentError(
+            f"window {window} has {len(window)} axes but the image has {len(spatial)} spatial axes"
+        )
+    for ax in mirror_axes:
+        if not 0 <= ax < len(spatial):
+            raise InvalidArgumentError(f"mirror axis {ax} is outside 0..{len(spatial) - 1}")
+    return out, window
+
+
+def _predict_mirrored(
+    predict: Callable[[torch.Tensor], torch.Tensor],
+    batch: torch.Tensor,
+    flips: list[tuple[int, ...]],
+    num_classes: int,
+    precision: str,
+    device_type: str | None,
+) -> torch.Tensor:
+    """Float32 scores of a batch of windows, averaged over the mirrored copies (each flipped back)."""
+    probs = torch.zeros((batch.shape[0], num_classes, *batch.shape[2:]), dtype=torch.float32)
+    for flip in flips:
+        dims = [a + 2 for a in flip]
+        x = torch.flip(batch, dims) if dims else batch
+        with autocast(precision, device_type):
+            y = predict(x)
+        y = y.float()
+        probs += torch.flip(y, dims) if dims else y
+    probs /= len(flips)
+    return probs
+
+
 def sliding_window(
     predict: Callable[[torch.Tensor], torch.Tensor],
     image: np.ndarray,
@@ -80,19 +175,8 @@ def sliding_window(
     Returns:
         The label map ``(*spatial)`` or the probabilities ``(K, *spatial)``.
     """
-    out = look_up_option(out, ("labels", "probabilities"), what="out")
-    if not 0 <= overlap < 1:
-        raise InvalidArgumentError(f"overlap must be in [0, 1), got {overlap}")
+    out, window = _check_arguments(image, window, overlap, mirror_axes, out)
     spatial = tuple(image.shape[1:])
-    window = tuple(int(w) for w in window)
-    if len(window) != len(spatial):
-        raise InvalidArgumentError(
-            f"window {window} has {len(window)} axes but the image has {len(spatial)} spatial axes"
-        )
-    for ax in mirror_axes:
-        if not 0 <= ax < len(spatial):
-            raise InvalidArgumentError(f"mirror axis {ax} is outside 0..{len(spatial) - 1}")
-
     # Pad up to the window where the image is smaller; remember the crop.
     pad = [max(0, w - s) for w, s in zip(window, spatial, strict=True)]
     if any(pad):
@@ -105,66 +189,23 @@ def sliding_window(
 
     starts = [window_starts(s, w, overlap) for s, w in zip(shape, window, strict=True)]
     last = len(shape) - 1
-    wz = window[last]
     inner = list(itertools.product(*starts[:last]))
-    label_dtype = np.uint8 if num_classes <= 256 else np.int16
-    result = (
-        np.empty(shape, dtype=label_dtype) if out == "labels" else np.empty((num_classes, *shape), dtype=np.float16)
-    )
-    acc = torch.zeros((num_classes, *shape[:last], wz), dtype=torch.float32)
-    wsum = torch.zeros((*shape[:last], wz), dtype=torch.float32)
-    lo = 0  # buffer column 0 is image index lo along the last axis
-
-    def finalise(upto: int) -> None:
-        n = upto - lo
-        if n <= 0:
-            return
-        probs = acc[..., :n] / wsum[..., :n].clamp_min(1e-12)
-        if out == "labels":
-            result[..., lo:upto] = probs.argmax(0).numpy().astype(label_dtype)
-        else:
-            result[..., lo:upto] = probs.numpy().astype(np.float16)
-
-    def shift(to: int) -> None:
-        nonlocal lo
-        n = to - lo
-        if n <= 0:
-            return
-        finalise(to)
-        if n >= wz:
-            acc.zero_()
-            wsum.zero_()
-        else:
-            acc[..., : wz - n] = acc[..., n:].clone()
-            acc[..., wz - n :] = 0
-            wsum[..., : wz - n] = wsum[..., n:].clone()
-            wsum[..., wz - n :] = 0
-        lo = to
-
+    buffer = _SlabBuffer(shape, window[last], num_classes, out)
     with torch.no_grad():
         for z in starts[last]:
-            shift(z)
+            buffer.shift(z)
             corners = [(*c, z) for c in inner]
             for b in range(0, len(corners), batch_size):
                 chunk = corners[b : b + batch_size]
                 batch = torch.stack(
                     [tensor[(slice(None), *(slice(s, s + w) for s, w in zip(c, window, strict=True)))] for c in chunk]
                 )
-                probs = torch.zeros((len(chunk), num_classes, *window), dtype=torch.float32)
-                for flip in flips:
-                    dims = [a + 2 for a in flip]
-                    x = torch.flip(batch, dims) if dims else batch
-                    with autocast(precision, device_type):
-                        y = predict(x)
-                    y = y.float()
-                    probs += torch.flip(y, dims) if dims else y
-                probs /= len(flips)
+                probs = _predict_mirrored(predict, batch, flips, num_classes, precision, device_type)
                 for c, p in zip(chunk, probs, strict=True):
-                    region = tuple(slice(s, s + w) for s, w in zip(c[:last], window[:last], strict=True))
-                    acc[(slice(None), *region, slice(None))] += p * weights
-                    wsum[(*region, slice(None))] += weights
-        finalise(shape[last])
+                    buffer.add(tuple(slice(s, s + w) for s, w in zip(c[:last], window[:last], strict=True)), p, weights)
+        buffer.finalise(shape[last])
 
+    result = buffer.result
     if any(pad):
         crop = tuple(slice(p // 2, p // 2 + s) for p, s in zip(pad, spatial, strict=True))
         result = result[crop] if out == "labels" else result[(slice(None), *crop)]
