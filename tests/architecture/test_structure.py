@@ -144,6 +144,8 @@ def test_no_private_name_is_imported_from_another_package():
 def _long_functions() -> list[str]:
     out = []
     for name, path in MODULES.items():
+        if "migrations/versions/" in path.as_posix():  # generated schema migrations are data (one op per table)
+            continue
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 length = node.end_lineno - node.lineno + 1
