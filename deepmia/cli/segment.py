@@ -53,8 +53,8 @@ def train_segment(
 
 
 def evaluate_segment(
-    pred_dir: Path = typer.Argument(..., help="Folder of predicted label maps."),
-    gt_dir: Path = typer.Argument(..., help="Folder of reference label maps (same file names)."),
+    pred_dir: Path = typer.Argument(..., help="Folder of predicted label maps (e.g. deepmia predict's output)."),
+    gt_dir: Path = typer.Argument(..., help="Folder of reference label maps (same names, any image format)."),
     out: Path = typer.Option(None, "--out", help="Write per_case.csv and summary.json here."),
     labels: str = typer.Option(
         None, "--labels", help="Labels to score: '1=anterior,2=posterior' (default: all found)."
@@ -67,11 +67,13 @@ def evaluate_segment(
         None, "--prob-dir", help="Probability maps (same names, e.g. from predict --probabilities): adds pixel AUC."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    strict: bool = typer.Option(False, "--strict", help="Refuse when a reference has no prediction."),
 ) -> None:
     """Dice, IoU, HD95, ASSD and NSD per class, with bootstrap 95% intervals over cases.
 
     Also pooled over all pixels of all cases: Dice (F1), sensitivity, specificity, accuracy and, with
-    --prob-dir, pixel AUC.
+    --prob-dir, pixel AUC. The cases present in both folders are scored; references without a prediction
+    are listed as missing (in summary.json too) and the exit status is 1 (--strict: refuse, status 2).
     """
     from deepmia.errors import InvalidArgumentError
     from deepmia.tasks.segment.evaluate import evaluate_dirs
@@ -93,10 +95,31 @@ def evaluate_segment(
             prob_dir=prob_dir,
             out_dir=out,
             progress=lambda d, t: bar.update(job, completed=d, total=t),
+            strict=strict,
         )
     if as_json:
         print_json(summary)
-        return
+    else:
+        _print_segment_summary(summary, out)
+    _report_unpaired(summary, gt_dir)
+    if summary["missing"]:
+        raise typer.Exit(1)
+
+
+def _report_unpaired(summary: dict[str, Any], gt_dir: Path) -> None:
+    """Name, on stderr, the references without a prediction and the predictions without a reference."""
+    from deepmia.cli._common import err_console
+
+    missing, extra = summary["missing"], summary["unmatched_predictions"]
+    if missing:
+        err_console.print(f"{len(missing)} of {summary['n_references']} references in {gt_dir} have no prediction "
+                          f"(not scored): {', '.join(missing)}", soft_wrap=True, markup=False)
+    if extra:
+        err_console.print(f"{len(extra)} prediction(s) have no reference (not scored): {', '.join(extra)}",
+                          soft_wrap=True, markup=False)
+
+
+def _print_segment_summary(summary: dict[str, Any], out: Path | None) -> None:
     console.print(f"{summary['n_cases']} cases", soft_wrap=True)
     for name, entry in {**summary["per_class"], "mean": summary["mean"]}.items():
         cells = []

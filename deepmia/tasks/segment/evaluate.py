@@ -28,14 +28,19 @@ Progress = Callable[[str, int, int], None]
 
 
 def _files(folder: Path) -> dict[str, Path]:
-    """Image files of ``folder`` by stem (``case_01.nii.gz`` -> ``case_01``), so a prediction may differ in format."""
+    """Image files of ``folder`` by stem (``case_01.nii.gz`` -> ``case_01``), so a prediction may differ in format.
+
+    Only files directly in ``folder`` whose suffix names an image format count: what ``deepmia predict`` writes
+    beside its label maps (``run.json``, ``measurements.csv``, ``skipped.csv``, the ``probabilities/`` and
+    ``figures/`` folders) is never a case.
+    """
     from deepmia.io import image_stem
 
     if not folder.is_dir():
         raise InvalidArgumentError("not a folder", path=folder)
     out: dict[str, Path] = {}
     for p in sorted(folder.iterdir()):
-        if is_image_file(p):
+        if p.is_file() and is_image_file(p):
             stem = image_stem(p)
             if stem in out:
                 raise InvalidArgumentError(f"{out[stem].name} and {p.name} have the same name", path=folder,
@@ -50,6 +55,29 @@ def write_rows(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["case_id"])
         writer.writeheader()
         writer.writerows(rows)
+
+
+def _pair_cases(preds: dict[str, Path], refs: dict[str, Path], pred_dir: Path, gt_dir: Path,
+                strict: bool) -> tuple[list[str], list[str], list[str]]:
+    """Case names in both folders, references without a prediction, predictions without a reference.
+
+    Raises:
+        InvalidArgumentError: No reference, no case in both folders, or (``strict``) a reference without a
+            prediction.
+    """
+    if not refs:
+        raise InvalidArgumentError("no label maps found", path=gt_dir)
+    both = [name for name in refs if name in preds]
+    missing = sorted(set(refs) - set(preds))
+    extra = sorted(set(preds) - set(refs))
+    if strict and missing:
+        raise InvalidArgumentError(f"{len(missing)} reference(s) have no prediction: {missing[:5]}", path=pred_dir,
+                                   fix="predict them, or leave out --strict to score the cases present in both")
+    if not both:
+        raise InvalidArgumentError(
+            f"no prediction has the name of a reference (references: {sorted(refs)[:3]}, predictions: "
+            f"{extra[:3]})", path=pred_dir, fix=f"name each prediction like its reference in {gt_dir}")
+    return both, missing, extra
 
 
 def _partner(files: dict[str, Path], name: str, folder: Path, what: str) -> Path:
@@ -145,10 +173,13 @@ def evaluate_dirs(
     prob_dir: str | os.PathLike[str] | None = None,
     out_dir: str | os.PathLike[str] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    strict: bool = False,
 ) -> dict[str, Any]:
-    """Score every reference in ``gt_dir`` against the prediction of the same name in ``pred_dir``.
+    """Score the references in ``gt_dir`` against the predictions of the same name in ``pred_dir``.
 
-    Files pair up by name without the image suffix (``01.tif`` with ``01.png``). With ``mask_dir``, each case
+    Files pair up by name without the image suffix (``01.tif`` with ``01.png``); the cases in both folders are
+    scored, and the summary lists the references without a prediction (``missing``) and the predictions
+    without a reference (``unmatched_predictions``). With ``mask_dir``, each case
     is scored only inside its region-of-interest mask (same name; non-zero = inside): prediction and reference
     are set to background outside it, so Dice and IoU count ROI pixels only, and surface distances see the
     ROI's edge as the image border. With ``prob_dir`` (probability maps of the same name, one channel per class
@@ -165,29 +196,28 @@ def evaluate_dirs(
         prob_dir: Class probability maps.
         out_dir: If given, writes ``per_case.csv`` and ``summary.json`` there.
         progress: Called as ``progress(done, total)``.
+        strict: Refuse when a reference has no prediction (instead of listing it as missing).
 
     Returns:
-        The :class:`SegmentationAccumulator` summary (per-case means with intervals), plus ``pooled``: per
+        The :class:`SegmentationAccumulator` summary (per-case means with intervals), plus ``missing``,
+        ``unmatched_predictions``, ``n_references`` and ``pooled``: per
         class, Dice (F1), sensitivity, specificity, accuracy and (with ``prob_dir``) AUC over the pooled pixels
         with case-bootstrap intervals; with ``prob_dir`` each class's ``auc`` (per-case) summary too.
 
     Raises:
-        InvalidArgumentError: A reference has no prediction (mask, probability map), or a pair's geometry differs.
+        InvalidArgumentError: No case in both folders, a scored case has no mask or probability map, a pair's
+            geometry differs, or (``strict``) a reference has no prediction.
     """
     from deepmia.io import read_image
     from deepmia.metrics import summarise
 
     preds, refs = _files(Path(pred_dir)), _files(Path(gt_dir))
+    both, missing, extra = _pair_cases(preds, refs, Path(pred_dir), Path(gt_dir), strict)
     masks = _files(Path(mask_dir)) if mask_dir is not None else None
     probs = _files(Path(prob_dir)) if prob_dir is not None else None
-    if not refs:
-        raise InvalidArgumentError("no label maps found", path=gt_dir)
-    missing = sorted(set(refs) - set(preds))
-    if missing:
-        raise InvalidArgumentError(f"{len(missing)} reference(s) have no prediction: {missing[:5]}", path=pred_dir)
     loaded = []
     found: set[int] = set()
-    for name in refs:
+    for name in both:
         ref = read_image(refs[name], kind="label")
         pred = read_image(preds[name], kind="label")
         _check_grid(ref, pred, preds[name], "prediction")
@@ -215,7 +245,7 @@ def evaluate_dirs(
         if progress:
             progress(i + 1, len(loaded))
     summary = acc.aggregate()
-    summary["tolerance_mm"] = tolerance_mm
+    summary.update(tolerance_mm=tolerance_mm, n_references=len(refs), missing=missing, unmatched_predictions=extra)
     summary["roi"] = None if mask_dir is None else str(mask_dir)
     summary["pooled"] = {names[k]: pooled[k].summary(n_resamples=n_resamples) for k in names}
     rows = acc.rows()

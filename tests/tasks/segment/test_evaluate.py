@@ -50,7 +50,7 @@ def test_missing_prediction_and_wrong_grid(folders):
     pred, gt, _ = folders
     (pred / "c0.nii.gz").unlink()
     with pytest.raises(InvalidArgumentError, match="no prediction"):
-        evaluate_dirs(pred, gt)
+        evaluate_dirs(pred, gt, strict=True)  # without --strict: scored as partial (test_evaluate_partial.py)
     nib.save(nib.Nifti1Image(np.zeros((24, 24, 12), np.uint8), np.eye(4)), pred / "c0.nii.gz")
     with pytest.raises(InvalidArgumentError, match="affine"):
         evaluate_dirs(pred, gt)
