@@ -154,10 +154,14 @@ def test_drive_subset(tmp_path, shared_data):
 
 
 def test_raster_label_takes_the_image_geometry_and_says_so(tmp_path):
+    from deepmia.image import Image
+    from deepmia.io import write_image
+
     _write_source(tmp_path / "src", train=("a1", "a2"), test=())
-    for case in ("a1", "a2"):  # photos with a 0.5 mm pixel size (PNG pHYs); the GIF labels carry none
+    for case in ("a1", "a2"):  # photos with a known 0.5 mm pixel size (written by deepmia); the GIF labels: none
         path = tmp_path / "src/train/img" / f"{case}_photo.png"
-        PILImage.open(path).save(path, dpi=(50.8, 50.8))
+        photo = read_image(path)
+        write_image(Image(photo.array, np.diag([0.5, 0.5, 1.0, 1.0])), path)
     report = import_dataset("pairs", tmp_path / "src", tmp_path / "ds", patterns=PATTERNS[:3], labels="0=bg,1=v",
                             value_map="255=1", folds=2)
     assert any("label map a1_ann.gif took its image's geometry" in n for n in report.notes)
@@ -165,6 +169,17 @@ def test_raster_label_takes_the_image_geometry_and_says_so(tmp_path):
     image = ds.read_image("a1")
     assert image.spacing == pytest.approx((0.5, 0.5), abs=1e-3)
     np.testing.assert_allclose(ds.read_label("a1", image=image).affine, image.affine)
+
+
+def test_png_print_resolution_is_not_a_spacing_in_pairs(tmp_path):
+    _write_source(tmp_path / "src", train=("a1", "a2"), test=())
+    for case in ("a1", "a2"):  # 50.8 dpi is a print resolution, not 0.5 mm pixels
+        path = tmp_path / "src/train/img" / f"{case}_photo.png"
+        PILImage.open(path).save(path, dpi=(50.8, 50.8))
+    report = import_dataset("pairs", tmp_path / "src", tmp_path / "ds", patterns=PATTERNS[:3], labels="0=bg,1=v",
+                            value_map="255=1", folds=2)
+    image = report.dataset.read_image("a1")
+    assert image.meta.get("spacing_unknown") is True and not report.notes
 
 
 def test_one_pattern_per_channel_file(tmp_path):
