@@ -266,16 +266,18 @@ def from_history(history: Sequence[Mapping[str, Any]]) -> Compose:
     return Compose(tuple(steps))
 
 
-def fires(rng: np.random.Generator, p: float) -> bool:
-    """Whether a step with probability ``p`` is applied (no draw when ``p`` is 0 or 1)."""
+def fires(rng: np.random.Generator, p: float, n: int) -> np.ndarray:
+    """Which of ``n`` samples a step with probability ``p`` applies to (no draw when ``p`` is 0 or 1)."""
     if p >= 1:
-        return True
-    return p > 0 and bool(rng.random() < p)
+        return np.ones(n, bool)
+    if p <= 0:
+        return np.zeros(n, bool)
+    return rng.random(n) < p
 
 
-def uniform(rng: np.random.Generator, low: float, high: float) -> float:
-    """A uniform draw from ``[low, high)`` (``low`` itself, without a draw, when the range is empty)."""
-    return float(low) if high == low else float(rng.uniform(low, high))
+def uniform(rng: np.random.Generator, low: float, high: float, n: int) -> np.ndarray:
+    """``n`` uniform draws from ``[low, high)`` (``low`` itself, without a draw, when the range is empty)."""
+    return np.full(n, float(low)) if high == low else rng.uniform(low, high, n)
 
 
 def check_probability(name: str, p: float) -> float:
@@ -305,13 +307,23 @@ def check_interval(name: str, interval: Sequence[float], *, low: float | None = 
 class RandomTransform:
     """Draws the parameters of a deterministic transform; never touches pixels.
 
-    Subclasses implement :meth:`sample`. Calling ``random(sample, rng)`` draws and applies once and returns the
-    output with the deterministic transform that made it (replay it, store its history, invert it).
+    Subclasses implement :meth:`sample` and may implement :meth:`sample_many` (draws for a whole batch at once,
+    for speed). Calling ``random(sample, rng)`` draws and applies once and returns the output with the
+    deterministic transform that made it (replay it, store its history, invert it).
     """
+
+    #: Whether every draw keeps the spatial shape (then a :class:`RandomCompose` can draw a batch step by step).
+    keeps_shape: ClassVar[bool] = False
 
     def sample(self, rng: np.random.Generator, shape: Sequence[int], boxes: np.ndarray | None = None) -> Transform:
         """Draw parameters for an input of spatial ``shape`` (and ``boxes``, for box-aware draws)."""
-        raise NotImplementedError
+        return self.sample_many(rng, shape, 1)[0]
+
+    def sample_many(self, rng: np.random.Generator, shape: Sequence[int], n: int) -> list[Transform]:
+        """Draw ``n`` independent transforms for inputs of spatial ``shape`` (without boxes)."""
+        if type(self).sample is RandomTransform.sample:
+            raise NotImplementedError(f"{type(self).__name__} implements neither sample nor sample_many")
+        return [self.sample(rng, shape) for _ in range(n)]
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> tuple[Sample, Transform]:
         """Draw parameters for ``sample`` and apply them: ``(output, transform)``."""
@@ -328,6 +340,18 @@ class RandomCompose(RandomTransform):
 
     def __init__(self, steps: Sequence[RandomTransform]) -> None:
         self.steps = list(steps)
+
+    @property
+    def keeps_shape(self) -> bool:  # type: ignore[override]
+        """Whether every step keeps the shape."""
+        return all(s.keeps_shape for s in self.steps)
+
+    def sample_many(self, rng: np.random.Generator, shape: Sequence[int], n: int) -> list[Transform]:
+        """``n`` independent draws; step by step over the batch when every step keeps the shape."""
+        if not self.keeps_shape:
+            return [self.sample(rng, shape) for _ in range(n)]
+        columns = [step.sample_many(rng, shape, n) for step in self.steps]
+        return [Compose(tuple(row)) for row in zip(*columns, strict=True)]
 
     def sample(self, rng: np.random.Generator, shape: Sequence[int], boxes: np.ndarray | None = None) -> Compose:
         """One :class:`Compose` with one deterministic step per random step."""
@@ -363,13 +387,15 @@ def apply_batch(transforms: Sequence[Transform], images: Any, labels: Any = None
     x = torch.from_numpy(np.ascontiguousarray(images)) if numpy_in else images
     y = torch.from_numpy(np.ascontiguousarray(labels)) if isinstance(labels, np.ndarray) else labels
     shape = tuple(x.shape[2:])
-    if any(t.output_shape(shape) != shape for t in transforms):
+    columns = [t.steps if isinstance(t, Compose) else (t,) for t in transforms]
+    kinds = [tuple(map(type, c)) for c in columns]
+    if any(type(t).output_shape is not Transform.output_shape and t.output_shape(shape) != shape
+           for c in columns for t in c):
         raise InvalidArgumentError("apply_batch needs transforms that keep the spatial shape",
                                    fix="apply shape-changing transforms (crops, resizing, 90-degree turns) per sample")
     x = x.clone()
     y = None if y is None else y.clone()
-    columns = [t.steps if isinstance(t, Compose) else (t,) for t in transforms]
-    if len({tuple(type(s) for s in c) for c in columns}) == 1:
+    if all(k == kinds[0] for k in kinds):
         for column in zip(*columns, strict=True):
             if not all(s.is_identity for s in column):
                 type(column[0]).apply_batch(column, x, y)

@@ -160,6 +160,14 @@ class Blur(Transform):
 
 
 # ------------------------------------------------------------------------------------------ random twins
+def _draw(rng: np.random.Generator, p: float, interval: tuple[float, float], identity: float, n: int) -> list[float]:
+    """``n`` values: uniform in ``interval`` where the step fires (probability ``p``), ``identity`` elsewhere."""
+    fired = fires(rng, p, n)
+    out = np.full(n, identity)
+    out[fired] = uniform(rng, *interval, int(fired.sum()))
+    return out.tolist()
+
+
 class RandomIntensity(RandomTransform):
     """With probability ``p``: scale uniform in ``scale`` and shift uniform in ``shift``.
 
@@ -167,17 +175,21 @@ class RandomIntensity(RandomTransform):
         InvalidArgumentError: A reversed range or ``p`` outside [0, 1].
     """
 
+    keeps_shape = True
+
     def __init__(self, *, scale: Sequence[float] = (1.0, 1.0), shift: Sequence[float] = (0.0, 0.0),
                  p: float = 1.0) -> None:
         self.scale = check_interval("scale", scale)
         self.shift = check_interval("shift", shift)
         self.p = check_probability("p", p)
 
-    def sample(self, rng: np.random.Generator, shape: Sequence[int], boxes: np.ndarray | None = None) -> Intensity:
-        """The scale and shift."""
-        if not fires(rng, self.p):
-            return Intensity()
-        return Intensity(uniform(rng, *self.scale), uniform(rng, *self.shift))
+    def sample_many(self, rng: np.random.Generator, shape: Sequence[int], n: int) -> list[Transform]:
+        """The scale and shift of ``n`` samples."""
+        fired = fires(rng, self.p, n)
+        k = int(fired.sum())
+        scale, shift = np.ones(n), np.zeros(n)
+        scale[fired], shift[fired] = uniform(rng, *self.scale, k), uniform(rng, *self.shift, k)
+        return [Intensity(a, b) for a, b in zip(scale.tolist(), shift.tolist(), strict=True)]
 
 
 class RandomContrast(RandomTransform):
@@ -187,13 +199,15 @@ class RandomContrast(RandomTransform):
         InvalidArgumentError: A reversed range or ``p`` outside [0, 1].
     """
 
+    keeps_shape = True
+
     def __init__(self, factor: Sequence[float] = (0.75, 1.25), *, p: float = 1.0) -> None:
         self.factor = check_interval("factor", factor)
         self.p = check_probability("p", p)
 
-    def sample(self, rng: np.random.Generator, shape: Sequence[int], boxes: np.ndarray | None = None) -> Contrast:
-        """The factor."""
-        return Contrast(uniform(rng, *self.factor)) if fires(rng, self.p) else Contrast()
+    def sample_many(self, rng: np.random.Generator, shape: Sequence[int], n: int) -> list[Transform]:
+        """The factor of ``n`` samples."""
+        return [Contrast(v) for v in _draw(rng, self.p, self.factor, 1.0, n)]
 
 
 class RandomGamma(RandomTransform):
@@ -203,13 +217,15 @@ class RandomGamma(RandomTransform):
         InvalidArgumentError: A reversed or non-positive range or ``p`` outside [0, 1].
     """
 
+    keeps_shape = True
+
     def __init__(self, gamma: Sequence[float] = (0.7, 1.5), *, p: float = 1.0) -> None:
         self.gamma = check_interval("gamma", gamma, low=1e-6)
         self.p = check_probability("p", p)
 
-    def sample(self, rng: np.random.Generator, shape: Sequence[int], boxes: np.ndarray | None = None) -> Gamma:
-        """The gamma."""
-        return Gamma(uniform(rng, *self.gamma)) if fires(rng, self.p) else Gamma()
+    def sample_many(self, rng: np.random.Generator, shape: Sequence[int], n: int) -> list[Transform]:
+        """The gamma of ``n`` samples."""
+        return [Gamma(v) for v in _draw(rng, self.p, self.gamma, 1.0, n)]
 
 
 class RandomNoise(RandomTransform):
@@ -219,15 +235,17 @@ class RandomNoise(RandomTransform):
         InvalidArgumentError: A reversed or negative range or ``p`` outside [0, 1].
     """
 
+    keeps_shape = True
+
     def __init__(self, std: Sequence[float] = (0.0, 0.1), *, p: float = 1.0) -> None:
         self.std = check_interval("std", std, low=0.0)
         self.p = check_probability("p", p)
 
-    def sample(self, rng: np.random.Generator, shape: Sequence[int], boxes: np.ndarray | None = None) -> Noise:
-        """The standard deviation and the noise seed."""
-        if not fires(rng, self.p):
-            return Noise()
-        return Noise(uniform(rng, *self.std), int(rng.integers(2**31)))
+    def sample_many(self, rng: np.random.Generator, shape: Sequence[int], n: int) -> list[Transform]:
+        """The standard deviation and the noise seed of ``n`` samples."""
+        std = _draw(rng, self.p, self.std, 0.0, n)
+        seeds = rng.integers(2**31, size=n).tolist()
+        return [Noise(v, s) if v else Noise() for v, s in zip(std, seeds, strict=True)]
 
 
 class RandomBlur(RandomTransform):
@@ -237,12 +255,15 @@ class RandomBlur(RandomTransform):
         InvalidArgumentError: A reversed or negative range or ``p`` outside [0, 1].
     """
 
+    keeps_shape = True
+
     def __init__(self, sigma: Sequence[float] = (0.5, 1.5), *, p: float = 1.0) -> None:
         self.sigma = check_interval("sigma", sigma, low=0.0)
         self.p = check_probability("p", p)
 
-    def sample(self, rng: np.random.Generator, shape: Sequence[int], boxes: np.ndarray | None = None) -> Blur:
-        """One sigma per spatial axis."""
-        if not fires(rng, self.p):
-            return Blur((0.0,) * len(shape))
-        return Blur(tuple(uniform(rng, *self.sigma) for _ in shape))
+    def sample_many(self, rng: np.random.Generator, shape: Sequence[int], n: int) -> list[Transform]:
+        """One sigma per spatial axis for each of ``n`` samples."""
+        fired = fires(rng, self.p, n)
+        sigma = np.zeros((n, len(shape)))
+        sigma[fired] = uniform(rng, *self.sigma, int(fired.sum()) * len(shape)).reshape(-1, len(shape))
+        return [Blur(tuple(row)) for row in sigma.tolist()]

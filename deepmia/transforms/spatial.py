@@ -53,15 +53,20 @@ def rotation_matrix(angles: Sequence[float]) -> np.ndarray:
         >>> np.round(rotation_matrix([math.pi / 2]), 6).tolist()
         [[0.0, -1.0], [1.0, 0.0]]
     """
-    if len(angles) == 1:
-        c, s = math.cos(angles[0]), math.sin(angles[0])
-        return np.array([[c, -s], [s, c]])
-    rot = np.eye(3)
-    for axis, a in enumerate(angles):
-        c, s = math.cos(a), math.sin(a)
-        i, j = [k for k in range(3) if k != axis]
-        r = np.eye(3)
-        r[i, i], r[i, j], r[j, i], r[j, j] = c, -s, s, c
+    return rotation_matrices(np.asarray(angles, float)[None])[0]
+
+
+def rotation_matrices(angles: np.ndarray) -> np.ndarray:
+    """Rotation matrices ``(n, d, d)`` from angles ``(n, 1)`` (2D) or ``(n, 3)`` (3D); see :func:`rotation_matrix`."""
+    n, k = angles.shape
+    c, s = np.cos(angles), np.sin(angles)
+    if k == 1:
+        return np.stack([np.stack([c[:, 0], -s[:, 0]], 1), np.stack([s[:, 0], c[:, 0]], 1)], 1)
+    rot = np.broadcast_to(np.eye(3), (n, 3, 3))
+    for axis in range(3):
+        i, j = [a for a in range(3) if a != axis]
+        r = np.tile(np.eye(3), (n, 1, 1))
+        r[:, i, i], r[:, i, j], r[:, j, i], r[:, j, j] = c[:, axis], -s[:, axis], s[:, axis], c[:, axis]
         rot = rot @ r
     return rot
 
@@ -179,6 +184,21 @@ class Mirror(Transform):
         """The same mirror."""
         return self
 
+    @classmethod
+    def apply_batch(cls, steps: Sequence[Transform], images: Any, labels: Any) -> None:
+        """One flip per distinct set of axes."""
+        import torch
+
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, t in enumerate(steps):
+            if not t.is_identity:
+                groups.setdefault(t.axes, []).append(i)  # type: ignore[attr-defined]
+        for axes, idx in groups.items():
+            sel, dims = torch.as_tensor(idx), [a + 2 for a in axes]
+            images[sel] = torch.flip(images[sel], dims)
+            if labels is not None:
+                labels[sel] = torch.flip(labels[sel], dims)
+
 
 @register
 @dataclass(frozen=True)
@@ -257,8 +277,8 @@ class Affine(Transform):
     @property
     def is_identity(self) -> bool:
         """True for the identity matrix without translation."""
-        m = np.asarray(self.matrix)
-        return bool(np.array_equal(m, np.eye(len(m))) and not any(self.translation))
+        eye = all(v == (i == j) for i, row in enumerate(self.matrix) for j, v in enumerate(row))
+        return eye and not any(self.translation)
 
     def _warp(self, x: Any, *, label: bool) -> Any:
         t = _torch(x)
@@ -418,13 +438,20 @@ class RandomMirror(RandomTransform):
         InvalidArgumentError: ``p`` is not a probability.
     """
 
+    keeps_shape = True
+
     def __init__(self, axes: Sequence[int], *, p: float = 0.5) -> None:
         self.axes = tuple(int(a) for a in axes)
         self.p = check_probability("p", p)
 
-    def sample(self, rng: np.random.Generator, shape: Sequence[int], boxes: np.ndarray | None = None) -> Mirror:
-        """The axes that fired."""
-        return Mirror(tuple(ax for ax in self.axes if fires(rng, self.p)))
+    def sample_many(self, rng: np.random.Generator, shape: Sequence[int], n: int) -> list[Transform]:
+        """For each sample, the axes that fired."""
+        fired = np.stack([fires(rng, self.p, n) for _ in self.axes], 1) if self.axes else np.zeros((n, 0), bool)
+        made: dict[tuple[bool, ...], Mirror] = {}  # transforms are immutable: one object per combination
+        for row in map(tuple, fired.tolist()):
+            if row not in made:
+                made[row] = Mirror(tuple(ax for ax, f in zip(self.axes, row, strict=True) if f))
+        return [made[row] for row in map(tuple, fired.tolist())]
 
 
 class RandomRot90(RandomTransform):
@@ -442,7 +469,7 @@ class RandomRot90(RandomTransform):
 
     def sample(self, rng: np.random.Generator, shape: Sequence[int], boxes: np.ndarray | None = None) -> Rot90:
         """The number of turns."""
-        return Rot90(int(1 + rng.integers(3)) if fires(rng, self.p) else 0, self.axes)
+        return Rot90(int(1 + rng.integers(3)) if fires(rng, self.p, 1)[0] else 0, self.axes)
 
 
 class RandomAffine(RandomTransform):
@@ -460,6 +487,8 @@ class RandomAffine(RandomTransform):
         InvalidArgumentError: A probability outside [0, 1] or a reversed or non-positive scale range.
     """
 
+    keeps_shape = True
+
     def __init__(self, *, degrees: float = 0.0, scale: Sequence[float] = (1.0, 1.0), translate: float = 0.0,
                  p_rotate: float = 1.0, p_scale: float = 1.0, padding: str = "zeros") -> None:
         self.radians = math.radians(degrees)
@@ -471,16 +500,20 @@ class RandomAffine(RandomTransform):
         self.p_scale = check_probability("p_scale", p_scale)
         self.padding = padding
 
-    def sample(self, rng: np.random.Generator, shape: Sequence[int], boxes: np.ndarray | None = None) -> Affine:
-        """Angles, zoom and shift for an input of ``len(shape)`` dimensions."""
+    def sample_many(self, rng: np.random.Generator, shape: Sequence[int], n: int) -> list[Transform]:
+        """Angles, zoom and shift of ``n`` samples with ``len(shape)`` spatial dimensions."""
         d = len(shape)
-        m = np.eye(d)
-        if self.radians and fires(rng, self.p_rotate):
-            m = rotation_matrix(rng.uniform(-self.radians, self.radians, size=1 if d == 2 else 3)) @ m
-        if self.scale != (1.0, 1.0) and fires(rng, self.p_scale):
-            m = m / uniform(rng, *self.scale)
-        shift = rng.uniform(-1, 1, d) * self.translate * 2 if self.translate else np.zeros(d)  # -1..1 spans 2
-        return Affine.from_arrays(m, shift, padding=self.padding)
+        m = np.tile(np.eye(d), (n, 1, 1))
+        if self.radians:
+            rotate = fires(rng, self.p_rotate, n)
+            angles = rng.uniform(-self.radians, self.radians, size=(int(rotate.sum()), 1 if d == 2 else 3))
+            m[rotate] = rotation_matrices(angles)
+        if self.scale != (1.0, 1.0):
+            zoom = fires(rng, self.p_scale, n)
+            m[zoom] /= uniform(rng, *self.scale, int(zoom.sum()))[:, None, None]
+        shift = rng.uniform(-1, 1, (n, d)) * self.translate * 2 if self.translate else np.zeros((n, d))  # -1..1: 2
+        return [Affine(tuple(map(tuple, a)), tuple(t), self.padding) for a, t in zip(m.tolist(), shift.tolist(),
+                                                                                     strict=True)]
 
 
 class RandomResize(RandomTransform):
@@ -501,7 +534,7 @@ class RandomResize(RandomTransform):
         lo, hi = self.scale
         if lo == hi:
             return Resize(lo)
-        return Resize(float(np.exp(rng.uniform(np.log(lo), np.log(hi)))) if self.log else uniform(rng, lo, hi))
+        return Resize(float(np.exp(rng.uniform(np.log(lo), np.log(hi)))) if self.log else float(rng.uniform(lo, hi)))
 
 
 class RandomCrop(RandomTransform):

@@ -118,7 +118,7 @@ def augment(
     if isinstance(generator, torch.Generator):
         generator = np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=generator)))
     random = _augmentation(aug)
-    drawn = [random.sample(generator, x.shape[2:]) for _ in range(x.shape[0])]
+    drawn = random.sample_many(generator, x.shape[2:], x.shape[0])
     return apply_batch(drawn, x)[0]
 
 
