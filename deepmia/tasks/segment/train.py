@@ -25,7 +25,7 @@ from deepmia.tasks.segment.model import build_model
 from deepmia.tasks.segment.plan import SegmentPlan, apply_overrides, load_plan, make_plan
 from deepmia.tasks.segment.preprocess import load_case, preprocess_dataset
 
-__all__ = ["default_cache", "plan_dataset", "fold_split", "train_fold"]
+__all__ = ["default_cache", "plan_dataset", "fold_split", "train_fold", "plan_epochs"]
 
 Progress = Callable[[str, int, int], None]
 
@@ -120,6 +120,72 @@ def _measure_precision(model: torch.nn.Module, loss_fn: torch.nn.Module, sampler
     return choose_precision(step, repeats=2)
 
 
+def _step_seconds(model: torch.nn.Module, loss_of_batch: Callable[[], torch.Tensor], precision: str) -> float:
+    """Seconds of one training step (a batch drawn and augmented, forward and backward); weights unchanged.
+
+    Best of two after two warm-ups.
+    """
+    from deepmia.engine.runtime import autocast
+
+    best = float("inf")
+    for i in range(4):
+        t = time.perf_counter()
+        with autocast(precision):
+            loss = loss_of_batch()
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+        if i >= 2:
+            best = min(best, time.perf_counter() - t)
+    return best
+
+
+def plan_epochs(train_s: float, step_s: float, val_s: float, *, max_steps: int = 250, validations: int = 20,
+                val_share: float = 0.2, min_steps: int = 10) -> tuple[int, int]:
+    """Epoch length and validation interval that fit ``train_s`` seconds of training.
+
+    Up to ``validations`` validations (each ``val_s`` seconds) taking at most ``val_share`` of the time, the rest
+    steps of ``step_s`` seconds, split into epochs of at most ``max_steps`` (nnU-Net's 250) and at least
+    ``min_steps`` steps; one epoch per validation (``val_every`` 1) unless epochs must be shorter than the
+    validations are frequent. Validation slower than the budget still leaves half of it to training.
+
+    Returns:
+        ``(steps_per_epoch, val_every)``.
+    """
+    n_val = int(min(validations, max(1.0, val_share * train_s / max(val_s, 1e-6))))
+    steps = max(1.0, max(train_s - n_val * val_s, train_s / 2) / max(step_s, 1e-6))  # half at least, to train
+    n_val = int(max(1, min(n_val, steps // min_steps)))
+    per_epoch = int(min(max_steps, max(1, steps // n_val)))
+    epochs = max(1, int(steps // per_epoch))
+    return per_epoch, max(1, epochs // n_val)
+
+
+def _fit_epochs(
+    plan: SegmentPlan, model: torch.nn.Module, loss_of_batch: Callable[[], torch.Tensor],
+    validate: Callable[[torch.nn.Module], dict[str, float]], *, started: float, keep_epochs: bool,
+    log: Callable[[str], None],
+) -> tuple[SegmentPlan, float]:
+    """The plan with its epoch length and validation interval fitted to the budget, and the training seconds left.
+
+    One validation pass and a few steps are timed; the validation after training (mirrored, in the original
+    geometry) is kept out of the training time, and so is everything since ``started``.
+    """
+    step_s = _step_seconds(model, loss_of_batch, plan.schedule.precision)  # first: it warms the kernels up
+    t = time.perf_counter()
+    model.eval()  # as the Trainer validates: one output, no gradients
+    with torch.no_grad():
+        validate(model)
+    model.train()
+    val_s = time.perf_counter() - t
+    reserve = 5.0 + 1.5 * val_s * (1 + len(plan.inference.mirror_axes))  # the mirrored final validation
+    left = max(1.0, float(plan.schedule.time_budget_s or 0.0) - (time.perf_counter() - started) - reserve)
+    if not keep_epochs:
+        steps, every = plan_epochs(left, step_s, val_s)
+        plan = apply_overrides(plan, {"schedule.steps_per_epoch": steps, "schedule.val_every": every})
+        log(f"epochs: {steps} steps of {step_s:.2f} s, validation ({val_s:.1f} s) every {every} epoch(s), "
+            f"{left / 60:.1f} min of training left in the budget")
+    return plan, left
+
+
 def train_fold(
     dataset_dir: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
@@ -140,9 +206,14 @@ def train_fold(
     After training, the validation cases are predicted in their original geometry (with mirroring), scored,
     and keep-largest-component is chosen per class when it does not lower validation Dice.
 
+    The time budget covers the whole call: planning, preprocessing and the validation after training are taken
+    from it. With a budget, the epoch length and validation interval come from the measured step and validation
+    times (:func:`plan_epochs`) unless ``overrides`` set ``schedule.steps_per_epoch``.
+
     Returns:
         The fold's validation metrics summary.
     """
+    t_start = time.perf_counter()
     dataset = Dataset.load(dataset_dir)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -185,9 +256,6 @@ def train_fold(
         choice = _measure_precision(model, loss_fn, sampler)
         log(f"precision: bf16 step {choice['bf16_s']}, fp32 step {choice['fp32_s']} -> {choice['precision']}")
         resolved = apply_overrides(resolved, {"schedule.precision": choice["precision"]})
-    resolved.save(plan_path)
-    _write_split(out / "split.json", split)
-
     rng = np.random.default_rng(resolved.seed + 1000 + fold)
 
     def make_batch() -> tuple[torch.Tensor, torch.Tensor]:
@@ -200,6 +268,14 @@ def train_fold(
         images, labels = batch
         return loss_fn(net(images), labels)
 
+    validate = _validator(cache_dir, split["val"], resolved)
+    train_budget = resolved.schedule.time_budget_s
+    if train_budget is not None and not checkpoint_exists:
+        resolved, train_budget = _fit_epochs(
+            resolved, model, lambda: train_step(model, make_batch()), validate, started=t_start, log=log,
+            keep_epochs=any(o.strip().startswith("schedule.steps_per_epoch") for o in overrides))
+    resolved.save(plan_path)
+    _write_split(out / "split.json", split)
     s = resolved.schedule
     trainer = Trainer(
         model,
@@ -209,8 +285,8 @@ def train_fold(
         out_dir=fold_dir,
         steps_per_epoch=s.steps_per_epoch,
         max_epochs=s.epochs,
-        time_budget_s=s.time_budget_s,
-        validate=_validator(cache_dir, split["val"], resolved),
+        time_budget_s=train_budget,
+        validate=validate,
         val_every=s.val_every,
         monitor="val_dice",
         lr_schedule="poly",
@@ -245,9 +321,6 @@ def train_fold(
         "command": " ".join(["deepmia", *sys.argv[1:]]) if Path(sys.argv[0]).name == "deepmia" else None,
     }
     (fold_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
-    from deepmia.report.model_card import write_model_card
-
-    write_model_card(out, task="segment", dataset=dataset)
     return summary
 
 

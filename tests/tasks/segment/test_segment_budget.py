@@ -1,0 +1,34 @@
+"""The time budget covers the whole segmentation fold, and the epoch length comes from the measured step and
+validation times instead of a fixed 250 steps (CHASE_DB1 at 6 s per step got one epoch in 20 minutes)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from deepmia.tasks.segment.train import plan_epochs, train_fold
+
+
+def test_plan_epochs_from_step_and_validation_time() -> None:
+    # CHASE_DB1 on a 2-core CPU: 6 s per step, 30 s per validation, ~17 minutes of training.
+    steps, every = plan_epochs(1000, 6.0, 30.0)
+    assert steps < 250 and every == 1
+    epochs = (1000 - 30 * 6) // (6 * steps)
+    assert epochs >= 5  # several epochs and validations, not one
+    # A fast model with a long budget keeps nnU-Net's 250 steps and validates about 20 times.
+    steps, every = plan_epochs(4 * 3600, 0.3, 5.0)
+    assert steps == 250 and 15 <= (4 * 3600 / (0.3 * 250)) / every <= 25
+    # Validation slower than the whole budget: half of it still trains, one epoch validated once at the end.
+    assert plan_epochs(10, 1.0, 60.0) == (5, 1)
+
+
+def test_segmentation_budget_covers_the_fold_and_plans_epochs(spheres, tiny, tmp_path) -> None:
+    overrides = [o for o in tiny if not o.startswith(("schedule.steps_per_epoch", "schedule.epochs"))]
+    budget = 25.0
+    t = time.perf_counter()
+    train_fold(spheres.root, tmp_path / "m", fold=0, time_budget_s=budget,
+               overrides=[*overrides, "schedule.epochs=1000"], cache=tmp_path / "cache", workers=1, log=lambda m: None)
+    elapsed = time.perf_counter() - t
+    plan = json.loads((tmp_path / "m" / "plan.json").read_text())
+    assert plan["schedule"]["steps_per_epoch"] != 250  # planned from the measured step time
+    assert elapsed <= budget * 1.2, f"{elapsed:.1f} s for a {budget:.0f} s budget"
