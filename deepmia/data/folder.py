@@ -20,19 +20,19 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from deepmia.data.dataset import Channel, Dataset
-from deepmia.data.importers import (
+from deepmia.data._importing import (
     IMAGE_SUFFIXES,
     ImportReport,
     Progress,
-    _channels,
-    _full_suffix,
-    _require_dir,
-    _save,
-    _stem,
-    _Writer,
+    Writer,
+    channels_from,
+    file_stem,
+    full_suffix,
     importers,
+    require_dir,
+    save_dataset,
 )
+from deepmia.data.dataset import Channel, Dataset
 from deepmia.errors import DatasetError, InvalidArgumentError
 
 __all__ = ["import_folder", "mask_base", "patient_pattern"]
@@ -43,7 +43,7 @@ MASK_STEM = re.compile(r"^(?P<base>.+?)[ _-]mask(?:[ _-]?\d+)?$", re.IGNORECASE)
 
 def mask_base(path: Path) -> str | None:
     """The stem of the image a mask file belongs to (``benign (1)`` for ``benign (1)_mask_1.png``), else None."""
-    m = MASK_STEM.match(_stem(path))
+    m = MASK_STEM.match(file_stem(path))
     return m.group("base") if m else None
 
 
@@ -98,13 +98,13 @@ def _class_files(
                 skipped.append((rel, f"excluded by --exclude {hit!r}"))
             elif p.name.startswith("."):
                 skipped.append((rel, "hidden file"))
-            elif _full_suffix(p) not in IMAGE_SUFFIXES:
+            elif full_suffix(p) not in IMAGE_SUFFIXES:
                 skipped.append((rel, "not an image file (by suffix)"))
             elif (base := mask_base(p)) is not None:
                 masks.setdefault((p.parent, base), []).append(p)
             else:
                 files.append((k, p))
-    stems = {(p.parent, _stem(p)) for _, p in files}
+    stems = {(p.parent, file_stem(p)) for _, p in files}
     for (folder, base), paths in masks.items():
         if (folder, base) not in stems:
             skipped += [(p.relative_to(src).as_posix(), f"a mask (name ends in 'mask') whose image {base!r} is not "
@@ -146,7 +146,7 @@ def import_folder(
             match ``patient_regex``, or two files give the same case id.
         InvalidArgumentError: A bad ``patient_regex``.
     """
-    _require_dir(src, "class")
+    require_dir(src, "class")
     folders = sorted(p.name for p in src.iterdir() if p.is_dir() and not p.name.startswith("."))
     names = list(classes) if classes else folders
     missing = [c for c in names if c not in folders]
@@ -159,16 +159,16 @@ def import_folder(
     pattern = patient_pattern(patient_regex)
     skipped: list[tuple[str, str]] = []
     files, masks = _class_files(src, names, list(exclude), skipped)
-    writer = _Writer(dst, link=link)
+    writer = Writer(dst, link=link)
     cases = []
     paired = 0
     for i, (k, p) in enumerate(files):
         rel_src = p.relative_to(src / names[k])
-        case_id = f"{names[k]}/{rel_src.parent.as_posix()}/{_stem(p)}".replace("/./", "/")
+        case_id = f"{names[k]}/{rel_src.parent.as_posix()}/{file_stem(p)}".replace("/./", "/")
         patient = patient_of(pattern, p.name, case_id, path=p)
         rel = writer.put(p, f"images/{names[k]}/{rel_src.as_posix()}")
         case: dict[str, Any] = {"id": case_id, "patient_id": patient, "images": [rel], "class": k}
-        own = masks.get((p.parent, _stem(p)), [])
+        own = masks.get((p.parent, file_stem(p)), [])
         if own:
             case["meta"] = {"masks": [writer.put(m, f"masks/{names[k]}/{m.relative_to(src / names[k]).as_posix()}")
                                       for m in own]}
@@ -179,6 +179,6 @@ def import_folder(
     notes = [f"{paired} mask file(s) paired with their image as lesion masks (case meta 'masks'), not imported as "
              "class images"] if paired else []
     ds = Dataset.create(dst, name=name or src.name, task="classification",
-                        channels=_channels(channels, [Channel(name="image")]), labels=names, cases=cases,
+                        channels=channels_from(channels, [Channel(name="image")]), labels=names, cases=cases,
                         source=str(src))
-    return ImportReport(_save(ds), skipped, notes)
+    return ImportReport(save_dataset(ds), skipped, notes)

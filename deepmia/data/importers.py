@@ -14,72 +14,33 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from os import PathLike
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from deepmia.data._importing import (
+    IMAGE_SUFFIXES,
+    ImportReport,
+    Progress,
+    Writer,
+    channels_from,
+    file_stem,
+    full_suffix,
+    importers,
+    parse_label_names,
+    require_dir,
+    save_dataset,
+)
 from deepmia.data.dataset import Box, Channel, Dataset
 from deepmia.errors import DatasetError, DeepmiaError, InvalidArgumentError
-from deepmia.registry import Registry
 
-__all__ = ["ImportReport", "importers", "import_dataset", "IMAGE_SUFFIXES", "MEDMNIST_CLASSES"]
-
-Progress = Callable[[int, int], None]
-importers: Registry[Callable[..., ImportReport]] = Registry("dataset format")
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".nii", ".nii.gz", ".nrrd", ".mha", ".mhd", ".dcm")
-
-#: Class names (index order) and modality of the MedMNIST v2 files whose names we know (medmnist INFO).
-MEDMNIST_CLASSES: dict[str, tuple[list[str], str]] = {
-    "pneumoniamnist": (["normal", "pneumonia"], "DX"),
-    "breastmnist": (["malignant", "normal, benign"], "US"),
-    "adrenalmnist3d": (["normal", "hyperplasia"], "CT"),
-    "nodulemnist3d": (["benign", "malignant"], "CT"),
-    "vesselmnist3d": (["vessel", "aneurysm"], "MR"),
-    "synapsemnist3d": (["inhibitory synapse", "excitatory synapse"], "OT"),
-    "fracturemnist3d": (["buckle rib fracture", "nondisplaced rib fracture", "displaced rib fracture"], "CT"),
-}
-#: The positive (disease) class of the binary MedMNIST files, written to ``dataset.json`` as ``positive_class``.
-MEDMNIST_POSITIVE = {"pneumoniamnist": "pneumonia", "breastmnist": "malignant", "adrenalmnist3d": "hyperplasia",
-                     "nodulemnist3d": "malignant", "vesselmnist3d": "aneurysm"}
+__all__ = ["ImportReport", "importers", "import_dataset", "IMAGE_SUFFIXES", "MEDMNIST_CLASSES", "Progress",
+           "import_medmnist", "import_folder", "import_pairs"]
 
 
-@dataclass
-class ImportReport:
-    """What an import did.
 
-    Attributes:
-        dataset: The imported dataset (already saved).
-        skipped: ``(item, reason)`` for each source item that was not imported.
-        notes: Other things the user should know (clipped boxes, ignored folders, ...).
-    """
-
-    dataset: Dataset
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    def summary(self) -> dict[str, Any]:
-        """Plain data for ``deepmia dataset import --json``."""
-        ds = self.dataset
-        splits = ds.splits
-        return {
-            "dataset": str(ds.root),
-            "name": ds.name,
-            "task": ds.task,
-            "cases": len(ds),
-            "patients": len(ds.patients),
-            "splits": None
-            if splits is None
-            else {"folds": len(splits.folds), "test": len(splits.test)},
-            "skipped": [{"item": item, "reason": reason} for item, reason in self.skipped],
-            "notes": list(self.notes),
-        }
 
 
 def import_dataset(fmt: str, src: str | PathLike[str], dst: str | PathLike[str], **options: Any) -> ImportReport:
@@ -102,58 +63,6 @@ def import_dataset(fmt: str, src: str | PathLike[str], dst: str | PathLike[str],
 
 
 # --------------------------------------------------------------------------- shared helpers
-class _Writer:
-    """Places files into the new dataset folder (copy or absolute symlink)."""
-
-    def __init__(self, dst: Path, *, link: bool) -> None:
-        if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
-            raise DatasetError("destination exists and is not an empty folder", path=dst, fix="choose a new folder")
-        dst.mkdir(parents=True, exist_ok=True)
-        self.root = dst
-        self.link = link
-
-    def put(self, src: Path, rel: str) -> str:
-        target = self.root / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if self.link:
-            target.symlink_to(src.resolve())
-        else:
-            shutil.copy2(src, target)
-        return rel
-
-
-def _full_suffix(path: Path) -> str:
-    name = path.name.lower()
-    return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
-
-
-def _stem(path: Path) -> str:
-    suffix = _full_suffix(path)
-    return path.name[: -len(suffix)] if suffix else path.name
-
-
-def _require_dir(path: Path, what: str) -> Path:
-    if not path.is_dir():
-        raise DatasetError(f"{what} folder not found", path=path)
-    return path
-
-
-def _channels(
-    channels: Sequence[Channel | Mapping[str, Any] | str] | None, default: Sequence[Channel],
-) -> list[Channel]:
-    """Channels from ``Channel``s, dicts or ``"NAME:MODALITY"`` strings."""
-    if not channels:
-        return list(default)
-    out = []
-    for c in channels:
-        if isinstance(c, str):
-            name, _, modality = c.partition(":")
-            out.append(Channel(name=name, modality=modality or "OT"))
-        else:
-            out.append(c if isinstance(c, Channel) else Channel.model_validate(dict(c)))
-    return out
-
-
 def _raster_shape(path: Path) -> list[int]:
     """Spatial shape ``[X, Y]`` (= width, height) of a raster image, from its header only."""
     from PIL import Image as PILImage
@@ -181,29 +90,7 @@ def _clip_box(
     return clipped
 
 
-def _save(dataset: Dataset) -> Dataset:
-    dataset.save()
-    dataset.check_files()
-    return dataset
-
-
 # --------------------------------------------------------------------------- MSD
-def _parse_label_names(labels: Mapping[str, str] | Sequence[str] | str | None) -> dict[str, str] | None:
-    if labels is None:
-        return None
-    if isinstance(labels, str):
-        out = {}
-        for part in labels.split(","):
-            value, sep, name = part.partition("=")
-            if not sep or not value.strip().lstrip("-").isdigit():
-                raise InvalidArgumentError(f"labels {labels!r}: write them as '0=background,1=liver'")
-            out[value.strip()] = name.strip()
-        return out
-    if isinstance(labels, Mapping):
-        return {str(k): str(v) for k, v in labels.items()}
-    return {str(i): str(n) for i, n in enumerate(labels)}
-
-
 def _nifti_shape(path: Path) -> tuple[int, ...]:
     import nibabel as nib
 
@@ -211,6 +98,60 @@ def _nifti_shape(path: Path) -> tuple[int, ...]:
         return tuple(int(s) for s in nib.load(str(path)).shape)
     except Exception as exc:  # nibabel raises many types for damaged files
         raise DatasetError(f"cannot read NIfTI header: {exc}", path=path) from exc
+
+
+def _msd_pairs(
+    src: Path, skipped: list[tuple[str, str]], notes: list[str],
+) -> tuple[dict[str, Any], list[tuple[str, Path, Path]], list[Channel]]:
+    """MSD's ``dataset.json`` (or ``{}``), the (case id, image, label map) triples found, and the default channels.
+
+    Raises:
+        DatasetError: No ``dataset.json`` and no ``imagesTr``/``labelsTr`` (or ``images``/``labels``) folders.
+    """
+    msd_json = src / "dataset.json"
+    meta: dict[str, Any] = {}
+    pairs: list[tuple[str, Path, Path]] = []
+    if msd_json.exists():
+        meta = json.loads(msd_json.read_text(encoding="utf-8"))
+        pairs = []
+        for entry in meta.get("training", []):
+            image, label = src / entry["image"], src / entry["label"]
+            item = file_stem(image)
+            if not image.exists():
+                skipped.append((str(image.relative_to(src)), "listed in dataset.json but the image file is missing"))
+            elif not label.exists():
+                skipped.append((str(label.relative_to(src)), "listed in dataset.json but the label file is missing"))
+            else:
+                pairs.append((item, image, label))
+        n_test = len(meta.get("test", []))
+        if n_test:
+            notes.append(f"{n_test} test image(s) without labels (imagesTs) not imported")
+        modality = meta.get("modality") or {}
+        default_channels = [Channel(name=str(modality[k]), modality=_msd_modality(str(modality[k]))) for k in
+                            sorted(modality, key=int)] or [Channel(name="image")]
+    else:
+        image_dir = next((src / d for d in ("imagesTr", "images") if (src / d).is_dir()), None)
+        label_dir = next((src / d for d in ("labelsTr", "labels") if (src / d).is_dir()), None)
+        if image_dir is None or label_dir is None:
+            raise DatasetError(
+                "no dataset.json and no imagesTr/labelsTr (or images/labels) folders", path=src,
+                fix="point to an MSD task folder",
+            )
+
+        def by_stem(folder: Path) -> dict[str, Path]:
+            return {
+                file_stem(p): p for p in folder.iterdir()
+                if p.is_file() and full_suffix(p) in (".nii", ".nii.gz") and not p.name.startswith(".")
+            }
+
+        images, label_maps = by_stem(image_dir), by_stem(label_dir)
+        for item in sorted(set(images) - set(label_maps)):
+            skipped.append((str(images[item].relative_to(src)), "image without a label map"))
+        for item in sorted(set(label_maps) - set(images)):
+            skipped.append((str(label_maps[item].relative_to(src)), "label map without an image"))
+        pairs = [(item, images[item], label_maps[item]) for item in sorted(set(images) & set(label_maps))]
+        default_channels = [Channel(name="image")]
+    return meta, pairs, default_channels
 
 
 @importers.register("msd")
@@ -247,64 +188,23 @@ def import_msd(
     Raises:
         DatasetError: Missing folders, no label names, or a label map whose shape differs from its image.
     """
-    _require_dir(src, "MSD task")
+    require_dir(src, "MSD task")
     skipped: list[tuple[str, str]] = []
     notes: list[str] = []
-    msd_json = src / "dataset.json"
-    meta: dict[str, Any] = {}
-    if msd_json.exists():
-        meta = json.loads(msd_json.read_text(encoding="utf-8"))
-        pairs = []
-        for entry in meta.get("training", []):
-            image, label = src / entry["image"], src / entry["label"]
-            item = _stem(image)
-            if not image.exists():
-                skipped.append((str(image.relative_to(src)), "listed in dataset.json but the image file is missing"))
-            elif not label.exists():
-                skipped.append((str(label.relative_to(src)), "listed in dataset.json but the label file is missing"))
-            else:
-                pairs.append((item, image, label))
-        n_test = len(meta.get("test", []))
-        if n_test:
-            notes.append(f"{n_test} test image(s) without labels (imagesTs) not imported")
-        modality = meta.get("modality") or {}
-        default_channels = [Channel(name=str(modality[k]), modality=_msd_modality(str(modality[k]))) for k in
-                            sorted(modality, key=int)] or [Channel(name="image")]
-    else:
-        image_dir = next((src / d for d in ("imagesTr", "images") if (src / d).is_dir()), None)
-        label_dir = next((src / d for d in ("labelsTr", "labels") if (src / d).is_dir()), None)
-        if image_dir is None or label_dir is None:
-            raise DatasetError(
-                "no dataset.json and no imagesTr/labelsTr (or images/labels) folders", path=src,
-                fix="point to an MSD task folder",
-            )
-
-        def by_stem(folder: Path) -> dict[str, Path]:
-            return {
-                _stem(p): p for p in folder.iterdir()
-                if p.is_file() and _full_suffix(p) in (".nii", ".nii.gz") and not p.name.startswith(".")
-            }
-
-        images, label_maps = by_stem(image_dir), by_stem(label_dir)
-        for item in sorted(set(images) - set(label_maps)):
-            skipped.append((str(images[item].relative_to(src)), "image without a label map"))
-        for item in sorted(set(label_maps) - set(images)):
-            skipped.append((str(label_maps[item].relative_to(src)), "label map without an image"))
-        pairs = [(item, images[item], label_maps[item]) for item in sorted(set(images) & set(label_maps))]
-        default_channels = [Channel(name="image")]
-    label_names = _parse_label_names(labels) or (
+    meta, pairs, default_channels = _msd_pairs(src, skipped, notes)
+    label_names = parse_label_names(labels) or (
         {str(k): str(v) for k, v in meta["labels"].items()} if "labels" in meta else None
     )
     if label_names is None:
         raise DatasetError("no label names", path=src, fix="pass labels, e.g. '0=background,1=anterior,2=posterior'")
-    chans = _channels(channels, default_channels)
+    chans = channels_from(channels, default_channels)
     pairs.sort(key=lambda p: p[0])
     if limit is not None:
         if len(pairs) > limit:
             notes.append(f"limit={limit}: {len(pairs) - limit} further matched case(s) not imported")
         pairs = pairs[:limit]
 
-    writer = _Writer(dst, link=link)
+    writer = Writer(dst, link=link)
     cases = []
     for i, (item, image, label) in enumerate(pairs):
         ishape, lshape = _nifti_shape(image), _nifti_shape(label)
@@ -317,10 +217,10 @@ def import_msd(
         if len(chans) > 1:
             rels = _split_channels(image, dst, item, len(chans))
         else:
-            rels = [writer.put(image, f"images/{item}{_full_suffix(image)}")]
+            rels = [writer.put(image, f"images/{item}{full_suffix(image)}")]
         cases.append(
             {"id": item, "patient_id": item, "images": rels,
-             "label": writer.put(label, f"labels/{item}{_full_suffix(label)}")}
+             "label": writer.put(label, f"labels/{item}{full_suffix(label)}")}
         )
         if progress:
             progress(i + 1, len(pairs))
@@ -335,7 +235,7 @@ def import_msd(
         source=str(meta.get("reference") or src),
         description=str(meta.get("description") or ""),
     )
-    return ImportReport(_save(ds), skipped, notes)
+    return ImportReport(save_dataset(ds), skipped, notes)
 
 
 def _msd_modality(name: str) -> str:
@@ -361,122 +261,6 @@ def _split_channels(image: Path, dst: Path, item: str, n: int) -> list[str]:
         write_image(img.with_array(img.array[c : c + 1]), dst / rel)
         rels.append(rel)
     return rels
-
-
-# --------------------------------------------------------------------------- MedMNIST
-@importers.register("medmnist")
-def import_medmnist(
-    src: Path,
-    dst: Path,
-    *,
-    classes: Sequence[str] | None = None,
-    limit: int | None = None,
-    name: str | None = None,
-    progress: Progress | None = None,
-) -> ImportReport:
-    """Import a MedMNIST ``.npz`` file: 2D samples as PNG, 3D samples as NIfTI (1 mm voxels).
-
-    The official train/val/test split is kept (one fold: train/val, plus test). MedMNIST has no patient
-    ids, so each sample is its own patient. A label array with several columns is multi-label (``class``
-    is the list of positive indices).
-
-    Args:
-        src: The ``.npz`` file (keys ``{train,val,test}_{images,labels}``).
-        dst: The new dataset folder.
-        classes: Class names in index order; default: the known names for this file (see ``MEDMNIST_CLASSES``).
-        limit: Import only the first ``limit`` samples of each split.
-        name: Dataset name (default: the file name).
-        progress: Called as ``progress(done, total)``.
-
-    Raises:
-        DatasetError: Missing keys, unknown class names, or labels outside the class list.
-    """
-    if not src.is_file():
-        raise DatasetError("MedMNIST file not found", path=src)
-    key = re.sub(r"_\d+$", "", src.stem.lower())
-    known = MEDMNIST_CLASSES.get(key)
-    names = list(classes) if classes else (known[0] if known else None)
-    if names is None:
-        raise DatasetError(
-            f"class names of {src.name!r} are not known (they come from the file name, e.g. breastmnist.npz)",
-            path=src, fix="pass --classes with the names in index order, e.g. --classes normal,disease",
-        )
-    modality = known[1] if known else "OT"
-    try:
-        npz = np.load(src)
-        data = {
-            split: (npz[f"{split}_images"], npz[f"{split}_labels"])
-            for split in ("train", "val", "test") if f"{split}_images" in npz
-        }
-    except (OSError, ValueError, KeyError) as exc:
-        raise DatasetError(f"not a MedMNIST .npz: {exc}", path=src) from exc
-    if not data:
-        raise DatasetError("no {train,val,test}_images arrays", path=src, fix="is this a MedMNIST file?")
-    writer = _Writer(dst, link=False)
-    notes: list[str] = []
-    total = sum(min(len(x), limit) if limit is not None else len(x) for x, _ in data.values())
-    done = 0
-    cases: list[dict[str, Any]] = []
-    ids: dict[str, list[str]] = {}
-    for split, (images, labels) in data.items():
-        if len(images) != len(labels):
-            raise DatasetError(f"{split}: {len(images)} images but {len(labels)} labels", path=src)
-        n = len(images) if limit is None else min(limit, len(images))
-        if n < len(images):
-            notes.append(f"limit={limit}: {len(images) - n} {split} sample(s) not imported")
-        labels2 = labels.reshape(len(labels), -1)
-        multi = labels2.shape[1] > 1
-        if multi and labels2.shape[1] != len(names):
-            raise DatasetError(f"{labels2.shape[1]} label columns but {len(names)} class names", path=src)
-        ids[split] = []
-        for i in range(n):
-            case_id = f"{split}_{i:05d}"
-            cls: int | list[int] = (
-                [int(k) for k in np.flatnonzero(labels2[i])] if multi else int(labels2[i, 0])
-            )
-            rel = _write_medmnist_sample(images[i], writer.root, case_id)
-            cases.append({"id": case_id, "patient_id": case_id, "images": [rel], "class": cls,
-                          "meta": {"medmnist_split": split, "medmnist_index": i}})
-            ids[split].append(case_id)
-            done += 1
-            if progress:
-                progress(done, total)
-    splits: dict[str, Any] = {"folds": [], "test": ids.get("test", []), "meta": {"method": "official MedMNIST split"}}
-    if "train" in ids and "val" in ids:
-        splits["folds"] = [{"train": ids["train"], "val": ids["val"]}]
-    is_rgb = next(iter(data.values()))[0].ndim == 4 and next(iter(data.values()))[0].shape[-1] == 3
-    ds = Dataset.create(
-        dst,
-        name=name or src.stem,
-        task="classification",
-        channels=[Channel(name="RGB" if is_rgb else "image", modality=modality)],
-        labels=names,
-        cases=cases,
-        license="CC BY 4.0 (MedMNIST v2, Yang et al., Scientific Data 10:41, 2023)",
-        source=str(src),
-        description=f"MedMNIST {src.stem}",
-        splits=splits,
-        positive_class=MEDMNIST_POSITIVE.get(key) if not classes and known else None,
-    )
-    return ImportReport(_save(ds), [], notes)
-
-
-def _write_medmnist_sample(sample: np.ndarray, root: Path, case_id: str) -> str:
-    if sample.ndim == 2 or (sample.ndim == 3 and sample.shape[-1] == 3):
-        from PIL import Image as PILImage
-
-        rel = f"images/{case_id}.png"
-        (root / "images").mkdir(exist_ok=True)
-        PILImage.fromarray(np.ascontiguousarray(sample)).save(root / rel)
-        return rel
-    if sample.ndim == 3:
-        from deepmia.image import Image
-        from deepmia.io import write_image
-
-        rel = f"images/{case_id}.nii.gz"
-        write_image(Image(sample[None]), root / rel)
-        return rel
-    raise DatasetError(f"sample {case_id} has unsupported shape {sample.shape}", path=root)
 
 
 # --------------------------------------------------------------------------- Pascal VOC
@@ -517,8 +301,8 @@ def import_voc(
         DatasetError: A missing image, an empty box, a box of an unknown class, or a split list naming an
             unknown image.
     """
-    ann_dir = _require_dir(src / "Annotations", "VOC Annotations")
-    img_dir = _require_dir(src / "JPEGImages", "VOC JPEGImages")
+    ann_dir = require_dir(src / "Annotations", "VOC Annotations")
+    img_dir = require_dir(src / "JPEGImages", "VOC JPEGImages")
     notes: list[str] = []
     records = []
     xmls = sorted(ann_dir.glob("*.xml"))
@@ -542,10 +326,10 @@ def import_voc(
             boxes.append(Box(label=label, box=box, ignore=(obj.findtext("difficult") or "0").strip() == "1"))
         records.append((case_id, image, shape, boxes))
     ids = {r[0] for r in records}
-    images_without = sorted({_stem(p) for p in img_dir.iterdir() if p.is_file()} - ids)
+    images_without = sorted({file_stem(p) for p in img_dir.iterdir() if p.is_file()} - ids)
     skipped = [(f"JPEGImages/{s}", "image without an annotation XML") for s in images_without]
     names = list(classes) if classes else sorted({b.label for r in records for b in r[3]})
-    writer = _Writer(dst, link=link)
+    writer = Writer(dst, link=link)
     cases = []
     for i, (case_id, image, shape, boxes) in enumerate(records):
         rel = writer.put(image, f"images/{image.name}")
@@ -572,7 +356,7 @@ def import_voc(
         notes = notes[:20] + [f"... and {len(notes) - 20} more notes"]
     ds = Dataset.create(dst, name=name or src.name, task="detection", channels=[Channel(name="RGB")],
                         labels=names, cases=cases, source=str(src), splits=splits)
-    return ImportReport(_save(ds), skipped, notes)
+    return ImportReport(save_dataset(ds), skipped, notes)
 
 
 # --------------------------------------------------------------------------- COCO
@@ -621,11 +405,11 @@ def import_coco(
         if a.get("category_id") not in cat_name:
             raise DatasetError(f"annotation {a.get('id')} has unknown category id {a.get('category_id')}", path=src)
         by_image[a["image_id"]].append(a)
-    writer = _Writer(dst, link=link)
+    writer = Writer(dst, link=link)
     cases = []
     for i, entry in enumerate(img_entries):
         image = img_dir / entry["file_name"]
-        case_id = _stem(Path(entry["file_name"]))
+        case_id = file_stem(Path(entry["file_name"]))
         if not image.exists():
             raise DatasetError(f"case {case_id!r}: image {entry['file_name']} not found", path=img_dir)
         shape = _raster_shape(image)
@@ -647,7 +431,7 @@ def import_coco(
                         labels=[c["name"] for c in cats], cases=cases, source=str(src),
                         description=str((coco.get("info") or {}).get("description", "")),
                         license=", ".join(str(lic.get("name", "")) for lic in coco.get("licenses", []) or []))
-    return ImportReport(_save(ds), [], notes)
+    return ImportReport(save_dataset(ds), [], notes)
 
 
 # --------------------------------------------------------------------------- DICOM tree
@@ -689,13 +473,13 @@ def import_dicom(
     from deepmia.io.dicom import list_series, read_series
 
     look_up_option(task, ("unlabeled", "registration", "retrieval", "generation", "forensics"), what="task")
-    _require_dir(src, "DICOM")
+    require_dir(src, "DICOM")
     series = list_series(src)
     if not series:
         raise DatasetError("no DICOM image series found", path=src)
     skipped = [(str(Path(p).relative_to(src)) if Path(p).is_relative_to(src) else p, why)
                for p, why in series.skipped]
-    writer = _Writer(dst, link=False)
+    writer = Writer(dst, link=False)
     cases: list[dict[str, Any]] = []
     used: set[str] = set()
     modalities = {s.modality or "OT" for s in series}
@@ -728,9 +512,10 @@ def import_dicom(
         channels=[Channel(name="image", modality=modalities.pop() if len(modalities) == 1 else "OT")],
         cases=cases, source=str(src),
     )
-    return ImportReport(_save(ds), skipped, [])
+    return ImportReport(save_dataset(ds), skipped, [])
 
 
 # Importers defined in their own modules register themselves on import.
-from deepmia.data import pairs as _pairs  # noqa: E402,F401
-from deepmia.data.folder import import_folder  # noqa: E402,F401
+from deepmia.data.folder import import_folder  # noqa: E402
+from deepmia.data.medmnist import MEDMNIST_CLASSES, import_medmnist  # noqa: E402
+from deepmia.data.pairs import import_pairs  # noqa: E402

@@ -36,19 +36,19 @@ from typing import Any
 
 import numpy as np
 
-from deepmia.data.dataset import Channel, Dataset
-from deepmia.data.folder import patient_of, patient_pattern
-from deepmia.data.importers import (
+from deepmia.data._importing import (
     ImportReport,
     Progress,
-    _channels,
-    _full_suffix,
-    _parse_label_names,
-    _require_dir,
-    _save,
-    _Writer,
+    Writer,
+    channels_from,
+    full_suffix,
     importers,
+    parse_label_names,
+    require_dir,
+    save_dataset,
 )
+from deepmia.data.dataset import Channel, Dataset
+from deepmia.data.folder import patient_of, patient_pattern
 from deepmia.errors import DatasetError, InvalidArgumentError
 from deepmia.image import Image
 
@@ -171,7 +171,7 @@ def _adopt_geometry(image: Image, other: Image, path: Path, what: str, case_id: 
         )
     if np.allclose(other.affine, image.affine, atol=1e-3):
         return other
-    if _full_suffix(path) in _RASTER and other.spatial_dims == 2:
+    if full_suffix(path) in _RASTER and other.spatial_dims == 2:
         notes.append(f"case {case_id!r}: {what} {path.name} took its image's geometry (spacing {image.spacing})")
         return Image(other.array, image.affine, kind=other.kind, meta=dict(other.meta))
     raise DatasetError(
@@ -206,7 +206,7 @@ def _derived_name(rel_dir: str, case_id: str, image: Image) -> str:
 
 
 def _import_case(
-    src: Path, writer: _Writer, case_id: str, image_paths: list[Path], patterns: dict[str, list[str]], *,
+    src: Path, writer: Writer, case_id: str, image_paths: list[Path], patterns: dict[str, list[str]], *,
     prefix: str, value_map: dict[int, int], known: set[int], notes: list[str],
 ) -> tuple[dict[str, Any] | None, str | None, int]:
     """One case's entry (or None and the reason it was skipped) and its image's channel count."""
@@ -228,7 +228,7 @@ def _import_case(
     suffix_dir = "Ts" if prefix else ""
     tags = [f"_{c:04d}" if len(image_paths) > 1 else "" for c in range(len(image_paths))]
     rels = [
-        writer.put(p, f"images{suffix_dir}/{case_id}{tag}{_full_suffix(p)}")
+        writer.put(p, f"images{suffix_dir}/{case_id}{tag}{full_suffix(p)}")
         for tag, p in zip(tags, image_paths, strict=True)
     ]
     label = _adopt_geometry(first, read_image(label_path, kind="label"), label_path, "label map", case_id, notes)
@@ -242,6 +242,58 @@ def _import_case(
         write_image(Image((roi.array[:1] != 0).astype(np.uint8), first.affine, kind="label"), writer.root / roi_rel)
         case["meta"] = {"roi": roi_rel}
     return case, None, first.num_channels
+
+
+def _case_files(
+    src: Path, kinds: dict[str, list[str]], *, limit: int | None, skipped: list[tuple[str, str]], notes: list[str],
+) -> dict[str, list[tuple[str, list[Path]]]]:
+    """Per set (``""`` training, ``"test_"``) the case ids found by the image patterns and their channel files.
+
+    Raises:
+        DatasetError: An image pattern matches nothing, or a case id is in both sets.
+    """
+    sets: dict[str, list[tuple[str, list[Path]]]] = {}
+    for prefix in ("", "test_") if "test_image" in kinds else ("",):
+        per_channel = [_find_ids(src, p) for p in kinds[prefix + "image"]]
+        ids = sorted(per_channel[0])
+        if not ids:
+            raise DatasetError(f"no file matches {prefix}image pattern {kinds[prefix + 'image'][0]!r}", path=src)
+        for c, found in enumerate(per_channel[1:], start=1):
+            for case_id in sorted(set(ids) - set(found)):
+                skipped.append((str(per_channel[0][case_id].relative_to(src)),
+                                f"no channel {c} file matching {kinds[prefix + 'image'][c]!r}"))
+            ids = [i for i in ids if i in found]
+        if limit is not None and len(ids) > limit:
+            notes.append(f"limit={limit}: {len(ids) - limit} further {prefix or 'training '}case(s) not imported")
+            ids = ids[:limit]
+        sets[prefix] = [(i, [found[i] for found in per_channel]) for i in ids]
+    both = sorted({i for i, _ in sets[""]} & {i for i, _ in sets.get("test_", [])})
+    if both:
+        raise DatasetError(f"case id(s) {both[:5]} are in both the training and the test set", path=src,
+                           fix="make the {id} parts differ, or keep the test files apart")
+    return sets
+
+
+def _dataset_channels(
+    channels: Sequence[Channel | Mapping[str, Any] | str] | None, counts: set[int], n_patterns: int, src: Path,
+) -> list[Channel]:
+    """The dataset's channels: the user's, else ``RGB`` (3-channel files), ``image`` or ``channel<k>`` per pattern.
+
+    Raises:
+        DatasetError: Files of one pattern have different channel counts.
+        InvalidArgumentError: The number of named channels differs from the number of image patterns.
+    """
+    if len(counts) > 1 and n_patterns == 1:
+        raise DatasetError(f"image files have different channel counts {sorted(counts)}", path=src,
+                           fix="convert them to one colour model (e.g. all RGB or all greyscale) first")
+    default = [Channel(name="RGB" if counts == {3} and n_patterns == 1 else "image")]
+    if n_patterns > 1:
+        default = [Channel(name=f"channel{c}") for c in range(n_patterns)]
+    chans = channels_from(channels, default)
+    if len(chans) != n_patterns:
+        raise InvalidArgumentError(f"{len(chans)} channel(s) named but {n_patterns} image pattern(s) given",
+                                   fix="name one channel per image pattern")
+    return chans
 
 
 @importers.register("pairs")
@@ -287,36 +339,18 @@ def import_pairs(
         DatasetError: No matching files, a case id in both sets, shape or value problems (naming the file), a
             case id that does not match ``patient_regex``, or a patient in both the training and the test set.
     """
-    _require_dir(src, "source")
+    require_dir(src, "source")
     pattern = patient_pattern(patient_regex)
     kinds = parse_patterns(patterns)
-    label_names = _parse_label_names(labels)
+    label_names = parse_label_names(labels)
     if not label_names:
         raise InvalidArgumentError("labels are required, e.g. '0=background,1=vessel'")
     known = {int(k) for k in label_names}
     vmap = parse_value_map(value_map)
     skipped: list[tuple[str, str]] = []
     notes: list[str] = []
-    sets: dict[str, list[tuple[str, list[Path]]]] = {}
-    for prefix in ("", "test_") if "test_image" in kinds else ("",):
-        per_channel = [_find_ids(src, p) for p in kinds[prefix + "image"]]
-        ids = sorted(per_channel[0])
-        if not ids:
-            raise DatasetError(f"no file matches {prefix}image pattern {kinds[prefix + 'image'][0]!r}", path=src)
-        for c, found in enumerate(per_channel[1:], start=1):
-            for case_id in sorted(set(ids) - set(found)):
-                skipped.append((str(per_channel[0][case_id].relative_to(src)),
-                                f"no channel {c} file matching {kinds[prefix + 'image'][c]!r}"))
-            ids = [i for i in ids if i in found]
-        if limit is not None and len(ids) > limit:
-            notes.append(f"limit={limit}: {len(ids) - limit} further {prefix or 'training '}case(s) not imported")
-            ids = ids[:limit]
-        sets[prefix] = [(i, [found[i] for found in per_channel]) for i in ids]
-    both = sorted({i for i, _ in sets[""]} & {i for i, _ in sets.get("test_", [])})
-    if both:
-        raise DatasetError(f"case id(s) {both[:5]} are in both the training and the test set", path=src,
-                           fix="make the {id} parts differ, or keep the test files apart")
-    writer = _Writer(dst, link=link)
+    sets = _case_files(src, kinds, limit=limit, skipped=skipped, notes=notes)
+    writer = Writer(dst, link=link)
     cases: dict[str, list[dict[str, Any]]] = {"": [], "test_": []}
     counts: set[int] = set()
     total, done = sum(len(v) for v in sets.values()), 0
@@ -336,23 +370,14 @@ def import_pairs(
                 progress(done, total)
     if not cases[""]:
         raise DatasetError("no training case has all its files", path=src, fix="check the label/roi patterns")
-    if len(counts) > 1 and len(kinds["image"]) == 1:
-        raise DatasetError(f"image files have different channel counts {sorted(counts)}", path=src,
-                           fix="convert them to one colour model (e.g. all RGB or all greyscale) first")
-    default = [Channel(name="RGB" if counts == {3} and len(kinds["image"]) == 1 else "image")]
-    if len(kinds["image"]) > 1:
-        default = [Channel(name=f"channel{c}") for c in range(len(kinds["image"]))]
-    chans = _channels(channels, default)
-    if len(chans) != len(kinds["image"]):
-        raise InvalidArgumentError(f"{len(chans)} channel(s) named but {len(kinds['image'])} image pattern(s) given",
-                                   fix="name one channel per image pattern")
+    chans = _dataset_channels(channels, counts, len(kinds["image"]), src)
     train_ids = [c["id"] for c in cases[""]]
     test_ids = [c["id"] for c in cases["test_"]]
     spec_fields = {"name": name or src.name, "task": "segmentation", "channels": chans, "labels": label_names}
     ds = Dataset.create(dst, **spec_fields, cases=cases[""] + cases["test_"], source=str(src),
                         description=f"imported by 'pairs' from {src}")
     ds.set_splits(_folds(ds, train_ids, test_ids, folds=folds, seed=seed, notes=notes))
-    return ImportReport(_save(ds), skipped, notes)
+    return ImportReport(save_dataset(ds), skipped, notes)
 
 
 def _folds(ds: Dataset, train_ids: list[str], test_ids: list[str], *, folds: int, seed: int,
