@@ -186,6 +186,32 @@ def _fit_epochs(
     return plan, left
 
 
+def _resolve_plan(
+    dataset: Dataset, plan: SegmentPlan | str | os.PathLike[str] | None, plan_path: Path, *,
+    time_budget_s: float | None, overrides: Sequence[str], progress: Progress | None,
+) -> SegmentPlan:
+    """The given plan, the model directory's (resuming, or a further fold), or a new one; overrides applied.
+
+    Raises:
+        DatasetError: The plan is for another dataset.
+    """
+    if isinstance(plan, SegmentPlan):
+        resolved = plan
+    elif plan is not None:
+        resolved = load_plan(plan)
+    elif plan_path.exists():
+        resolved = load_plan(plan_path)  # resuming, or a further fold of the same model
+    else:
+        resolved = plan_dataset(dataset, time_budget_s=time_budget_s, progress=progress)
+    if overrides:
+        resolved = apply_overrides(resolved, list(overrides))
+    if time_budget_s is not None and resolved.schedule.time_budget_s != time_budget_s:
+        resolved = apply_overrides(resolved, {"schedule.time_budget_s": time_budget_s})
+    if resolved.dataset != dataset.spec.name:
+        raise DatasetError(f"the plan is for dataset {resolved.dataset!r}, not {dataset.spec.name!r}", path=plan_path)
+    return resolved
+
+
 def train_fold(
     dataset_dir: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
@@ -218,20 +244,8 @@ def train_fold(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     plan_path = out / "plan.json"
-    if isinstance(plan, SegmentPlan):
-        resolved = plan
-    elif plan is not None:
-        resolved = load_plan(plan)
-    elif plan_path.exists():
-        resolved = load_plan(plan_path)  # resuming, or a further fold of the same model
-    else:
-        resolved = plan_dataset(dataset, time_budget_s=time_budget_s, progress=progress)
-    if overrides:
-        resolved = apply_overrides(resolved, list(overrides))
-    if time_budget_s is not None and resolved.schedule.time_budget_s != time_budget_s:
-        resolved = apply_overrides(resolved, {"schedule.time_budget_s": time_budget_s})
-    if resolved.dataset != dataset.spec.name:
-        raise DatasetError(f"the plan is for dataset {resolved.dataset!r}, not {dataset.spec.name!r}", path=plan_path)
+    resolved = _resolve_plan(dataset, plan, plan_path, time_budget_s=time_budget_s, overrides=overrides,
+                             progress=progress)
     split = fold_split(dataset, resolved, fold)
     fold_dir = out / f"fold_{fold}"
     fold_dir.mkdir(exist_ok=True)
@@ -240,14 +254,8 @@ def train_fold(
 
     cache_root = Path(cache) if cache else default_cache()
     ids = split["train"] + split["val"]
-    cache_dir = preprocess_dataset(
-        dataset,
-        resolved,
-        cache_root,
-        ids,
-        workers=workers,
-        progress=(lambda d, t: progress("preprocess", d, t)) if progress else None,
-    )
+    cache_dir = preprocess_dataset(dataset, resolved, cache_root, ids, workers=workers,
+                                   progress=(lambda d, t: progress("preprocess", d, t)) if progress else None)
     model = build_model(resolved)
     loss_fn = build_loss(resolved.loss, **resolved.loss_params)
     sampler = PatchSampler(cache_dir, split["train"], resolved, seed=resolved.seed + fold)
@@ -278,22 +286,10 @@ def train_fold(
     _write_split(out / "split.json", split)
     s = resolved.schedule
     trainer = Trainer(
-        model,
-        _optimizer(model, resolved),
-        train_step,
-        background_batches(make_batch),
-        out_dir=fold_dir,
-        steps_per_epoch=s.steps_per_epoch,
-        max_epochs=s.epochs,
-        time_budget_s=train_budget,
-        validate=validate,
-        val_every=s.val_every,
-        monitor="val_dice",
-        lr_schedule="poly",
-        warmup=s.warmup,
-        precision=s.precision,
-        grad_clip=s.grad_clip,
-        callbacks=[_EpochLog(log)],
+        model, _optimizer(model, resolved), train_step, background_batches(make_batch), out_dir=fold_dir,
+        steps_per_epoch=s.steps_per_epoch, max_epochs=s.epochs, time_budget_s=train_budget, validate=validate,
+        val_every=s.val_every, monitor="val_dice", lr_schedule="poly", warmup=s.warmup, precision=s.precision,
+        grad_clip=s.grad_clip, callbacks=[_EpochLog(log)],
     )
     t0 = time.perf_counter()
     state = trainer.fit()
@@ -305,7 +301,14 @@ def train_fold(
     from deepmia.tasks.segment.evaluate import validate_fold
 
     summary = validate_fold(dataset, out, fold, split["val"], progress=progress)
-    summary["training"] = {
+    summary["training"] = _training_record(state, threads, resolved.schedule.precision, started=t0)
+    (fold_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _training_record(state: Any, threads: int, precision: str, *, started: float) -> dict[str, Any]:
+    """How a fold was trained, for its ``metrics.json``: epochs, steps, stop reason, machine and versions."""
+    return {
         "epochs": state.epoch,
         "steps": state.step,
         "minutes": round(state.elapsed_s / 60, 2),
@@ -313,15 +316,13 @@ def train_fold(
         "best_epoch": state.best_epoch,
         "best_val_dice_network_grid": state.best_metric,
         "threads": threads,
-        "precision": resolved.schedule.precision,
+        "precision": precision,
         "machine": machine(),
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "wall_minutes_this_run": round((time.perf_counter() - t0) / 60, 2),
+        "wall_minutes_this_run": round((time.perf_counter() - started) / 60, 2),
         "command": " ".join(["deepmia", *sys.argv[1:]]) if Path(sys.argv[0]).name == "deepmia" else None,
     }
-    (fold_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
 
 
 def _write_split(path: Path, split: dict[str, Any]) -> None:
