@@ -15,6 +15,12 @@ Example:
     >>> np.allclose(t.inverse()(t(x)), x)
     True
 
+Random streams: the three task-specific implementations this layer replaced (issue 17) drew in a different
+order, so a seed now gives other augmentations than before; the ranges and probabilities are unchanged. Two
+details moved with it: classification's 3D rotation is composed about array axes 0, 1, 2 like segmentation's
+(before, in ``grid_sample``'s reversed axis order; 2D is the same), and detection's crop origin is drawn over the
+rounded size of the rescaled image (before, its unrounded size: at most half a pixel apart).
+
 Modules: :mod:`.base` (Sample, Transform, RandomTransform, Compose, history, batches), :mod:`.spatial` (Mirror,
 Rot90, Affine, Resize, Crop), :mod:`.intensity` (Intensity, Contrast, Gamma, Noise, Blur).
 """
