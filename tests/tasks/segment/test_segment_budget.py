@@ -26,9 +26,13 @@ def test_segmentation_budget_covers_the_fold_and_plans_epochs(spheres, tiny, tmp
     overrides = [o for o in tiny if not o.startswith(("schedule.steps_per_epoch", "schedule.epochs"))]
     budget = 25.0
     t = time.perf_counter()
-    train_fold(spheres.root, tmp_path / "m", fold=0, time_budget_s=budget,
-               overrides=[*overrides, "schedule.epochs=1000"], cache=tmp_path / "cache", workers=1, log=lambda m: None)
+    summary = train_fold(spheres.root, tmp_path / "m", fold=0, time_budget_s=budget,
+                         overrides=[*overrides, "schedule.epochs=1000"], cache=tmp_path / "cache", workers=1,
+                         log=lambda m: None)
     elapsed = time.perf_counter() - t
     plan = json.loads((tmp_path / "m" / "plan.json").read_text())
     assert plan["schedule"]["steps_per_epoch"] != 250  # planned from the measured step time
-    assert elapsed <= budget * 1.2, f"{elapsed:.1f} s for a {budget:.0f} s budget"
+    # The trainer gets what planning, preprocessing and the final validation leave (it used to get all of it);
+    # the whole call may overrun only by a step and a validation (loose: the test machine is shared).
+    assert summary["training"]["minutes"] * 60 < budget * 0.8
+    assert elapsed <= budget + 15, f"{elapsed:.1f} s for a {budget:.0f} s budget"
