@@ -131,3 +131,36 @@ def test_deepmia_command_reports_2d_with_3d(ct, tmp_path, capsys):
     )
     assert code == 2
     assert "2D" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("budget", "seconds"), [("45m", 2700.0), ("90s", 90.0), ("1.5h", 5400.0), ("600", 600.0)])
+def test_train_time_budget_takes_durations_like_every_task(app, tmp_path, monkeypatch, budget, seconds):
+    """``--time-budget`` reads 45m / 90s / 1.5h as the other train commands do; a bare number stays seconds."""
+    from deepmia.cli import _common
+    from deepmia.tasks.register import train
+
+    given = {}
+
+    def fake_train(dataset, out, **options):
+        given.update(options)
+        return {"epochs": 1, "steps": 1, "seconds": 1.0, "best_val_dice": 0.5, "best_val_folding": 0.0}
+
+    monkeypatch.setattr(train, "train_registration", fake_train)
+    monkeypatch.setattr(_common, "write_card", lambda *a, **k: None)
+    _run(app, ["train", "register", "--dataset", tmp_path, "--out", tmp_path / "m", "--time-budget", budget])
+    assert given["time_budget_s"] == seconds
+
+
+def test_train_time_budget_default_and_bad_value(app, tmp_path, monkeypatch):
+    from deepmia.cli import _common
+    from deepmia.errors import InvalidArgumentError
+    from deepmia.tasks.register import train
+
+    given = {}
+    monkeypatch.setattr(train, "train_registration", lambda d, o, **options: given.update(options) or {
+        "epochs": 1, "steps": 1, "seconds": 1.0, "best_val_dice": 0.5, "best_val_folding": 0.0})
+    monkeypatch.setattr(_common, "write_card", lambda *a, **k: None)
+    _run(app, ["train", "register", "--dataset", tmp_path, "--out", tmp_path / "m"])
+    assert given["time_budget_s"] == 600.0  # the default is still ten minutes
+    with pytest.raises(InvalidArgumentError, match="not a positive duration"):
+        _run(app, ["train", "register", "--dataset", tmp_path, "--out", tmp_path / "m", "--time-budget", "ten"])

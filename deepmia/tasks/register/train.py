@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from deepmia.data.dataset import Dataset
 from deepmia.errors import DatasetError
 from deepmia.image import Image
 from deepmia.metrics.segmentation import dice_per_label
+from deepmia.tasks._plan import apply_overrides
 from deepmia.tasks.register.classical import normalise_intensity
 from deepmia.tasks.register.learned import (
     LearnedRegistration,
@@ -36,7 +37,7 @@ from deepmia.tasks.register.learned import (
 )
 from deepmia.tasks.register.plan import RegistrationPlan, load_plan
 
-__all__ = ["train_registration", "split_cases", "random_affine", "DEFAULT_NETWORK"]
+__all__ = ["train_registration", "plan_registration", "split_cases", "random_affine", "DEFAULT_NETWORK"]
 
 #: Network parameters of ``affine_voxelmorph`` unless the caller gives others.
 DEFAULT_NETWORK: dict[str, Any] = {
@@ -133,6 +134,212 @@ def _pairs(cases: _Cases, plan: RegistrationPlan, n_classes: int, seed: int) -> 
         yield moving[:, :1], cases.images[i], moving[:, 1:], _onehot(cases.labels[i], n_classes)
 
 
+def _check_enough_cases(dataset: Dataset) -> None:
+    """Refuse a dataset with fewer than 20 cases that have label maps (2 validation pairs)."""
+    cases = [c for c in dataset.cases if c.label]
+    if len(cases) < 20:
+        raise DatasetError(
+            f"learned registration needs >= 20 cases with label maps (2 validation pairs), found {len(cases)}",
+            path=dataset.root,
+        )
+
+
+def plan_registration(
+    dataset: Dataset,
+    *,
+    time_budget_s: float | None = 600.0,
+    overrides: Sequence[str] | Mapping[str, Any] = (),
+    max_train_cases: int = 1000,
+    seed: int = 0,
+    shapes: Sequence[Sequence[int]] | None = None,
+) -> RegistrationPlan:
+    """The plan of a learned-registration run on ``dataset`` (``deepmia train register``'s, before precisions).
+
+    The training grid is the largest training or validation case of the seeded patient split, padded to the
+    plan's ``multiple``; the Dice labels are the dataset's foreground labels; the network is
+    :data:`DEFAULT_NETWORK`. Training and inference precisions are measured when training starts.
+
+    Args:
+        dataset: A dataset with label maps.
+        time_budget_s: Training wall-clock budget in seconds (None: no budget).
+        overrides: Plan fields to set, ``["batch_size=2", "dice_weight=0"]`` or a mapping (validated again).
+        max_train_cases: Use at most this many training cases.
+        seed: Split, sampling and initialisation seed.
+        shapes: Spatial shapes of the training and validation cases when the caller has read them already;
+            otherwise those images are read.
+
+    Raises:
+        DatasetError: The dataset has fewer than 20 cases with label maps, or images that are not 3D.
+        InvalidArgumentError: An override names an unknown field or gives an invalid value.
+    """
+    _check_enough_cases(dataset)
+    if shapes is None:
+        split = split_cases(dataset, seed=seed)
+        ids = [*split["train"][:max_train_cases], *split["val"]]
+        shapes = [dataset.read_image(case_id).spatial_shape for case_id in ids]
+    if any(len(s) != 3 for s in shapes):
+        raise DatasetError("learned registration is trained on 3D volumes", path=dataset.root)
+    multiple = RegistrationPlan.model_fields["multiple"].default
+    grid = padded_shape(tuple(int(n) for n in np.max(shapes, axis=0)), multiple)
+    labels = (
+        sorted(int(v) for v in dataset.spec.labels if int(v) != 0) if isinstance(dataset.spec.labels, dict) else [1]
+    )
+    plan = RegistrationPlan(
+        network_params=DEFAULT_NETWORK,
+        multiple=multiple,
+        grid_shape=list(grid),
+        labels=labels,
+        time_budget_s=time_budget_s,
+        seed=seed,
+    )
+    return apply_overrides(plan, overrides) if overrides else plan
+
+
+def _read_cases(dataset: Dataset, case_ids: list[str]) -> dict[str, tuple[Image, Image]]:
+    """Image and label map of each case, read once (its shape sizes the grid, then it is padded onto it)."""
+    read = {}
+    for case_id in case_ids:
+        image = dataset.read_image(case_id)
+        read[case_id] = (image, dataset.read_label(case_id, image=image))
+    return read
+
+
+# ------------------------------------------------------------------ training
+def _train_step(plan: RegistrationPlan) -> Callable[[Any, tuple[Any, ...]], Any]:
+    """The loss of one batch: local NCC plus weighted bending energy and (optionally) soft label Dice."""
+    import torch
+    from monai.losses import BendingEnergyLoss, DiceLoss, LocalNormalizedCrossCorrelationLoss
+    from monai.networks.blocks import Warp
+
+    warp = Warp(mode="bilinear", padding_mode="border")
+    lncc = LocalNormalizedCrossCorrelationLoss(spatial_dims=3, kernel_size=plan.lncc_kernel)
+    smooth, dice = BendingEnergyLoss(), DiceLoss(include_background=False)
+
+    def train_step(model: torch.nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        moving, fixed, moving_lab, fixed_lab = batch
+        warped, ddf = model(moving, fixed)
+        with torch.autocast(fixed.device.type, enabled=False):  # losses in float32 (LNCC cancels badly in bf16)
+            loss = lncc(warped, fixed) + plan.smoothness_weight * smooth(ddf)
+            if plan.dice_weight > 0:
+                loss = loss + plan.dice_weight * dice(warp(moving_lab, ddf), fixed_lab)
+        return loss
+
+    return train_step
+
+
+def _validator(
+    model: LearnedRegistration, val: _Cases, labels: list[int]
+) -> Callable[[Any, str | None], dict[str, float]]:
+    """Validation on the pairs (i, i+1) of the validation cases: mean label Dice and worst folding fraction."""
+    n_val = len(val)
+    val_pairs = [(i, (i + 1) % n_val) for i in range(n_val)]
+
+    def validate(network: Any, precision: str | None = None) -> dict[str, float]:
+        scores, folding = [], []
+        for i, j in val_pairs:
+            pos = model.positions(val.images[i : i + 1], val.images[j : j + 1], val.initial(i, j), precision=precision)
+            crop = (slice(None), slice(None), *[slice(0, n) for n in val.shapes[i]])
+            pos = pos[crop]
+            warped = sample(val.labels[j : j + 1], pos, mode="nearest")[0, 0].round().long()
+            dice = dice_per_label(warped.numpy(), val.labels[i, 0][crop[2:]].numpy(), labels)
+            scores += [v for v in dice.values() if not np.isnan(v)]
+            folding.append(folding_fraction(pos))
+        return {"val_dice": float(np.mean(scores)), "val_folding": float(np.max(folding))}
+
+    return validate
+
+
+def _measure_precisions(
+    net: Any, model: LearnedRegistration, train: _Cases, train_step: Callable[..., Any], batch: tuple[Any, ...]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Time a training step, then a forward pass, in bf16 and fp32; each result names the faster precision."""
+    from deepmia.engine.runtime import autocast, choose_precision
+
+    def step(p: str) -> None:
+        with autocast(p):
+            loss = train_step(net, batch)
+        loss.backward()
+        net.zero_grad(set_to_none=True)
+
+    measured_train = choose_precision(step, repeats=2)
+    net.eval()
+    measured_infer = choose_precision(
+        lambda p: model.positions(train.images[:1], train.images[1:2], train.initial(0, 1), precision=p)
+    )
+    return measured_train, measured_infer
+
+
+def _set_precisions(
+    plan: RegistrationPlan, out: Path, precision: str | None, measure: Callable[[], tuple[dict, dict]]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Set the plan's training and inference precisions: the given one, the resumed run's, or ``measure()``'s."""
+    previous = out / "plan.json"
+    if precision is None and (out / "fold_0" / "checkpoint_last.pt").is_file() and previous.is_file():
+        precision_of = load_plan(out)  # a resumed run keeps the precisions it measured
+        plan.precision, plan.inference_precision = precision_of.precision, precision_of.inference_precision
+        measured_train = {"precision": plan.precision, "resumed": True}
+        measured_infer = {"precision": plan.inference_precision, "resumed": True}
+    elif precision is None:
+        measured_train, measured_infer = measure()
+        plan.precision, plan.inference_precision = measured_train["precision"], measured_infer["precision"]
+    else:
+        measured_train = measured_infer = {"precision": precision}
+        plan.precision = plan.inference_precision = precision  # type: ignore[assignment]
+    return measured_train, measured_infer
+
+
+def _fit(
+    net: Any,
+    plan: RegistrationPlan,
+    train_step: Callable[..., Any],
+    pairs: Iterator[tuple[Any, ...]],
+    out_dir: Path,
+    validate: Callable[[Any, str | None], dict[str, float]],
+) -> Any:
+    """Train with the shared engine's Trainer into ``out_dir`` (resuming from its last checkpoint); its state."""
+    import torch
+
+    from deepmia.engine.trainer import Trainer
+
+    trainer = Trainer(
+        net,
+        torch.optim.Adam(net.parameters(), lr=plan.learning_rate),
+        train_step,
+        pairs,
+        out_dir=out_dir,
+        steps_per_epoch=plan.steps_per_epoch,
+        max_epochs=plan.max_epochs,
+        time_budget_s=plan.time_budget_s,
+        validate=lambda network: validate(network, plan.inference_precision),
+        monitor="val_dice",
+        mode="max",
+        precision=plan.precision,
+        extra_state={"plan": plan.model_dump()},
+    )
+    return trainer.fit()
+
+
+def _write_metrics(out: Path, state: Any, split: dict[str, list[str]], n_train: int, **timing: Any) -> dict[str, Any]:
+    """The run summary (``timing``: ``start``, ``prepare_seconds``, ``precision``), also written to metrics.json."""
+    best = next((r for r in state.history if r["epoch"] == state.best_epoch), {})
+    summary = {
+        "epochs": state.epoch,
+        "steps": state.step,
+        "seconds": time.perf_counter() - timing["start"],
+        "train_seconds": state.elapsed_s,
+        "prepare_seconds": timing["prepare_seconds"],
+        "best_val_dice": state.best_metric,
+        "best_val_folding": best.get("val_folding"),
+        "best_epoch": state.best_epoch,
+        "precision": timing["precision"],
+        "n_train": n_train,
+        "n_val": len(split["val"]),
+        "n_test": len(split["test"]),
+    }
+    (out / "metrics.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+    return summary
+
+
 def train_registration(
     dataset_dir: str | PathLike[str],
     model_dir: str | PathLike[str],
@@ -170,150 +377,48 @@ def train_registration(
     Raises:
         DatasetError: The dataset has fewer than 20 cases with label maps, or images that are not 3D.
     """
-    import torch
-    from monai.losses import BendingEnergyLoss, DiceLoss, LocalNormalizedCrossCorrelationLoss
-    from monai.networks.blocks import Warp
-
-    from deepmia.engine.runtime import choose_precision, configure_threads, seed_everything
-    from deepmia.engine.trainer import Trainer
+    from deepmia.engine.runtime import configure_threads, seed_everything
     from deepmia.nn import build_network
 
     start = time.perf_counter()
     configure_threads()
     seed_everything(seed)
     dataset = Dataset.load(dataset_dir)
-    cases = [c for c in dataset.cases if c.label]
-    if len(cases) < 20:
-        raise DatasetError(
-            f"learned registration needs >= 20 cases with label maps (2 validation pairs), found {len(cases)}",
-            path=dataset.root,
-        )
+    _check_enough_cases(dataset)
     split = split_cases(dataset, seed=seed)
     train_ids = split["train"][:max_train_cases]
-    read = {}  # each case read once: its shape sizes the grid, then it is padded onto it
-    for case_id in [*train_ids, *split["val"]]:
-        image = dataset.read_image(case_id)
-        read[case_id] = (image, dataset.read_label(case_id, image=image))
-    shapes = [image.spatial_shape for image, _ in read.values()]
-    if any(len(s) != 3 for s in shapes):
-        raise DatasetError("learned registration is trained on 3D volumes", path=dataset.root)
-    multiple = RegistrationPlan.model_fields["multiple"].default
-    grid = padded_shape(tuple(int(n) for n in np.max(shapes, axis=0)), multiple)
-    labels = (
-        sorted(int(v) for v in dataset.spec.labels if int(v) != 0) if isinstance(dataset.spec.labels, dict) else [1]
+    read = _read_cases(dataset, [*train_ids, *split["val"]])
+    plan = plan_registration(
+        dataset, time_budget_s=time_budget_s, max_train_cases=max_train_cases, seed=seed,
+        shapes=[image.spatial_shape for image, _ in read.values()],
     )
-    plan = RegistrationPlan(
-        network_params=network_params or DEFAULT_NETWORK,
-        multiple=multiple,
-        grid_shape=list(grid),
-        labels=labels,
-        dice_weight=dice_weight,
-        smoothness_weight=smoothness_weight,
-        batch_size=batch_size,
-        max_epochs=max_epochs,
-        steps_per_epoch=steps_per_epoch,
-        time_budget_s=time_budget_s,
-        seed=seed,
-    )
+    plan = RegistrationPlan.model_validate({
+        **plan.model_dump(), "network_params": network_params or DEFAULT_NETWORK, "dice_weight": dice_weight,
+        "smoothness_weight": smoothness_weight, "batch_size": batch_size, "max_epochs": max_epochs,
+        "steps_per_epoch": steps_per_epoch,
+    })
     out = Path(model_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "split.json").write_text(json.dumps(split, indent=1) + "\n", encoding="utf-8")
-
+    grid = tuple(plan.grid_shape)
     train, val = _Cases([read[c] for c in train_ids], grid), _Cases([read[c] for c in split["val"]], grid)
     del read
     prep_seconds = time.perf_counter() - start
-    n_classes = max(labels) + 1
+    n_classes = max(plan.labels) + 1
 
     net = build_network(plan.network, spatial_dims=3, **plan.network_params)
-    warp = Warp(mode="bilinear", padding_mode="border")
-    lncc = LocalNormalizedCrossCorrelationLoss(spatial_dims=3, kernel_size=plan.lncc_kernel)
-    smooth, dice = BendingEnergyLoss(), DiceLoss(include_background=False)
-
-    def train_step(model: torch.nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        moving, fixed, moving_lab, fixed_lab = batch
-        warped, ddf = model(moving, fixed)
-        with torch.autocast(fixed.device.type, enabled=False):  # losses in float32 (LNCC cancels badly in bf16)
-            loss = lncc(warped, fixed) + plan.smoothness_weight * smooth(ddf)
-            if plan.dice_weight > 0:
-                loss = loss + plan.dice_weight * dice(warp(moving_lab, ddf), fixed_lab)
-        return loss
-
+    train_step = _train_step(plan)
     model = LearnedRegistration(plan, net)
-    n_val = len(val)
-    val_pairs = [(i, (i + 1) % n_val) for i in range(n_val)]
-
-    def validate(network: torch.nn.Module, precision: str | None = None) -> dict[str, float]:
-        scores, folding = [], []
-        for i, j in val_pairs:
-            pos = model.positions(val.images[i : i + 1], val.images[j : j + 1], val.initial(i, j), precision=precision)
-            crop = (slice(None), slice(None), *[slice(0, n) for n in val.shapes[i]])
-            pos = pos[crop]
-            warped = sample(val.labels[j : j + 1], pos, mode="nearest")[0, 0].round().long()
-            dice = dice_per_label(warped.numpy(), val.labels[i, 0][crop[2:]].numpy(), labels)
-            scores += [v for v in dice.values() if not np.isnan(v)]
-            folding.append(folding_fraction(pos))
-        return {"val_dice": float(np.mean(scores)), "val_folding": float(np.max(folding))}
-
-    previous = out / "plan.json"
-    if precision is None and (out / "fold_0" / "checkpoint_last.pt").is_file() and previous.is_file():
-        precision_of = load_plan(out)  # a resumed run keeps the precisions it measured
-        plan.precision, plan.inference_precision = precision_of.precision, precision_of.inference_precision
-        measured_train = {"precision": plan.precision, "resumed": True}
-        measured_infer = {"precision": plan.inference_precision, "resumed": True}
-    elif precision is None:
-        batch = next(_pairs(train, plan, n_classes, seed + 1))
-
-        def step(p: str) -> None:
-            from deepmia.engine.runtime import autocast
-
-            with autocast(p):
-                loss = train_step(net, batch)
-            loss.backward()
-            net.zero_grad(set_to_none=True)
-
-        measured_train = choose_precision(step, repeats=2)
-        net.eval()
-        measured_infer = choose_precision(
-            lambda p: model.positions(train.images[:1], train.images[1:2], train.initial(0, 1), precision=p)
-        )
-        plan.precision, plan.inference_precision = measured_train["precision"], measured_infer["precision"]
-    else:
-        measured_train = measured_infer = {"precision": precision}
-        plan.precision = plan.inference_precision = precision  # type: ignore[assignment]
+    measured_train, measured_infer = _set_precisions(
+        plan, out, precision,
+        lambda: _measure_precisions(net, model, train, train_step, next(_pairs(train, plan, n_classes, seed + 1))),
+    )
     plan.save(out / "plan.json")
     seed_everything(seed)
-
-    trainer = Trainer(
-        net,
-        torch.optim.Adam(net.parameters(), lr=plan.learning_rate),
-        train_step,
-        _pairs(train, plan, n_classes, seed),
-        out_dir=out / "fold_0",
-        steps_per_epoch=plan.steps_per_epoch,
-        max_epochs=plan.max_epochs,
-        time_budget_s=plan.time_budget_s,
-        validate=lambda network: validate(network, plan.inference_precision),
-        monitor="val_dice",
-        mode="max",
-        precision=plan.precision,
-        extra_state={"plan": plan.model_dump()},
+    state = _fit(
+        net, plan, train_step, _pairs(train, plan, n_classes, seed), out / "fold_0", _validator(model, val, plan.labels)
     )
-    state = trainer.fit()
-    best = next((r for r in state.history if r["epoch"] == state.best_epoch), {})
-    summary = {
-        "epochs": state.epoch,
-        "steps": state.step,
-        "seconds": time.perf_counter() - start,
-        "train_seconds": state.elapsed_s,
-        "prepare_seconds": prep_seconds,
-        "best_val_dice": state.best_metric,
-        "best_val_folding": best.get("val_folding"),
-        "best_epoch": state.best_epoch,
-        "precision": {"train": measured_train, "inference": measured_infer},
-        "n_train": len(train_ids),
-        "n_val": len(split["val"]),
-        "n_test": len(split["test"]),
-    }
-    (out / "metrics.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
-    return summary
-
+    return _write_metrics(
+        out, state, split, len(train_ids), start=start, prepare_seconds=prep_seconds,
+        precision={"train": measured_train, "inference": measured_infer},
+    )

@@ -116,8 +116,27 @@ def dataset(tmp_path_factory):
     return root
 
 
+def test_plan_registration_plans_from_the_data(dataset):
+    """The plan a training run would use, without training (what ``deepmia plan`` needs), and its refusals."""
+    from deepmia.errors import DatasetError
+    from deepmia.tasks.register.train import plan_registration
+
+    ds = Dataset.load(dataset)
+    plan = plan_registration(ds, time_budget_s=60, overrides={"batch_size": 2, "network_params": TINY})
+    assert plan.grid_shape == [32, 32, 32] and plan.labels == [1, 2]  # 20 x 22 x 18 cases padded to 16s
+    assert plan.time_budget_s == 60 and plan.batch_size == 2 and plan.network_params == TINY
+    assert plan_registration(ds, overrides=["dice_weight=0"]).dice_weight == 0  # as `deepmia plan --set` gives them
+    assert plan_registration(ds, shapes=[(20, 22, 18), (40, 8, 8)]).grid_shape == [48, 32, 32]
+    with pytest.raises(InvalidArgumentError, match="batch_size"):
+        plan_registration(ds, overrides=["batch_size=0"])
+    with pytest.raises(DatasetError, match="3D volumes"):
+        plan_registration(ds, shapes=[(20, 22)])
+    with pytest.raises(DatasetError, match=">= 20 cases"):
+        plan_registration(ds.without_cases(["c0"]))
+
+
 def test_train_resume_then_register(dataset, tmp_path):
-    from deepmia.tasks.register.train import train_registration
+    from deepmia.tasks.register.train import plan_registration, train_registration
 
     model = tmp_path / "model"
     options = dict(time_budget_s=60, steps_per_epoch=2, batch_size=2, network_params=TINY)
@@ -132,6 +151,11 @@ def test_train_resume_then_register(dataset, tmp_path):
         assert (model / name).is_file()
     plan = json.loads((model / "plan.json").read_text())
     assert plan["task"] == "registration" and plan["network"] == "affine_voxelmorph"
+    settings = {"max_epochs": 1, "steps_per_epoch": 2, "batch_size": 2, "network_params": TINY}
+    planned = plan_registration(Dataset.load(dataset), time_budget_s=60, overrides=settings).model_dump()
+    assert {k: v for k, v in planned.items() if "precision" not in k} == {  # training measures only precisions
+        k: v for k, v in plan.items() if "precision" not in k
+    }
     assert all(n % 16 == 0 for n in plan["grid_shape"])
     split = json.loads((model / "split.json").read_text())
     assert not set(split["test"]) & set(split["train"])
