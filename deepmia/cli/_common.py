@@ -49,6 +49,29 @@ def parse_duration(text: str | None) -> float | None:
     return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
 
 
+def require_model(model_dir: Any, task: str, command: str) -> None:
+    """Refuse a model directory of another task with a sentence (not the plan's validation errors).
+
+    Args:
+        model_dir: The model directory given on the command line.
+        task: The task ``command`` needs (a :data:`deepmia.tasks.TASKS` name: ``classify``, ``segment``, ...).
+        command: The command, as the user typed it (``explain``, ``evaluate classify``).
+
+    Raises:
+        InvalidArgumentError: Not a model directory, or a model of another task:
+            ``explain needs a classification model (this is a segmentation model)``.
+    """
+    from deepmia.errors import InvalidArgumentError
+    from deepmia.tasks import TASKS, task_of_model
+
+    found, wanted = task_of_model(model_dir), TASKS.get(task)
+    if found.name != wanted.name:
+        raise InvalidArgumentError(
+            f"{command} needs a {wanted.plan_task} model (this is a {found.plan_task} model)", path=model_dir,
+            fix=f"give a model trained by '{wanted.train_command}'; 'deepmia predict' runs this one",
+        )
+
+
 def write_card(model_dir: Any, task: str, dataset_dir: Any = None) -> None:
     """Write (or refresh) a model directory's card, ``README.md``, after training or recording metrics."""
     from deepmia.data.dataset import Dataset

@@ -58,8 +58,10 @@ def evaluate_classify(
     json_out: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
 ) -> None:
     """Accuracy, balanced accuracy, AUROC with 95% CIs, operating points, F1, confusion matrix, ECE."""
+    from deepmia.cli._common import require_model
     from deepmia.tasks.classify.evaluate import evaluate
 
+    require_model(model_dir, "classify", "evaluate classify")
     m = evaluate(model_dir, dataset, out, split=split, target_sensitivity=sensitivity, clinical=clinical,
                  record=record)
     if record:

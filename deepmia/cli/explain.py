@@ -17,8 +17,10 @@ def explain(
     clinical: Path = typer.Option(None, "--clinical", help="Clinical CSV for a fusion model."),
 ) -> None:
     """Grad-CAM, Grad-CAM++ and occlusion-sensitivity overlays (PNG for 2D; NIfTI + slice PNGs for 3D)."""
+    from deepmia.cli._common import require_model
     from deepmia.explain.classify import explain_path
 
+    require_model(model_dir, "classify", "explain")
     report = explain_path(model_dir, src, dst, methods=[m.strip() for m in methods.split(",") if m.strip()],
                           clinical=clinical)
     for _name, reason in report["skipped"]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
 from pydantic import BaseModel, ValidationError
 
@@ -13,7 +13,7 @@ from deepmia._validate import look_up_option
 from deepmia.data.dataset import format_validation_error
 from deepmia.errors import InvalidArgumentError
 
-__all__ = ["apply_overrides", "load_plan_file"]
+__all__ = ["apply_overrides", "check_plan_task", "load_plan_file"]
 
 P = TypeVar("P", bound=BaseModel)
 
@@ -63,15 +63,34 @@ def apply_overrides(plan: P, overrides: Sequence[str] | Mapping[str, Any]) -> P:
         raise InvalidArgumentError(f"plan override: {format_validation_error(exc)}") from exc
 
 
+def check_plan_task(data: Any, model: type[BaseModel], path: str | Path) -> None:
+    """Refuse the plan of another task by name, before its fields are checked against the wrong schema.
+
+    Raises:
+        InvalidArgumentError: ``data["task"]`` names another task than ``model``'s ``task`` field allows.
+    """
+    field = model.model_fields.get("task")
+    expected = get_args(field.annotation) if field is not None else ()
+    found = data.get("task") if isinstance(data, dict) else None
+    if expected and isinstance(found, str) and found not in expected:
+        raise InvalidArgumentError(
+            f"this is a {found} model's plan, not a {expected[0]} one", path=path,
+            fix=f"give a {expected[0]} model; deepmia predict runs a model of any task",
+        )
+
+
 def load_plan_file(model: type[P], path: str | Path) -> P:
     """Read and validate a plan file of type ``model``.
 
     Raises:
-        InvalidArgumentError: Missing, not JSON, or not a valid plan (each bad field named).
+        InvalidArgumentError: Missing, not JSON, the plan of another task, or not a valid plan (each bad field
+            named).
     """
     path = Path(path)
     try:
-        return model.model_validate(json.loads(path.read_text()))
+        data = json.loads(path.read_text())
+        check_plan_task(data, model, path)
+        return model.model_validate(data)
     except FileNotFoundError:
         raise InvalidArgumentError("plan file not found", path=path, fix="is this a model directory?") from None
     except json.JSONDecodeError as exc:

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from deepmia.data.dataset import format_validation_error
 from deepmia.errors import DatasetError, ReadError
+from deepmia.tasks._plan import check_plan_task
 
 __all__ = ["RegistrationPlan", "load_plan", "PLAN_VERSION"]
 
@@ -79,6 +80,7 @@ def load_plan(model_dir: str | PathLike[str]) -> RegistrationPlan:
         )
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
+        check_plan_task(data, RegistrationPlan, path)
         return RegistrationPlan.model_validate(data)
     except json.JSONDecodeError as exc:
         raise DatasetError(f"plan.json is not valid JSON: {exc}", path=path) from exc
