@@ -15,14 +15,17 @@ import typer
 
 from deepmia.cli._common import console, err_console, print_json, progress
 
+# Round brackets: "[default: ...]" would be read as rich markup and vanish from --help.
+DEFAULT_DB = "deepmia-catalog.sqlite in the current folder"
 DB_HELP = (
     "Catalog database: a SQLite file or a URL like postgresql+psycopg://user@host/db "
-    "[default: ./deepmia-catalog.sqlite]."
+    f"(default: {DEFAULT_DB})."
 )
 
 catalog_app = typer.Typer(
     name="catalog",
-    help="Index DICOM folders into the catalog database (SQLite or PostgreSQL) and query it.",
+    help=f"Index DICOM folders into the catalog database (SQLite or PostgreSQL) and query it. The database is "
+    f"--db on each command (default: {DEFAULT_DB}).",
     no_args_is_help=True,
 )
 
@@ -51,13 +54,21 @@ def _open(db: str | None):
 def scan(
     folder: Path = typer.Argument(..., help="Folder to index (recursively)."),
     db: str = typer.Option(None, "--db", help=DB_HELP),
-    workers: int = typer.Option(None, "--workers", "-j", min=1, help="Header-parsing processes [default: CPU count]."),
+    workers: int = typer.Option(None, "--workers", "-j", min=1, help="Header-parsing processes (default: CPU count)."),
     batch_size: int = typer.Option(200, "--batch-size", min=1, help="Files committed per database transaction."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
-    """Index the DICOM files below FOLDER; unchanged files are skipped, bad files are recorded and listed."""
-    from deepmia.data.catalog import scan as run_scan
+    """Index the DICOM files below FOLDER; unchanged files are skipped, bad files are recorded and listed.
 
+    Exit status: 0 every file indexed, 1 some files not indexed (listed), 2 none indexed (an empty folder, no
+    DICOM file) or bad usage.
+    """
+    from deepmia.data.catalog import scan as run_scan
+    from deepmia.errors import ReadError
+
+    if folder.is_dir() and not any(p.is_file() for p in folder.rglob("*")):
+        raise ReadError("no files found: the folder is empty", path=folder,
+                        fix="give the folder holding the DICOM files")
     with _open(db) as catalog, progress() as bar:
         task = bar.add_task(f"scanning {folder}", total=None)
 
@@ -67,7 +78,16 @@ def scan(
         report = run_scan(catalog, folder, workers=workers, batch_size=batch_size, on_progress=on_progress)
     if as_json:
         print_json({**report.summary(), "errors": report.errors})
-        return
+    else:
+        _print_scan(report)
+    if report.errors and len(report.errors) >= report.files:
+        raise ReadError(f"no DICOM file indexed: all {report.files} files below the folder are not indexed",
+                        path=folder, fix="see the reasons listed, or deepmia catalog errors")
+    if report.errors:
+        raise typer.Exit(1)
+
+
+def _print_scan(report: Any) -> None:
     console.print(
         f"{report.root}: {report.files} files, {report.read} read, {report.added} added, {report.updated} updated, "
         f"{report.unchanged} unchanged, {report.missing} missing, {len(report.errors)} not indexed "

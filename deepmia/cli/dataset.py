@@ -64,7 +64,11 @@ def import_(
     images: Path = typer.Option(None, "--images", help="coco: the images folder (default: the JSON's folder)."),
     as_json: bool = typer.Option(False, "--json", help="Print the import summary as JSON."),
 ) -> None:
-    """Import a public dataset layout into a deepmia dataset folder (dataset.json + files)."""
+    """Import a public dataset layout into a deepmia dataset folder (dataset.json + files).
+
+    Exit status: 0 every file imported, 1 some files skipped (listed; files left out by --exclude and hidden
+    files do not count), 2 no case imported (the new folder is removed) or bad usage.
+    """
     from deepmia.data.importers import import_dataset
 
     given: dict[str, Any] = {
@@ -83,12 +87,40 @@ def import_(
         "exclude": exclude or None,
     }
     options = {k: v for k, v in given.items() if v is not None}
+    existed = dst.exists()
     with _bar(f"importing {fmt}") as update:
         report = import_dataset(fmt, src, dst, progress=update, **options)
     summary = report.summary()
+    if not summary["cases"]:
+        _refuse_empty(summary, src, dst, existed)
     if as_json:
         print_json(summary)
-        return
+    else:
+        _print_import(summary)
+    if any(not str(s["reason"]).startswith(("excluded by --exclude", "hidden file")) for s in summary["skipped"]):
+        raise typer.Exit(1)
+
+
+def _refuse_empty(summary: dict[str, Any], src: Path, dst: Path, existed: bool) -> None:
+    """Nothing was imported: remove the dataset folder just written (it was new or empty) and say why."""
+    import shutil
+
+    from deepmia.errors import DatasetError
+
+    for p in list(dst.iterdir()) if existed else []:  # the importer only writes into a new or empty folder
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+    if not existed:
+        shutil.rmtree(dst, ignore_errors=True)
+    skipped = summary["skipped"]
+    reasons = "".join(f"; {s['item']}: {s['reason']}" for s in skipped[:3])
+    raise DatasetError(f"no case found to import ({len(skipped)} file(s) skipped{reasons})", path=src,
+                       fix="check FORMAT and the folder layout (deepmia dataset import --help)")
+
+
+def _print_import(summary: dict[str, Any]) -> None:
     console.print(
         f"[bold]{summary['name']}[/bold] ({summary['task']}): {summary['cases']} cases, "
         f"{summary['patients']} patients -> {summary['dataset']}"

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from deepmia.cli._common import console, err_console, progress
-from deepmia.errors import InvalidArgumentError, ReadError, WriteError
+from deepmia.errors import InvalidArgumentError, ReadError
 
 
 def _read_key(key: str | None, key_file: Path | None) -> str | None:
@@ -38,13 +38,16 @@ def deid(
     """De-identify DICOM files with the PS3.15 Basic Application Level Confidentiality Profile.
 
     Non-DICOM files are not copied, files with possible burned-in text are flagged: both are listed in the
-    report and printed here. Exits non-zero when a DICOM file could not be de-identified.
+    report and printed here. Exit status: 0 every file de-identified, 1 some files not DICOM or failed (listed),
+    2 nothing de-identified (no DICOM file, an empty folder) or bad usage.
     """
     from deepmia.deid import check_paths, deidentify_tree, list_inputs
 
     secret = _read_key(key, key_file)
     check_paths(src, dst)
     files = list_inputs(src)
+    if not files:
+        raise ReadError("no files found: the folder is empty", path=src, fix="give a DICOM file or a folder of them")
     with progress() as bar:
         task = bar.add_task("de-identifying", total=len(files))
         result = deidentify_tree(src, dst, key=secret, files=files, on_file=lambda _: bar.advance(task))
@@ -67,9 +70,11 @@ def deid(
         )
         for f in flagged:
             err_console.print(f"  {f.source}: {f.burned_in_risk}")
-    if counts["failed"]:
-        failed = counts["failed"]
-        raise WriteError(f"{failed} DICOM files could not be de-identified", path=src, fix=f"see {report_path}")
+    if not counts["deidentified"]:
+        raise ReadError(f"no DICOM file de-identified ({counts['not_dicom']} not DICOM, {counts['failed']} failed)",
+                        path=src, fix=f"see {report_path}")
+    if counts["failed"] or counts["not_dicom"]:
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:

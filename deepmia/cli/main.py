@@ -1,7 +1,8 @@
 """Entry point of the ``deepmia`` command.
 
-Errors deepmia raises for bad input print on one line (``error: FILE: problem (fix)``) and exit with status 2;
-``--debug`` shows the traceback instead.
+Exit status, one rule for every command: 0 all done, 1 some inputs failed (each listed with its reason), 2 nothing
+done or bad usage. Errors deepmia raises for bad input print on one line (``error: FILE: problem (fix)``) and exit
+with status 2; ``--debug``, anywhere on the command line, shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -13,20 +14,39 @@ from typer._click import exceptions as click_exceptions
 
 from deepmia.errors import DeepmiaError
 
+HELP = (
+    "Deep-learning medical image analysis: read, process, learn, evaluate, explain, deliver.\n\n"
+    "Exit status of every command: 0 all done; 1 some inputs failed (each listed with its reason); "
+    "2 nothing done (bad file, empty folder, wrong kind of model) or bad usage. "
+    "--debug (anywhere on the command line) shows tracebacks."
+)
+
 app = typer.Typer(
     name="deepmia",
-    help="Deep-learning medical image analysis: read, process, learn, evaluate, explain, deliver.",
+    help=HELP,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from deepmia import __version__
+
+        print(f"deepmia {__version__}")
+        raise typer.Exit(0)
+
+
 @app.callback()
 def _root(
-    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors (anywhere on the line)."),
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+    ),
 ) -> None:
-    """Deepmia command line."""
+    # No docstring: the app's HELP is the text of `deepmia --help`.
+    pass
 
 
 def _register() -> None:
@@ -50,7 +70,10 @@ _register()
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in args
+    end = args.index("--") if "--" in args else len(args)  # after "--" every word is an argument
+    debug = "--debug" in args[:end]
+    # --debug is a plain flag anywhere on the line: taken out here, so no (sub)command has to declare it.
+    args = [a for a in args[:end] if a != "--debug"] + args[end:]
     try:
         # With standalone_mode=False click returns the code of a typer.Exit instead of raising it.
         code = app(args=args, prog_name="deepmia", standalone_mode=False)

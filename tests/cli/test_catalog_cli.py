@@ -24,7 +24,7 @@ def test_scan_then_query_default_db_in_current_folder(shared_data, tmp_path, mon
     series_uids = {pydicom.dcmread(p, stop_before_pixels=True).SeriesInstanceUID for p in root.rglob("*.dcm")}
 
     code, out, err = _run(capsys, "scan", str(root), "--workers", "2", "--json")
-    assert code == 0, err
+    assert code == 1, err  # README.txt is not indexed (listed): tests/cli/test_exit_codes.py
     report = json.loads(out)
     assert report["added"] == sum(1 for _ in root.rglob("*.dcm"))
     assert [Path(e["path"]).name for e in report["errors"]] == ["README.txt"]
@@ -40,7 +40,7 @@ def test_scan_then_query_default_db_in_current_folder(shared_data, tmp_path, mon
     assert sum(s["series"] for s in listing["studies"]) == len(series_uids)
 
     code, out, err = _run(capsys, "scan", str(root))  # human-readable rescan: nothing read, the error listed
-    assert code == 0
+    assert code == 1
     assert " 0 read, 0 added" in out and "README.txt: not_dicom" in err
     code, out, _ = _run(capsys, "errors", "--under", str(root))
     assert code == 0 and out.strip().endswith("not a DICOM file (no DICM header and no DICOM UIDs)")
@@ -62,7 +62,7 @@ def test_migrate_and_bad_arguments(tmp_path, capsys):
 def test_list_and_series_tables_print_dates_and_numbers(shared_data, tmp_path, capsys):
     root = shared_data / "dicom" / "mr_study"
     db = str(tmp_path / "c.sqlite")
-    assert _run(capsys, "scan", str(root), "--db", db, "--workers", "1")[0] == 0
+    assert _run(capsys, "scan", str(root), "--db", db, "--workers", "1")[0] == 1  # README.txt not indexed
     headers = [pydicom.dcmread(p, stop_before_pixels=True) for p in root.rglob("*.dcm")]
     study_date = headers[0].StudyDate  # YYYYMMDD
     iso = f"{study_date[:4]}-{study_date[4:6]}-{study_date[6:]}"

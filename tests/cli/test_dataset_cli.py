@@ -39,7 +39,7 @@ def test_import_msd_and_stats_text(tmp_path, shared_data, capsys):
     dst = tmp_path / "h"
     code = main(["dataset", "import", "msd", str(shared_data / "hippocampus"), str(dst), "--limit", "4",
                  "--labels", "0=background,1=anterior,2=posterior", "--channel", "T1:MR"])
-    assert code == 0
+    assert code == 1  # an image without a label map is skipped (listed below)
     out = capsys.readouterr().out
     assert "4 cases" in out and "skipped images/hippocampus_118.nii.gz: image without a label map" in out
     assert main(["dataset", "stats", str(dst)]) == 0
@@ -76,7 +76,8 @@ def test_import_folder_busi_copy_pairs_masks_excludes_and_reports_every_skipped_
     shutil.copy(busi / "benign" / "benign (5).png", src / "benign" / "benign (9)_mask.png")  # its image is absent
     shutil.copy(busi / "all_captions.csv", src / "all_captions.csv")
     dst = tmp_path / "ds"
-    assert main(["dataset", "import", "folder", str(src), str(dst), "--exclude", "*(3).png", "--json"]) == 0
+    # 1: all_captions.csv and an orphan mask are skipped (listed); the --exclude'd file does not count
+    assert main(["dataset", "import", "folder", str(src), str(dst), "--exclude", "*(3).png", "--json"]) == 1
     summary = json.loads(capsys.readouterr().out)
     ds = Dataset.load(dst)
     assert sorted(c.id for c in ds.cases) == ["benign/benign (1)", "benign/benign (2)", "malignant/malignant (1)",

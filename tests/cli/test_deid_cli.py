@@ -20,7 +20,8 @@ def test_deid_folder_writes_tree_and_report(shared_data, tmp_path, capsys):
     key_file = tmp_path / "key.txt"
     key_file.write_text("secret\n")
 
-    assert main(["deid", str(src), str(tmp_path / "out"), "--key-file", str(key_file)]) == 0
+    # 1: readme.txt is not DICOM, not copied and listed (tests/cli/test_exit_codes.py)
+    assert main(["deid", str(src), str(tmp_path / "out"), "--key-file", str(key_file)]) == 1
     captured = capsys.readouterr()
     assert "not DICOM, not copied: readme.txt" in captured.err
     assert "us/a.dcm" in captured.err and "burned" in captured.err
