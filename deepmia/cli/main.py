@@ -74,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in args[:end]
     # --debug is a plain flag anywhere on the line: taken out here, so no (sub)command has to declare it.
     args = [a for a in args[:end] if a != "--debug"] + args[end:]
+    from deepmia._warnings import ignore_library_warnings
+
+    ignore_library_warnings()  # library warnings that say nothing to a user, filtered narrowly (see the module)
     try:
         # With standalone_mode=False click returns the code of a typer.Exit instead of raising it.
         code = app(args=args, prog_name="deepmia", standalone_mode=False)

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from deepmia._validate import look_up_option
+from deepmia._warnings import library_warnings_ignored
 from deepmia.errors import InvalidArgumentError
 
 __all__ = [
@@ -160,8 +161,10 @@ def saliency_map(
         act = (lambda z: z.softmax(1)) if activation == "softmax" else torch.sigmoid
         occ = OcclusionSensitivity(model, mask_size=size, n_batch=32, verbose=False, mode="mean_img", overlap=0.5,
                                    activate=act)
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # MONAI's list indexing, deprecated in torch
+        with torch.no_grad(), library_warnings_ignored():  # MONAI's list indexing (see deepmia._warnings)
+            # ... and its write through Tensor.__setitem__ with a list, attributed to torch itself: only here
+            warnings.filterwarnings("ignore", message="Using a non-tuple sequence for multidimensional indexing",
+                                    category=UserWarning, module=r"torch\._tensor")
             base = float(act(model(x))[0, class_index])
             occ_map, _ = occ(x)  # (1, classes, *spatial): the class probability with each region occluded
         drop = base - occ_map[0, class_index].numpy()

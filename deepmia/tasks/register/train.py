@@ -211,7 +211,10 @@ def _train_step(plan: RegistrationPlan) -> Callable[[Any, tuple[Any, ...]], Any]
     from monai.losses import BendingEnergyLoss, DiceLoss, LocalNormalizedCrossCorrelationLoss
     from monai.networks.blocks import Warp
 
-    warp = Warp(mode="bilinear", padding_mode="border")
+    from deepmia._warnings import library_warnings_ignored
+
+    with library_warnings_ignored():  # MONAI's Warp announces torch's grid_sample
+        warp = Warp(mode="bilinear", padding_mode="border")
     lncc = LocalNormalizedCrossCorrelationLoss(spatial_dims=3, kernel_size=plan.lncc_kernel)
     smooth, dice = BendingEnergyLoss(), DiceLoss(include_background=False)
 
@@ -219,7 +222,9 @@ def _train_step(plan: RegistrationPlan) -> Callable[[Any, tuple[Any, ...]], Any]
         moving, fixed, moving_lab, fixed_lab = batch
         warped, ddf = model(moving, fixed)
         with torch.autocast(fixed.device.type, enabled=False):  # losses in float32 (LNCC cancels badly in bf16)
-            loss = lncc(warped, fixed) + plan.smoothness_weight * smooth(ddf)
+            with library_warnings_ignored():  # MONAI's bending energy indexes with lists (see deepmia._warnings)
+                bending = smooth(ddf)
+            loss = lncc(warped, fixed) + plan.smoothness_weight * bending
             if plan.dice_weight > 0:
                 loss = loss + plan.dice_weight * dice(warp(moving_lab, ddf), fixed_lab)
         return loss
