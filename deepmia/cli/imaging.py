@@ -59,7 +59,7 @@ def _print_geometry(image: Image, summary: dict[str, Any]) -> None:
     for key in _TABLE_KEYS + tuple(k for k in _NOTE_KEYS if k in summary):
         value = summary[key]
         if key == "spacing_mm" and value is None:
-            value = "unknown (pixel spacing missing or zero in the file; the affine is in pixels)"
+            value = "unknown (the file states no physical pixel spacing; the affine is in pixels)"
         console.print(f"  {key:14s} {value}", highlight=False, soft_wrap=True)
 
 
