@@ -24,7 +24,7 @@ def test_page_escapes_and_shows_errors(tmp_path):
 
 
 def test_image_facts_say_unknown_geometry():
-    png = Image(np.zeros((1, 28, 28), np.uint8), np.eye(4), meta={"format": "png"})
+    png = Image(np.zeros((1, 28, 28), np.uint8), np.eye(4), meta={"format": "png", "spacing_unknown": True})
     facts = dict(image_facts(png))
     assert facts["spacing (mm)"] == "unknown" and facts["orientation"].startswith("unknown")
     nifti = dict(image_facts(Image(np.zeros((1, 4, 5, 6), np.float32), np.diag([1.0, 1.0, 2.5, 1.0]))))
