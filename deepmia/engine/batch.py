@@ -35,6 +35,7 @@ __all__ = ["InputItem", "BatchReport", "discover_inputs", "run_batch", "write_re
 
 #: Columns of the measurement table (same as :data:`deepmia.tasks.MEASUREMENT_COLUMNS`).
 MEASUREMENT_COLUMNS = ("case", "target", "quantity", "value", "unit")
+NOT_AN_INPUT = "not an image file or DICOM series deepmia reads"
 #: Packages whose versions every run.json records.
 KEY_PACKAGES = ("numpy", "torch", "monai", "SimpleITK", "pydicom", "nibabel", "scipy", "highdicom")
 
@@ -143,11 +144,12 @@ def discover_inputs(src: str | os.PathLike[str]) -> tuple[list[InputItem], list[
     for path, reason in series.skipped:
         p = Path(path)
         if p not in plain and not p.name.startswith("."):
+            reason = NOT_AN_INPUT if reason == "not a DICOM file" else reason
             skipped.append((str(p.relative_to(src)) if p.is_relative_to(src) else str(p), reason))
     accounted = plain | {f for info in series for f in info.files} | {Path(p) for p, _ in series.skipped}
     for p in sorted(src.rglob("*")):
         if p.is_file() and p not in accounted and not any(part.startswith(".") for part in p.relative_to(src).parts):
-            skipped.append((str(p.relative_to(src)), "not an image file or DICOM series deepmia reads"))
+            skipped.append((str(p.relative_to(src)), NOT_AN_INPUT))
     only_series = len(series) == 1 and not items
     used: set[str] = set()
     for info in series:
@@ -252,6 +254,7 @@ def run_batch(
     src, dst = Path(src), Path(dst)
     items, skipped = discover_inputs(src)
     out_dir, names = _resolve_target(dst, items, getattr(predictor, "file_output", False))
+    predictor.check_run()
     bad_formats = sorted(set(formats) - set(getattr(predictor, "formats", ())))
     if bad_formats:
         raise InvalidArgumentError(
@@ -259,10 +262,11 @@ def run_batch(
             fix=f"it writes {', '.join(predictor.formats) or 'only its default outputs'}",
         )
     out_dir.mkdir(parents=True, exist_ok=True)
-    results, warnings, timings, errors = [], [], {}, []
+    done = _Done(out_dir, formats, writers, keep=keep_results)
+    errors: list[DeepmiaError] = []
     chunk = max(1, int(getattr(predictor, "batch_size", 1)))
     for start in range(0, len(items), chunk):
-        batch = _read_batch(predictor, items[start:start + chunk], skipped, warnings, errors)
+        batch = _read_batch(predictor, items[start:start + chunk], skipped, errors)
         if batch:
             t = time.perf_counter()
             try:
@@ -272,12 +276,10 @@ def run_batch(
             per = (time.perf_counter() - t) / max(1, len(batch))
             for (item, _), result in zip(batch, found, strict=True):
                 if result is not None:
-                    name = names[0] if names else item.name
-                    results.append((name, result))
-                    timings[item.name] = round(per, 4)
+                    done.add(item.name, names[0] if names else item.name, result, seconds=per)
         if progress:
             progress(min(start + chunk, len(items)), len(items), items[min(start + chunk, len(items)) - 1].name)
-    if not results:
+    if not done.names:
         if len(items) == 1 and errors:
             raise errors[0]
         raise InvalidArgumentError(
@@ -285,17 +287,14 @@ def run_batch(
             path=src,
             fix=f"see the reasons in {out_dir / 'skipped.csv'}" if skipped else None,
         )
-    outputs = _write_outputs(predictor, results, out_dir, formats, skipped)
-    outputs += [p for name, result in results for w in writers for p in w(name, result, out_dir)]
+    outputs = done.finish(skipped)
     record = write_record(
         out_dir / (f"{Path(names[0]).name.split('.')[0]}.run.json" if names else "run.json"),
-        predictor, [i.record() | {"seconds": timings.get(i.name)} for i in items], [n for n, _ in results],
-        skipped=skipped, warnings=warnings, outputs=outputs, options={**(options or {}), "formats": list(formats)},
-        started=started,
+        predictor, [i.record() | {"seconds": done.seconds.get(i.name)} for i in items], done.names,
+        skipped=skipped, warnings=done.warnings, outputs=outputs,
+        options={**(options or {}), "formats": list(formats)}, started=started,
     )
-    return BatchReport(
-        [n for n, _ in results], skipped, warnings, outputs, record, results if keep_results else []
-    )
+    return BatchReport(done.names, skipped, done.warnings, outputs, record, done.kept if keep_results else [])
 
 
 def write_record(
@@ -329,15 +328,12 @@ def write_record(
     return path
 
 
-def _read_batch(
-    predictor: Any, items: Sequence[InputItem], skipped: list, warnings: list, errors: list
-) -> list[tuple[InputItem, Any]]:
+def _read_batch(predictor: Any, items: Sequence[InputItem], skipped: list, errors: list) -> list[tuple[InputItem, Any]]:
     batch = []
     for item in items:
         try:
             image = item.read()
-            for w in predictor.check(image, path=item.path):
-                warnings.append(f"{item.name}: {w}")
+            predictor.check(image, path=item.path)  # refusals raise; warnings travel in the result
         except DeepmiaError as exc:
             skipped.append((item.name, str(exc)))
             errors.append(exc)
@@ -363,24 +359,47 @@ def _one_by_one(predictor: Any, batch: list, skipped: list, errors: list, first:
     return found
 
 
-def _write_outputs(
-    predictor: Any, results: list[tuple[str, Any]], out_dir: Path, formats: Sequence[str], skipped: list
-) -> list[Path]:
-    result_type = type(results[0][1])
-    try:
-        outputs = result_type.write_batch(results, out_dir, formats=formats)
-    except OSError as exc:
-        raise WriteError(f"could not write the results: {exc}", path=out_dir) from exc
-    rows = [[r.get(c, "") for c in MEASUREMENT_COLUMNS] for _, res in results for r in res.measurements()]
-    if rows:
-        _write_table(out_dir / "measurements.csv", MEASUREMENT_COLUMNS, rows)
-        outputs.append(out_dir / "measurements.csv")
-    skipped_csv = out_dir / "skipped.csv"
-    if skipped:
-        _write_table(skipped_csv, ("file", "reason"), skipped)
-    elif skipped_csv.exists():  # a stale list from an earlier run would contradict this one
-        skipped_csv.unlink()
-    return outputs
+class _Done:
+    """What a batch has written so far: each result is written as soon as it is predicted, then kept light."""
+
+    def __init__(self, out_dir: Path, formats: Sequence[str], writers: Sequence[Callable], *, keep: bool) -> None:
+        self.out_dir, self.formats, self.writers, self.keep = out_dir, formats, writers, keep
+        self.names: list[str] = []
+        self.kept: list[tuple[str, Any]] = []
+        self.outputs: list[Path] = []
+        self.rows: list[list[Any]] = []
+        self.warnings: list[str] = []
+        self.seconds: dict[str, float] = {}
+        self.table_type: Any = None
+
+    def add(self, input_name: str, name: str, result: Any, *, seconds: float) -> None:
+        try:
+            self.outputs += result.write(self.out_dir, name, formats=self.formats)
+            self.outputs += [p for w in self.writers for p in w(name, result, self.out_dir)]
+        except OSError as exc:
+            raise WriteError(f"could not write the result of {input_name}: {exc}", path=self.out_dir) from exc
+        self.rows += [[r.get(c, "") for c in MEASUREMENT_COLUMNS] for r in result.measurements()]
+        self.warnings += [f"{input_name}: {w}" for w in getattr(result, "warnings", ())]
+        self.seconds[input_name] = round(seconds, 4)
+        self.names.append(name)
+        if self.keep or result.has_table:
+            self.kept.append((name, result.light()))
+            self.table_type = type(result) if result.has_table else self.table_type
+
+    def finish(self, skipped: Sequence[tuple[str, str]]) -> list[Path]:
+        """Write the task's table of all cases, ``measurements.csv`` and ``skipped.csv``; returns every output."""
+        outputs = list(self.outputs)
+        if self.table_type is not None:
+            outputs += self.table_type.write_table(self.kept, self.out_dir)
+        if self.rows:
+            _write_table(self.out_dir / "measurements.csv", MEASUREMENT_COLUMNS, self.rows)
+            outputs.append(self.out_dir / "measurements.csv")
+        skipped_csv = self.out_dir / "skipped.csv"
+        if skipped:
+            _write_table(skipped_csv, ("file", "reason"), skipped)
+        elif skipped_csv.exists():  # a stale list from an earlier run would contradict this one
+            skipped_csv.unlink()
+        return outputs
 
 
 def _atomic_json(path: Path, content: dict[str, Any]) -> None:

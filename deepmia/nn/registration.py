@@ -47,9 +47,11 @@ def voxelmorph(
         channels=tuple(int(c) for c in channels),
         final_conv_channels=tuple(int(c) for c in final_channels),
     )
-    return VoxelMorph(
-        backbone=backbone, integration_steps=integration_steps, half_res=half_res, spatial_dims=spatial_dims
-    )
+    with warnings.catch_warnings():  # MONAI says it uses torch's grid_sample: our choice, not news to a user
+        warnings.filterwarnings("ignore", message=".*Using PyTorch native grid_sample", category=UserWarning)
+        return VoxelMorph(
+            backbone=backbone, integration_steps=integration_steps, half_res=half_res, spatial_dims=spatial_dims
+        )
 
 
 @functools.lru_cache(maxsize=8)

@@ -33,6 +33,7 @@ __all__ = [
     "MEASUREMENT_COLUMNS",
     "task_of_model",
     "load_predictor",
+    "case_id",
     "file_hash",
     "model_hash",
 ]
@@ -115,6 +116,18 @@ def load_predictor(model_dir: str | os.PathLike[str], **options: Any) -> Predict
     return task.predictor()(model_dir, **options)
 
 
+def case_id(image: Any) -> str:
+    """The case id of an input image: ``meta["case_id"]``, else its source file's name without suffix, else ""."""
+    meta = getattr(image, "meta", {}) or {}
+    if meta.get("case_id"):
+        return str(meta["case_id"])
+    if meta.get("source"):
+        from deepmia.io import image_stem
+
+        return image_stem(Path(str(meta["source"])).name)
+    return ""
+
+
 def file_hash(path: str | os.PathLike[str], *, chunk: int = 1 << 20) -> str:
     """SHA-256 of a file's bytes, hex."""
     h = hashlib.sha256()
@@ -162,12 +175,17 @@ class Result(ABC):
     def summary(self) -> dict[str, Any]:
         """A JSON-ready description of the result (what ``--json`` and the service return)."""
 
+    #: Whether the task writes one file for all cases (:meth:`write_table`) besides each case's own files.
+    has_table: ClassVar[bool] = False
+
     @classmethod
-    def write_batch(
-        cls, results: Sequence[tuple[str, Result]], dst: str | os.PathLike[str], *, formats: Sequence[str] = ()
-    ) -> list[Path]:
-        """Write the results of several cases; tasks whose output is one table for all cases override this."""
-        return [p for name, r in results for p in r.write(dst, name, formats=formats)]
+    def write_table(cls, results: Sequence[tuple[str, Result]], dst: str | os.PathLike[str]) -> list[Path]:
+        """Write the one file of all cases' results (tasks with :attr:`has_table`); the default writes nothing."""
+        return []
+
+    def light(self) -> Result:
+        """A copy without the images it holds (what :meth:`write_table` and a long batch keep in memory)."""
+        return self
 
 
 class Predictor(ABC):
@@ -196,10 +214,19 @@ class Predictor(ABC):
         return [self.predict(x) for x in inputs]
 
     def check(self, image: Any, *, path: Any = None) -> list[str]:
-        """Check an input against the model before predicting; returns warnings (refusals raise).
+        """Check an input against the model before predicting: what the model cannot read raises.
 
-        The default accepts everything; tasks check channels, dimensions and their training fingerprint.
+        Returns:
+            Warnings that do not stop the prediction (tasks put :meth:`input_warnings` in their results).
         """
+        return []
+
+    def check_run(self) -> None:
+        """Refuse, before any input is read, a run that cannot work (e.g. a fusion model without its table)."""
+        return None
+
+    def input_warnings(self, image: Any) -> list[str]:
+        """Reasons why an input does not look like the model's training data (see ``tasks._checks``)."""
         return []
 
     def describe(self) -> dict[str, Any]:

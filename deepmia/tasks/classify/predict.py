@@ -26,6 +26,7 @@ from deepmia.errors import DatasetError, InvalidArgumentError
 from deepmia.image import Image
 from deepmia.io import image_stem
 from deepmia.tasks._base import Predictor as TaskPredictor
+from deepmia.tasks._base import case_id
 from deepmia.tasks.classify.data import MISSING, check_table_columns, encode_table, read_table, to_network_input
 from deepmia.tasks.classify.model import build_model, run_model
 from deepmia.tasks.classify.plan import ClassifyPlan, TabularSpec, load_plan
@@ -127,7 +128,21 @@ class Predictor(TaskPredictor):
         check_image(image, self.plan, path=path)
         if self.plan.tabular is not None:
             self._clinical_of([image], path=path)
-        return []
+        return self.input_warnings(image)
+
+    def check_run(self) -> None:
+        """A fusion model needs its clinical table before any image is read."""
+        if self.plan.tabular is not None and self.clinical_rows is None:
+            self.read_clinical(None)  # raises, naming the columns the model needs
+
+    def input_warnings(self, image: Image) -> list[str]:
+        """Where ``image`` falls outside the training data: size, spacing and intensity."""
+        from deepmia.tasks._checks import fingerprint_warnings, ranges_of
+
+        fp, norm = self.plan.fingerprint, self.plan.normalization
+        intensity = list(zip(norm.mean, norm.std, strict=True)) if norm.clip is None else None
+        return fingerprint_warnings(image, shape=ranges_of(fp.get("shape")), spacing=ranges_of(fp.get("spacing")),
+                                    intensity=intensity)
 
     def _clinical_of(self, images: Sequence[Image], *, path: Any = None) -> np.ndarray | None:
         if self.plan.tabular is None:
@@ -151,19 +166,23 @@ class Predictor(TaskPredictor):
         x = np.stack([self.prepare(im, path=im.meta.get("source")) for im in images])
         r = self.predict_arrays(x, self._clinical_of(images))
         threshold = self.threshold_info()
-        return [ClassifyResult(case=str(im.meta.get("case_id", "")), class_names=list(self.class_names),
-                               probabilities=r["probabilities"][i], decision=r["labels"][i],
-                               label=self.label_text(r["labels"][i]), uncertainty=float(r["uncertainty"][i]),
-                               low_confidence=bool(r["low_confidence"][i]), threshold=threshold, image=im)
-                for i, im in enumerate(images)]
+        out = []
+        for i, im in enumerate(images):
+            warnings = self.input_warnings(im)  # an input unlike the training data is never a confident answer
+            out.append(ClassifyResult(
+                case=case_id(im), class_names=list(self.class_names),
+                probabilities=r["probabilities"][i], decision=r["labels"][i], label=self.label_text(r["labels"][i]),
+                uncertainty=float(r["uncertainty"][i]), low_confidence=bool(r["low_confidence"][i]) or bool(warnings),
+                threshold=threshold, image=im, warnings=warnings))
+        return out
 
     def threshold_info(self) -> dict[str, Any] | None:
         """The operating threshold and the class it is applied to (None for a multi-class argmax)."""
         if self.plan.multi_label:
             return {"threshold": self.threshold, "applies_to": "each label"}
         if self.plan.num_outputs == 2:
-            positive = self.calibration.get("positive_class", self.class_names[1])
-            return {"threshold": self.threshold, "class": positive}
+            pos = self.plan.positive_index if self.plan.positive_index is not None else 1
+            return {"threshold": self.threshold, "class": self.class_names[pos]}
         return None
 
     def _json(self, name: str) -> dict[str, Any]:

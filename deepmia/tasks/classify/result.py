@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -57,6 +57,8 @@ class ClassifyResult(Result):
                      "value": round(float(self.uncertainty), 6), "unit": ""})
         rows.append({"case": self.case, "target": "decision", "quantity": "low_confidence",
                      "value": int(self.low_confidence), "unit": ""})
+        rows += [{"case": self.case, "target": "input", "quantity": "warning", "value": w, "unit": ""}
+                 for w in self.warnings]
         return rows
 
     def summary(self) -> dict[str, Any]:
@@ -69,24 +71,33 @@ class ClassifyResult(Result):
     def row(self, name: str) -> list[Any]:
         """This result's line of ``predictions.csv``."""
         return [name, self.label, *[f"{p:.6f}" for p in self.probabilities], f"{self.uncertainty:.6f}",
-                int(self.low_confidence)]
+                int(self.low_confidence), "; ".join(self.warnings)]
 
     def write(self, dst: str | os.PathLike[str], name: str, *, formats: Sequence[str] = ()) -> list[Path]:
-        """Nothing per case: the results of all cases go into one ``predictions.csv`` (:meth:`write_batch`)."""
+        """Nothing per case: the results of all cases go into one ``predictions.csv`` (:meth:`write_table`)."""
         return []
 
+    has_table = True
+
+    def light(self) -> ClassifyResult:
+        """This result without the input image (and saliency map)."""
+        return replace(self, image=None, saliency=None)
+
     @classmethod
-    def write_batch(
-        cls, results: Sequence[tuple[str, Result]], dst: str | os.PathLike[str], *, formats: Sequence[str] = ()
-    ) -> list[Path]:
-        """``predictions.csv``: ``file``, ``label``, ``prob_<class>`` per class, ``uncertainty``, ``low_confidence``."""
+    def write_table(cls, results: Sequence[tuple[str, Result]], dst: str | os.PathLike[str]) -> list[Path]:
+        """Write ``predictions.csv``: one row per case.
+
+        Columns: ``file``, ``label``, ``prob_<class>`` per class, ``uncertainty``, ``low_confidence`` (also set for
+        an input unlike the training data) and ``input_warnings`` (why).
+        """
         dst = Path(dst)
         dst.mkdir(parents=True, exist_ok=True)
         first = cast(ClassifyResult, results[0][1])
         out = dst / "predictions.csv"
         with out.open("w", newline="", encoding="utf-8") as f:
             w = csv.writer(f)
-            w.writerow(["file", "label", *[f"prob_{c}" for c in first.class_names], "uncertainty", "low_confidence"])
+            w.writerow(["file", "label", *[f"prob_{c}" for c in first.class_names], "uncertainty", "low_confidence",
+                        "input_warnings"])
             for name, r in results:
                 w.writerow(r.row(name))  # type: ignore[attr-defined]
-        return [out, *super().write_batch(results, dst, formats=formats)]
+        return [out]

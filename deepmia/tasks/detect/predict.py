@@ -26,6 +26,7 @@ from deepmia.errors import InvalidArgumentError
 from deepmia.image import Image
 from deepmia.metrics.detection import box_iou
 from deepmia.tasks._base import Predictor as TaskPredictor
+from deepmia.tasks._base import case_id
 from deepmia.tasks._model import load_fold_models, resolve_folds
 from deepmia.tasks.detect.data import mirror_boxes, normalize, resize
 from deepmia.tasks.detect.model import build_detector
@@ -222,7 +223,17 @@ class Predictor(TaskPredictor):
             raise InvalidArgumentError(
                 f"image of shape {image.array.shape}; the model expects {self.plan.in_channels} channel(s), "
                 f"{self.plan.spatial_dims}D", path=path)
-        return []
+        return self.input_warnings(image)
+
+    def input_warnings(self, image: Image) -> list[str]:
+        """Where ``image`` falls outside the training data: size (around the median training size) and intensity."""
+        from deepmia.tasks._checks import fingerprint_warnings
+
+        median = self.plan.fingerprint.get("median_shape")
+        shape = [(float(m), float(m)) for m in median] if median else None
+        norm = self.plan.normalization
+        intensity = list(zip(norm.mean, norm.std, strict=True)) if norm.mean and norm.std else None
+        return fingerprint_warnings(image, shape=shape, intensity=intensity)
 
     def prepare(self, image: Image, *, path: Any = None) -> np.ndarray:
         """The image in network space.
@@ -252,9 +263,9 @@ class Predictor(TaskPredictor):
     def predict_many(self, images: Sequence[Image]) -> list[DetectResult]:
         """Detect objects in several images (same-size images run in batches)."""
         found = self.predict_arrays([self.prepare(im) for im in images], [im.spatial_shape for im in images])
-        return [DetectResult(case=str(im.meta.get("case_id", "")), boxes=b, scores=s, labels=lab,
+        return [DetectResult(case=case_id(im), boxes=b, scores=s, labels=lab,
                              class_names=list(self.plan.class_names), affine=np.asarray(im.affine, float),
-                             min_score=self.min_score, image=im)
+                             min_score=self.min_score, image=im, warnings=self.input_warnings(im))
                 for im, (b, s, lab) in zip(images, found, strict=True)]
 
     def predict_image(self, image: Image) -> Found:

@@ -6,7 +6,7 @@ import itertools
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -109,13 +109,17 @@ class DetectResult(Result):
                 "detections": [self.coco()[i] for i in keep], "warnings": self.warnings}
 
     def write(self, dst: str | os.PathLike[str], name: str, *, formats: Sequence[str] = ()) -> list[Path]:
-        """Nothing per case: the boxes of all cases go into one ``predictions.json`` (:meth:`write_batch`)."""
+        """Nothing per case: the boxes of all cases go into one ``predictions.json`` (:meth:`write_table`)."""
         return []
 
+    has_table = True
+
+    def light(self) -> DetectResult:
+        """This result without the input image (and saliency map)."""
+        return replace(self, image=None)
+
     @classmethod
-    def write_batch(
-        cls, results: Sequence[tuple[str, Result]], dst: str | os.PathLike[str], *, formats: Sequence[str] = ()
-    ) -> list[Path]:
+    def write_table(cls, results: Sequence[tuple[str, Result]], dst: str | os.PathLike[str]) -> list[Path]:
         """COCO results of every case in ``predictions.json`` and the classes in ``categories.json``."""
         dst = Path(dst)
         dst.mkdir(parents=True, exist_ok=True)
@@ -123,4 +127,4 @@ class DetectResult(Result):
         (dst / "predictions.json").write_text(json.dumps(entries) + "\n")
         names = cast(DetectResult, results[0][1]).class_names
         (dst / "categories.json").write_text(json.dumps(categories_of(names), indent=1) + "\n")
-        return [dst / "predictions.json", dst / "categories.json", *super().write_batch(results, dst, formats=formats)]
+        return [dst / "predictions.json", dst / "categories.json"]

@@ -18,6 +18,7 @@ from deepmia._validate import look_up_option
 from deepmia.errors import InvalidArgumentError
 from deepmia.image import Image
 from deepmia.tasks._base import Predictor as TaskPredictor
+from deepmia.tasks._base import case_id
 from deepmia.tasks.register.classical import RegistrationResult, check_pair, register_images
 from deepmia.tasks.register.result import RegisterResult
 
@@ -104,7 +105,7 @@ class Predictor(TaskPredictor):
                    moving_mask=pair.get("moving_mask"))
         result = self.register(fixed, moving, fixed_mask=pair.get("fixed_mask"), moving_mask=pair.get("moving_mask"))
         return RegisterResult(result, fixed, moving, pair.get("moving_label"),
-                              case=str(moving.meta.get("case_id", "")))
+                              case=case_id(moving))
 
     def run(
         self, fixed: Image, moving: Image, out_dir: str | PathLike[str], *, moving_label: Image | None = None,

@@ -100,8 +100,27 @@ class Predictor(TaskPredictor):
             total = p if total is None else total + p
         return (total / len(self.models)).cpu()
 
+    def input_warnings(self, image: Image) -> list[str]:
+        """Where ``image`` falls outside the training data: size, spacing, CT intensities, modality."""
+        from deepmia.tasks._checks import fingerprint_warnings, ranges_of
+
+        fp = self.plan.fingerprint
+        norm = self.plan.normalization
+        ct = [(n.mean, n.std) for n in norm] if all(n.scheme == "ct" for n in norm) else None
+        warnings = fingerprint_warnings(image, shape=ranges_of(fp.get("shape")), spacing=ranges_of(fp.get("spacing")),
+                                        intensity=ct, modalities=list(self.plan.modalities))
+        from deepmia.io import spacing_known
+
+        if not spacing_known(image):
+            warnings.append(f"the spacing is unknown; the model was trained at {list(self.plan.target_spacing)} mm")
+        return warnings
+
     def check(self, image: Image, *, path: Any = None) -> list[str]:
-        """Refuse an image the model cannot read: channels, dimensionality, NaNs; returns warnings (none yet)."""
+        """Refuse an image the model cannot read: channels, dimensionality, NaNs; a 3D volume of unknown spacing.
+
+        Returns:
+            Warnings (:meth:`input_warnings`).
+        """
         if image.num_channels != self.plan.in_channels or image.spatial_dims != self.plan.spatial_dims:
             raise InvalidArgumentError(
                 f"image has {image.num_channels} channel(s) and {image.spatial_dims} spatial dims; the model expects "
@@ -111,7 +130,13 @@ class Predictor(TaskPredictor):
         check_pair(
             image, None, case_id=str(image.meta.get("case_id", path or "input")), labels=self.plan.labels, path=path
         )
-        return []
+        from deepmia.io import spacing_known
+
+        if self.plan.spatial_dims == 3 and not spacing_known(image):
+            raise InvalidArgumentError(
+                f"the voxel spacing is unknown; this model resamples to {list(self.plan.target_spacing)} mm and "
+                "cannot guess the size of a voxel", path=path, fix="give an image whose header states its spacing")
+        return self.input_warnings(image)
 
     def predict_array(self, image: Image, *, out: str = "labels") -> np.ndarray:
         """Network-grid prediction of ``image`` (after resampling and normalisation)."""

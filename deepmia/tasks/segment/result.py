@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from deepmia.image import Image
-from deepmia.tasks._base import Result
+from deepmia.tasks._base import Result, case_id
 
 __all__ = ["SegmentResult", "label_map_name"]
 
@@ -70,7 +70,7 @@ class SegmentResult(Result):
     @property
     def case(self) -> str:
         """The case id (from the input image's ``meta``)."""
-        return str(self.labels.meta.get("case_id", ""))
+        return case_id(self.labels)
 
     def volumes(self) -> dict[str, dict[str, float]]:
         """Per label: voxel count and volume in mL (3D) or area in mm² (2D), from the voxel size."""
@@ -82,6 +82,10 @@ class SegmentResult(Result):
             size = n * voxel / 1000.0 if self.labels.spatial_dims == 3 else n * voxel
             out[name] = {"voxels": n, ("volume_ml" if self.labels.spatial_dims == 3 else "area_mm2"): size}
         return out
+
+    def light(self) -> SegmentResult:
+        """This result without the input image and the probability maps (the label map stays)."""
+        return replace(self, image=None, probabilities=None)
 
     def measurements(self) -> list[dict[str, Any]]:
         """Voxel count and volume (mL) or area (mm²) of every label."""

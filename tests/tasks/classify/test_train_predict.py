@@ -66,7 +66,8 @@ def test_predict_folder_reports_bad_files_and_keeps_going(model: Path, pneumonia
     assert sorted(n for n, _ in report["skipped"]) == ["broken.png", "colour.png"]
     with (tmp_path / "out" / "predictions.csv").open() as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == ["file", "label", "prob_normal", "prob_pneumonia", "uncertainty", "low_confidence"]
+    assert list(rows[0]) == ["file", "label", "prob_normal", "prob_pneumonia", "uncertainty", "low_confidence",
+                             "input_warnings"]
     for r in rows:
         assert abs(float(r["prob_normal"]) + float(r["prob_pneumonia"]) - 1) < 1e-5
         assert r["label"] in ("normal", "pneumonia") and float(r["uncertainty"]) >= 0
