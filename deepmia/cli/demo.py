@@ -19,7 +19,7 @@ from deepmia.cli._common import console, progress
 from deepmia.errors import DeepmiaError
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
-MODELS = Path(__file__).resolve().parents[2] / "models"
+MODELS = Path(__file__).resolve().parents[1] / "models"  # installed with the package
 _INTRO = ("What deepmia does with the samples bundled in deepmia/samples: each image is read (NIfTI, DICOM "
           "series and multi-frame files, JPEG 2000, PNG, JPEG), drawn in radiological convention with orientation "
           "letters and a scale bar, and run through the shipped model that fits it. Sample sources and licences: "

@@ -45,7 +45,8 @@ def _predictor_options(task: str, opts: dict[str, Any]) -> dict[str, Any]:
 
 
 def predict(
-    model_dir: Path = typer.Argument(..., help="A trained model directory (with plan.json)."),
+    model_dir: Path = typer.Argument(
+        ..., help="A trained model directory (with plan.json), or a shipped model's name (see `deepmia models`)."),
     src: Path = typer.Argument(..., help="An image file, a DICOM series folder, or a folder of inputs."),
     dst: Path = typer.Argument(..., help="Output folder (for one image input of a segmentation model: a file)."),
     tta: bool = typer.Option(True, "--tta/--no-tta", help="Test-time augmentation where the task has it."),
@@ -68,8 +69,9 @@ def predict(
     (model and hashes, versions, inputs with hashes, options, device, timings). Exit status: 0 all predicted,
     1 some inputs skipped, 2 nothing predicted or bad usage.
     """
-    from deepmia.tasks import task_of_model
+    from deepmia.tasks import resolve_model, task_of_model
 
+    model_dir = resolve_model(model_dir)
     task = task_of_model(model_dir)
     try:
         fold_list = [int(f) for f in folds.split(",")] if folds else None

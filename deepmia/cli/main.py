@@ -51,7 +51,7 @@ def _root(
 
 def _register() -> None:
     # Command modules are a fixed list (no import-by-path from configuration).
-    from deepmia.cli import catalog, dataset, deid, demo, explain, imaging, learn, process, quality
+    from deepmia.cli import catalog, dataset, deid, demo, explain, imaging, learn, models, process, quality
 
     imaging.register(app)
     deid.register(app)
@@ -61,6 +61,7 @@ def _register() -> None:
     process.register(app)
     quality.register(app)
     learn.register(app)
+    models.register(app)
     explain.register(app)
 
 

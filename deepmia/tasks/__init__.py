@@ -12,7 +12,10 @@ from deepmia.tasks._base import (
     Result,
     Task,
     load_predictor,
+    resolve_model,
+    shipped_models,
     task_of_model,
 )
 
-__all__ = ["TASKS", "Task", "Predictor", "Result", "MEASUREMENT_COLUMNS", "load_predictor", "task_of_model"]
+__all__ = ["TASKS", "Task", "Predictor", "Result", "MEASUREMENT_COLUMNS", "load_predictor", "task_of_model",
+           "resolve_model", "shipped_models"]

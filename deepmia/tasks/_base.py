@@ -34,6 +34,8 @@ __all__ = [
     "task_of_model",
     "load_predictor",
     "case_id",
+    "resolve_model",
+    "shipped_models",
     "file_hash",
     "model_hash",
 ]
@@ -54,6 +56,7 @@ class Task:
         train_command: The command that trains a model of this task.
         planner: ``planner(dataset_dir, time_budget_s=, overrides=)`` -> the plan as a dict, or None.
         inputs: How many images one prediction takes (registration: 2, fixed and moving).
+        trains_on: The dataset task its training data has (registration trains on segmentation datasets).
     """
 
     name: str
@@ -63,10 +66,43 @@ class Task:
     train_command: str
     planner: Callable[..., dict[str, Any]] | None = None
     inputs: int = 1
+    trains_on: str | None = None
+
+    @property
+    def dataset_task(self) -> str:
+        """The ``task`` of the dataset.json this task trains on."""
+        return self.trains_on or self.plan_task
 
 
 #: Every task, by name; task packages register themselves in their ``__init__``.
 TASKS: Registry[Task] = Registry("task")
+
+
+#: Where the models that ship with deepmia live (installed with the package).
+SHIPPED_MODELS = Path(__file__).resolve().parents[1] / "models"
+
+
+def shipped_models() -> list[Path]:
+    """The model directories installed with deepmia (``deepmia models`` lists them)."""
+    if not SHIPPED_MODELS.is_dir():
+        return []
+    return sorted(p for p in SHIPPED_MODELS.iterdir() if (p / "plan.json").is_file())
+
+
+def resolve_model(spec: str | os.PathLike[str]) -> Path:
+    """A model directory from a path, or from the name of a shipped model (``hippocampus``).
+
+    Raises:
+        InvalidArgumentError: Neither an existing folder nor a shipped model's name (the names are listed).
+    """
+    path = Path(spec)
+    if path.is_dir():
+        return path
+    if path.name == str(spec) and (SHIPPED_MODELS / path.name / "plan.json").is_file():
+        return SHIPPED_MODELS / path.name
+    names = ", ".join(p.name for p in shipped_models()) or "none"
+    raise InvalidArgumentError("no such model directory, nor a shipped model of that name", path=spec,
+                               fix=f"shipped models: {names} (`deepmia models` lists them)")
 
 
 def _plan_of(model_dir: Path) -> dict[str, Any]:
@@ -90,7 +126,7 @@ def task_of_model(model_dir: str | os.PathLike[str]) -> Task:
     Raises:
         InvalidArgumentError: Not a model directory, an unreadable plan, or a task this deepmia does not know.
     """
-    model_dir = Path(model_dir)
+    model_dir = resolve_model(model_dir)
     name = _plan_of(model_dir).get("task")
     for task in (TASKS.get(n) for n in TASKS.names()):
         if name in (task.plan_task, task.name):
@@ -112,6 +148,7 @@ def load_predictor(model_dir: str | os.PathLike[str], **options: Any) -> Predict
     Raises:
         InvalidArgumentError: Not a model directory, an unknown task, or an option the task does not take.
     """
+    model_dir = resolve_model(model_dir)
     task = task_of_model(model_dir)
     return task.predictor()(model_dir, **options)
 

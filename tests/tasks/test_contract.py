@@ -153,3 +153,15 @@ def test_in_distribution_samples_get_no_warning():
                         ("bccd", "photo/BloodImage_00000.jpg"), ("hippocampus", "hippocampus/hippocampus_001.nii.gz")]:
         predictor = load_predictor(MODELS / model)
         assert predictor.input_warnings(read_image(REPO / "deepmia" / "samples" / path)) == [], model
+
+
+def test_shipped_models_are_installed_with_the_package_and_named(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # outside the clone: names, not paths
+    assert main(["models"]) == 0
+    listing = capsys.readouterr().out
+    assert all(n in listing for n in ("hippocampus ", "pneumoniamnist", "bccd", "hippocampus_registration"))
+    assert main(["models", "bccd"]) == 0 and "# BCCD detection model" in capsys.readouterr().out
+    assert main(["predict", "hippocampus", str(HIPPO), "out"]) == 0
+    assert (tmp_path / "out" / "hippocampus_003.nii.gz").is_file()
+    assert main(["predict", "hipocampus", str(HIPPO), "out2"]) == 2
+    assert "shipped models: adrenalmnist3d, bccd, hippocampus" in capsys.readouterr().err

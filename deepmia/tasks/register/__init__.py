@@ -14,8 +14,15 @@ def _predictor() -> type:
     return Predictor
 
 
+def _plan(dataset, *, time_budget_s=None, overrides=(), progress=None) -> dict:
+    from deepmia.tasks.register.train import plan_registration
+
+    return plan_registration(dataset, time_budget_s=time_budget_s or 600.0, overrides=overrides).model_dump()
+
+
 TASKS.register("register")(Task(
     name="register", plan_task="registration",
     summary="a transform and the warped moving image (classical rigid/affine/deformable or learned)",
-    predictor=_predictor, train_command="deepmia train register", inputs=2,
+    predictor=_predictor, train_command="deepmia train register", planner=_plan, inputs=2,
+    trains_on="segmentation",
 ))

@@ -92,3 +92,11 @@ def test_bccd_plan_from_the_official_training_list(shared_data, tmp_path):
     largest = max(max(s) for s in plan.anchors.base_shapes) * plan.anchors.feature_map_scales[-1]
     platelet, wbc = 40 * plan.scale, 200 * plan.scale  # median platelet and WBC sides (image pixels)
     assert smallest <= platelet and largest >= wbc * 0.8
+
+
+def test_plan_command_plans_a_detection_dataset(shapes_dataset, tmp_path):
+    from deepmia.cli.main import main
+
+    assert main(["plan", str(shapes_dataset.root), "--out", str(tmp_path / "plan.json")]) == 0
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    assert plan["task"] == "detection" and plan["class_names"] == ["bar", "square"] and plan["anchors"]["base_shapes"]
