@@ -73,7 +73,12 @@ def _grey_op(a: np.ndarray, op: str, fp: np.ndarray) -> np.ndarray:
 
 
 def _per_label(a: np.ndarray, fn) -> np.ndarray:
-    """Apply a boolean ``fn`` to each non-zero label of ``a``; earlier labels win where results overlap."""
+    """Apply a boolean ``fn`` to each non-zero label of ``a``.
+
+    A label's result may take only its own voxels and background: it never overwrites another label (a dilation
+    stops where another label begins, a filled hole keeps the label inside it). Where two labels grow into the
+    same background voxel, the lower label wins.
+    """
     if a.dtype == bool:
         return fn(a)
     if np.issubdtype(a.dtype, np.unsignedinteger) and a.size and a.max() <= 1:  # 0/1 mask: no label count
@@ -89,8 +94,10 @@ def _per_label(a: np.ndarray, fn) -> np.ndarray:
             out *= a.dtype.type(values[0])
         return out
     out = np.zeros_like(a)
+    free = a == 0
     for v in values:
-        m = fn(a == v) & (out == 0)
+        own = a == v
+        m = fn(own) & (own | free) & (out == 0)
         out[m] = v
     return out
 

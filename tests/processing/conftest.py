@@ -46,3 +46,17 @@ def image_2d() -> Image:
     disc = ((x - 32) * 0.5) ** 2 + ((y - 24) * 0.7) ** 2 < 8**2
     chans = np.stack([50.0 * disc + rng.normal(0, 5, disc.shape), 30.0 * ~disc + rng.normal(0, 3, disc.shape)])
     return Image(chans.astype(np.float32), np.diag([0.5, 0.7, 1.0, 1.0]))
+
+
+@pytest.fixture
+def touching_labels() -> Image:
+    """Two labels that share a face (1: x 8..19, 2: x 20..31) and a third inside 2's box, on 1 x 1 x 2 mm voxels.
+
+    Where labels touch, grey-level morphology of the label map and per-label morphology differ, so tests on this
+    fixture fail if per-label operations are replaced by grey-level min/max.
+    """
+    lab = np.zeros((40, 30, 16), np.uint8)
+    lab[8:20, 5:25, 3:13] = 1
+    lab[20:32, 5:25, 3:13] = 2
+    lab[24:28, 12:18, 6:10] = 3
+    return Image(lab[None], np.diag([1.0, 1.0, 2.0, 1.0]), kind="label")

@@ -111,3 +111,36 @@ def test_single_label_dilation_equals_scipy_and_keeps_value(value):
     ref = ndi.binary_dilation(a[0] != 0, mo.ellipsoid(3.0, img.spacing)).astype(np.uint8) * value
     assert out.dtype == np.uint8
     np.testing.assert_array_equal(out.array[0], ref)
+
+
+def _per_label_reference(labels: Image, op, radius: float) -> np.ndarray:
+    """Each label on its own through SciPy with the same footprint, taking only its own voxels and background;
+    a background voxel claimed twice keeps the lower label."""
+    a = labels.array[0]
+    fp = mo.ellipsoid(radius, labels.spacing)
+    out = np.zeros_like(a)
+    for v in sorted(set(np.unique(a)) - {0}):
+        m = op(a == v, structure=fp) & ((a == v) | (a == 0)) & (out == 0)
+        out[m] = v
+    return out
+
+
+@pytest.mark.parametrize("name", ["erode", "dilate"])
+def test_touching_labels_are_processed_one_label_at_a_time(touching_labels, name):
+    from scipy import ndimage as ndi
+
+    op = {"erode": ndi.binary_erosion, "dilate": ndi.binary_dilation}[name]
+    out = getattr(mo, name)(touching_labels, radius=2.0).array[0]
+    np.testing.assert_array_equal(out, _per_label_reference(touching_labels, op, 2.0))
+    grey = {"erode": ndi.grey_erosion, "dilate": ndi.grey_dilation}[name]
+    substitute = grey(touching_labels.array[0], footprint=mo.ellipsoid(2.0, touching_labels.spacing))
+    assert (out != substitute).sum() > 100  # the fixture tells per-label from grey-level morphology apart
+    if name == "dilate":  # a dilated label never overwrites another
+        a = touching_labels.array[0]
+        assert np.all((a == 0) | (out == a))
+
+
+def test_touching_labels_open_close_and_fill_keep_every_label(touching_labels):
+    for fn in (mo.open, mo.close, mo.fill_holes):
+        out = (fn(touching_labels, radius=1.0) if fn is not mo.fill_holes else fn(touching_labels)).array[0]
+        assert set(np.unique(out)) == {0, 1, 2, 3}, fn.__name__
