@@ -44,12 +44,19 @@ _NOTE_KEYS = ("inverted_from", "channels", "resampled", "geometry", "diffusion_b
 
 
 def _geometry(image: Image) -> dict[str, Any]:
-    """``image.summary()`` plus its spatial size; spacing None (and ``spacing_known`` False) when unknown."""
-    from deepmia.io import spacing_known
+    """``image.summary()`` plus its spatial size; spacing and orientation None when unknown (the rule of figures).
 
-    summary = {**image.summary(), "size": list(image.spatial_shape), "spacing_known": spacing_known(image)}
-    if not summary["spacing_known"]:
+    ``spacing_known`` is :func:`deepmia.io.spacing_known`; a raster picture (PNG, JPEG, ...) or a DICOM file
+    without position/orientation has no patient orientation.
+    """
+    from deepmia.report.figures import geometry_known
+
+    orientation_known, spacing_ok = geometry_known(image)
+    summary = {**image.summary(), "size": list(image.spatial_shape), "spacing_known": spacing_ok}
+    if not spacing_ok:
         summary["spacing_mm"] = None
+    if not orientation_known:
+        summary["orientation"] = None
     summary.update({k: image.meta[k] for k in _NOTE_KEYS if k in image.meta})
     return summary
 
@@ -60,6 +67,8 @@ def _print_geometry(image: Image, summary: dict[str, Any]) -> None:
         value = summary[key]
         if key == "spacing_mm" and value is None:
             value = "unknown (the file states no physical pixel spacing; the affine is in pixels)"
+        elif key == "orientation" and value is None:
+            value = "unknown (the file states no patient orientation)"
         console.print(f"  {key:14s} {value}", highlight=False, soft_wrap=True)
 
 

@@ -148,3 +148,16 @@ def test_info_series_that_is_not_one_volume_lists_it_and_says_why(shared_data, c
     assert main(["info", str(folder)]) == 1
     captured = capsys.readouterr()
     assert "4 files" in captured.out and "gantry tilt" in captured.err
+
+
+def test_info_of_a_picture_says_spacing_and_orientation_are_unknown(tmp_path, capsys):
+    """A JPEG's 25 dpi is a print resolution: no spacing, and a picture has no patient orientation."""
+    from PIL import Image as PILImage
+
+    PILImage.fromarray(np.zeros((6, 8), np.uint8)).save(tmp_path / "fundus.jpg", dpi=(25, 25))
+    assert main(["info", str(tmp_path / "fundus.jpg"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["spacing_mm"] is None and out["spacing_known"] is False and out["orientation"] is None
+    assert main(["info", str(tmp_path / "fundus.jpg")]) == 0
+    text = capsys.readouterr().out
+    assert "spacing_mm     unknown" in text and "orientation    unknown" in text
