@@ -24,6 +24,17 @@ TINY = [
     "folds=2",
 ]
 
+TINY_2D = [
+    "patch_size=[32,32]",
+    "batch_size=2",
+    'network_params={"filters":[4,8,16],"strides":[[1,1],[2,2],[2,2]],"kernels":[[3,3],[3,3],[3,3]],'
+    '"deep_supervision":true,"deep_supervision_heads":1}',
+    "schedule.steps_per_epoch=3",
+    "schedule.epochs=2",
+    "schedule.precision=fp32",
+    "inference.batch_size=2",
+]
+
 
 def make_case(rng: np.random.Generator, shape=(20, 22, 18)) -> tuple[np.ndarray, np.ndarray]:
     grid = np.indices(shape).astype(float)
@@ -83,3 +94,9 @@ def spheres(tmp_path) -> Dataset:
 def tiny() -> list[str]:
     """Plan overrides for a network and schedule small enough for a test."""
     return list(TINY)
+
+
+@pytest.fixture()
+def tiny_2d() -> list[str]:
+    """Plan overrides for a 2D network and schedule small enough for a test."""
+    return list(TINY_2D)

@@ -13,17 +13,6 @@ from deepmia.tasks.segment.evaluate import evaluate_dirs
 from deepmia.tasks.segment.predict import Predictor
 from deepmia.tasks.segment.train import train_fold
 
-TINY_2D = [
-    "patch_size=[32,32]",
-    "batch_size=2",
-    'network_params={"filters":[4,8,16],"strides":[[1,1],[2,2],[2,2]],"kernels":[[3,3],[3,3],[3,3]],'
-    '"deep_supervision":true,"deep_supervision_heads":1}',
-    "schedule.steps_per_epoch=3",
-    "schedule.epochs=2",
-    "schedule.precision=fp32",
-    "inference.batch_size=2",
-]
-
 
 def _jpeg_dataset(root):
     """Four training and two test 40 x 36 RGB JPEGs at 25 dpi with two-label PNG annotations (0/128/255)."""
@@ -47,10 +36,10 @@ def _jpeg_dataset(root):
                           value_map="255=1,128=2", folds=2).dataset
 
 
-def test_jpeg_inputs_give_lossless_png_label_maps_on_the_reference_grid(tmp_path):
+def test_jpeg_inputs_give_lossless_png_label_maps_on_the_reference_grid(tmp_path, tiny_2d):
     dataset = _jpeg_dataset(tmp_path)
     model = tmp_path / "model"
-    train_fold(dataset.root, model, overrides=TINY_2D, cache=tmp_path / "cache", workers=1, log=lambda m: None)
+    train_fold(dataset.root, model, overrides=tiny_2d, cache=tmp_path / "cache", workers=1, log=lambda m: None)
     sources = sorted((tmp_path / "src" / "test" / "img").iterdir())
     assert not spacing_known(read_image(sources[0]))  # 25 dpi is a print resolution
     report = run_batch(Predictor(model, tta=False, postprocess=False), sources[0].parent, tmp_path / "pred")

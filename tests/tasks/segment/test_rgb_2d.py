@@ -19,17 +19,6 @@ from deepmia.tasks.segment.predict import Predictor
 from deepmia.tasks.segment.preprocess import normalize
 from deepmia.tasks.segment.train import train_fold
 
-TINY_2D = [
-    "patch_size=[32,32]",
-    "batch_size=2",
-    'network_params={"filters":[4,8,16],"strides":[[1,1],[2,2],[2,2]],"kernels":[[3,3],[3,3],[3,3]],'
-    '"deep_supervision":true,"deep_supervision_heads":1}',
-    "schedule.steps_per_epoch=3",
-    "schedule.epochs=2",
-    "schedule.precision=fp32",
-    "inference.batch_size=2",
-]
-
 
 @pytest.fixture()
 def rgb_dataset(tmp_path):
@@ -70,9 +59,9 @@ def test_plan_gives_one_input_per_colour_and_normalises_each(rgb_dataset):
     np.testing.assert_allclose(out.reshape(3, -1).std(1), 1, atol=1e-3)
 
 
-def test_train_predict_probabilities_and_evaluate_in_the_roi(rgb_dataset, tmp_path):
+def test_train_predict_probabilities_and_evaluate_in_the_roi(rgb_dataset, tmp_path, tiny_2d):
     model = tmp_path / "model"
-    train_fold(rgb_dataset.root, model, overrides=TINY_2D, cache=tmp_path / "cache", workers=1, log=lambda m: None)
+    train_fold(rgb_dataset.root, model, overrides=tiny_2d, cache=tmp_path / "cache", workers=1, log=lambda m: None)
     plan = json.loads((model / "plan.json").read_text())
     assert plan["spatial_dims"] == 2 and len(plan["channels"]) == 3
     split = json.loads((model / "split.json").read_text())
