@@ -26,6 +26,10 @@ COMMANDS = {
     "predict": lambda src, out: ["predict", MODEL, src, out],
     "explain": lambda src, out: ["explain", MODEL, src, out],
     "evaluate segment": lambda src, out: ["evaluate", "segment", src, src],
+    "evaluate classify": lambda src, out: ["evaluate", "classify", MODEL, "--dataset", src, "--out", out],
+    "evaluate detect": lambda src, out: ["evaluate", "detect", src, src],
+    "evaluate register": lambda src, out: ["evaluate", "register", src],
+    "dataset stats": lambda src, out: ["dataset", "stats", src],
 }
 
 
