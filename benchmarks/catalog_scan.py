@@ -79,7 +79,8 @@ def main() -> None:
             ("`catalog scan`, no-change rescan", "rescan")]
     md = [
         f"Catalog scan of `{root.name}/` ({len(files)} files: {first.added} indexed, {len(first.errors)} recorded as "
-        f"not indexable), {args.workers} workers, SQLite, {args.repeats} repeats (median), 2-core CPU shared with other jobs.",
+        f"not indexable), {args.workers} workers, SQLite, {args.repeats} repeats (median), "
+        "2-core CPU shared with other jobs.",
         "",
         "| what | seconds | files/s | vs dcmread |",
         "|---|---:|---:|---:|",

@@ -10,7 +10,8 @@ mean, so a sub-millisecond step is timed in its steady state rather than by whic
 allocator holding (or returning) a freed 5 MB buffer. In each round deepmia and the direct call run first (which
 of the two first alternates), then MONAI and TorchIO, each followed by a 50 ms pause, so no contender runs while
 torch's worker threads are still spinning (an earlier rotating order put deepmia after TorchIO in 3 of 4 rounds).
-The direct call is the fastest library route found by measurement (OpenCV for Gaussian, window and z-score). ``overhead`` = deepmia / direct - 1;
+The direct call is the fastest library route found by measurement (OpenCV for Gaussian, window and z-score).
+``overhead`` = deepmia / direct - 1;
 ``vs MONAI`` and ``vs TorchIO`` = their time / deepmia's (above 1: deepmia is faster); each ratio is the median over
 rounds of the ratio within a round (paired samples), so a load swing between rounds cancels out.
 

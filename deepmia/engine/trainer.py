@@ -24,7 +24,9 @@ from deepmia._validate import look_up_option
 from deepmia.engine.runtime import autocast
 from deepmia.errors import InvalidArgumentError
 
-__all__ = ["TrainState", "Callback", "Trainer", "CSVLogger", "TensorBoardLogger", "CurvePlot", "poly_lr"]
+__all__ = [
+    "build_optimizer", "TrainState", "Callback", "Trainer", "CSVLogger", "TensorBoardLogger", "CurvePlot", "poly_lr",
+]
 
 CHECKPOINT = "checkpoint_last.pt"
 BEST = "model_best.pt"
@@ -52,6 +54,16 @@ class TrainState:
     history: list[dict[str, Any]] = field(default_factory=list)
     stopped: str = ""
 
+
+
+def build_optimizer(
+    model: torch.nn.Module, *, name: str = "adamw", lr: float, weight_decay: float = 0.0, momentum: float = 0.9,
+) -> torch.optim.Optimizer:
+    """The optimiser a plan names: ``sgd`` (Nesterov momentum, nnU-Net's) or ``adamw``."""
+    name = look_up_option(name, ("sgd", "adamw"), what="optimizer")
+    if name == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, nesterov=True, weight_decay=weight_decay)
+    return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
 
 class Callback:
     """Hook into the loop; override what you need."""
@@ -159,6 +171,7 @@ class Trainer:
     # ------------------------------------------------------------ checkpoints
     @property
     def checkpoint_path(self) -> Path:
+        """The checkpoint file the trainer saves to and resumes from."""
         return self.out_dir / CHECKPOINT
 
     def save_checkpoint(self) -> None:
@@ -287,6 +300,7 @@ class CSVLogger(Callback):
     """``log.csv``: one row per epoch, rewritten from the history (so a resumed run's file stays whole)."""
 
     def on_epoch_end(self, trainer: Trainer, row: dict[str, Any]) -> None:
+        """Called after each epoch with that epoch's row of the history."""
         rows = trainer.state.history
         keys = list(dict.fromkeys(k for r in rows for k in r))
         tmp = trainer.out_dir / "log.csv.tmp"
@@ -304,6 +318,7 @@ class TensorBoardLogger(Callback):
         self.writer: Any = None
 
     def on_train_start(self, trainer: Trainer) -> None:
+        """Called once before the first epoch."""
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
@@ -311,6 +326,7 @@ class TensorBoardLogger(Callback):
         self.writer = SummaryWriter(str(trainer.out_dir / "tensorboard"), purge_step=trainer.state.epoch + 1)
 
     def on_epoch_end(self, trainer: Trainer, row: dict[str, Any]) -> None:
+        """Called after each epoch with that epoch's row of the history."""
         if self.writer is None:
             return
         for key, value in row.items():
@@ -319,6 +335,7 @@ class TensorBoardLogger(Callback):
         self.writer.flush()
 
     def on_train_end(self, trainer: Trainer) -> None:
+        """Called once after the last epoch."""
         if self.writer is not None:
             self.writer.close()
 
@@ -327,6 +344,7 @@ class CurvePlot(Callback):
     """``training_curve.png``: training loss and every validation metric against epochs."""
 
     def on_epoch_end(self, trainer: Trainer, row: dict[str, Any]) -> None:
+        """Called after each epoch with that epoch's row of the history."""
         import matplotlib
 
         matplotlib.use("Agg")

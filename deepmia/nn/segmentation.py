@@ -70,6 +70,7 @@ class DeepSupervisionLoss(torch.nn.Module):
         self.loss = loss
 
     def forward(self, outputs: torch.Tensor | Sequence[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
+        """The loss of a single output, or the 0.5**i-weighted mean over the deep-supervision outputs."""
         if isinstance(outputs, torch.Tensor) and outputs.dim() == target.dim():
             return self.loss(outputs, target)
         heads = list(torch.unbind(outputs, dim=1)) if isinstance(outputs, torch.Tensor) else list(outputs)

@@ -1,7 +1,8 @@
 """Denoising and sharpening filters: mean, median, gaussian, bilateral, anisotropic diffusion, non-local means, unsharp.
 
 Kernels were chosen by measurement on a 122x101x112 CT (2-core CPU): SciPy for mean (7 ms), OpenCV's separable
-filter for Gaussian (2.3 ms; SciPy 15 ms, SimpleITK's recursive Gaussian 34 ms), SimpleITK for median (0.28 s vs SciPy's 0.62 s), SimpleITK for bilateral
+filter for Gaussian (2.3 ms; SciPy 15 ms, SimpleITK's recursive Gaussian 34 ms), SimpleITK for median (0.28 s vs
+SciPy's 0.62 s), SimpleITK for bilateral
 and anisotropic diffusion, scikit-image for non-local means. Boundaries replicate the edge voxel ("nearest").
 Integer inputs come back as float32; float inputs keep their dtype.
 """

@@ -7,15 +7,21 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar, get_args
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from deepmia._validate import look_up_option
 from deepmia.data.dataset import format_validation_error
 from deepmia.errors import InvalidArgumentError
 
-__all__ = ["apply_overrides", "check_plan_task", "load_plan_file"]
+__all__ = ["StrictModel", "apply_overrides", "check_plan_task", "load_plan_file"]
 
 P = TypeVar("P", bound=BaseModel)
+
+
+class StrictModel(BaseModel):
+    """Base of every plan section: unknown fields are refused and assignments validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 # Sections whose keys are free-form parameters of a registered component (any key may be added).
 OPEN_SECTIONS = ("network_params", "loss_params")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -41,7 +42,7 @@ def _run(app, args):
 @pytest.mark.parametrize("method", ["affine", "deformable"])
 def test_register_writes_outputs_on_fixed_grid(app, ct, tmp_path, method):
     out = tmp_path / method
-    _run(
+    printed = _run(
         app,
         [
             "register",
@@ -64,6 +65,10 @@ def test_register_writes_outputs_on_fixed_grid(app, ct, tmp_path, method):
         assert (out / name).stat().st_size > 1000
     summary = json.loads((out / "registration.json").read_text())
     assert summary["metric_after"] > summary["metric_before"]
+    # the similarity is printed with its real name and sign: MSE falls and stays positive, MI rises
+    name, before, after = re.search(r"(MSE|MI) (\S+) -> (\S+) in", printed.output).groups()
+    before, after = float(before), float(after)
+    assert (name, before > after > 0) == ("MSE", True) if method == "deformable" else (name == "MI" and after > before)
 
     _run(app, ["evaluate", "register", out, "--fixed-label", ct / "CT_2D_head_fixed_mask.mha", "--backward", out])
     metrics = json.loads((out / "metrics.json").read_text())

@@ -9,8 +9,8 @@ import subprocess
 import sys
 import time
 import uuid
-from importlib import import_module
 from collections import Counter
+from importlib import import_module
 from pathlib import Path
 
 import pydicom
@@ -190,8 +190,9 @@ def test_bad_files_are_recorded_and_lose_nothing(catalog, shared_data, tmp_path,
     report = scan(catalog, root, workers=1)
 
     kinds = {Path(e["path"]).name: e["kind"] for e in report.errors}
-    assert kinds == {"header_cut.dcm": "incomplete", "element_cut.dcm": "corrupt", "pixels_cut.dcm": "corrupt", "random.bin": "not_dicom",
-                     "empty.dcm": "not_dicom", "dangling": "unreadable", "locked.dcm": "unreadable"}
+    assert kinds == {"header_cut.dcm": "incomplete", "element_cut.dcm": "corrupt", "pixels_cut.dcm": "corrupt",
+                     "random.bin": "not_dicom", "empty.dcm": "not_dicom", "dangling": "unreadable",
+                     "locked.dcm": "unreadable"}
     assert "truncated" in next(e["problem"] for e in report.errors if e["path"].endswith("pixels_cut.dcm"))
     assert _content(catalog, root) == before  # nothing already indexed is lost
     assert catalog.counts()["errors"] == len(kinds)

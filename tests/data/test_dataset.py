@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deepmia.data.dataset import Dataset, check_leakage, Splits
+from deepmia.data.dataset import Dataset, Splits, check_leakage
 from deepmia.data.importers import import_dataset
 from deepmia.data.stats import fingerprint
 from deepmia.errors import DatasetError, SplitLeakageError

@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from deepmia.errors import InvalidArgumentError
 from deepmia.engine.calibration import fit_temperature, probabilities
 from deepmia.engine.uncertainty import mc_dropout, mirror_sets, sample_logits, summarize
+from deepmia.errors import InvalidArgumentError
 from deepmia.metrics.classification import expected_calibration_error
 
 

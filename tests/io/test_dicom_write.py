@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from deepmia.errors import WriteError
 from deepmia.image import Image
 from deepmia.io import read_image, write_image
-from deepmia.io.sitk import from_sitk
 from deepmia.io.dicom.writer import QUANTISATION_LEVELS, write_series
+from deepmia.io.sitk import from_sitk
 
 sitk = pytest.importorskip("SimpleITK")
 

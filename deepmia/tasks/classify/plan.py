@@ -30,10 +30,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from deepmia.errors import DatasetError, InvalidArgumentError
-from deepmia.tasks._plan import apply_overrides, load_plan_file
+from deepmia.tasks._plan import StrictModel, apply_overrides, load_plan_file
 
 __all__ = ["Normalization", "Augmentation", "Schedule", "TabularSpec", "ClassifyPlan", "make_plan", "load_plan",
            "apply_overrides", "positive_class_of", "SMALL_INPUT", "MAX_SIZE", "NEGATIVE_WORDS"]
@@ -43,11 +43,7 @@ SMALL_INPUT = 64  #: images with every axis under this many pixels get a stride-
 MAX_SIZE = {2: 224, 3: 64}  #: largest network input per axis on a CPU
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class Normalization(_Strict):
+class Normalization(StrictModel):
     """Per-channel intensity normalisation: clip to ``clip`` (if set), then ``(x - mean) / std`` (dataset-wide)."""
 
     mean: list[float]
@@ -55,7 +51,7 @@ class Normalization(_Strict):
     clip: list[tuple[float, float]] | None = None
 
 
-class Augmentation(_Strict):
+class Augmentation(StrictModel):
     """Random augmentation applied to every training sample (ranges are +-)."""
 
     rotate_deg: float = Field(10.0, ge=0, le=180)
@@ -66,7 +62,7 @@ class Augmentation(_Strict):
     mirror_axes: list[int] = Field(default_factory=list)
 
 
-class Schedule(_Strict):
+class Schedule(StrictModel):
     """Optimiser, batch and budget."""
 
     optimizer: Literal["adamw", "sgd"] = "adamw"
@@ -81,7 +77,7 @@ class Schedule(_Strict):
     label_smoothing: float = Field(0.0, ge=0, lt=1)
 
 
-class TabularSpec(_Strict):
+class TabularSpec(StrictModel):
     """Clinical table columns the model uses and how each is encoded (fitted on the training cases).
 
     Numeric columns are standardised with the training mean/std, a missing value becomes 0 plus a 1 in the
@@ -104,7 +100,7 @@ class TabularSpec(_Strict):
         return [*self.numeric, *self.categorical]
 
 
-class ClassifyPlan(_Strict):
+class ClassifyPlan(StrictModel):
     """A complete, validated classification run configuration (``plan.json``)."""
 
     task: Literal["classification"] = "classification"

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from deepmia.data.dataset import Dataset
+from deepmia.engine.trainer import build_optimizer
 from deepmia.errors import DatasetError
 from deepmia.tasks.classify.data import batches, encode_table, fit_table, labels_of, load_cases, read_table
 from deepmia.tasks.classify.model import build_model, run_model
@@ -95,13 +96,6 @@ def _loss_fn(plan: ClassifyPlan, labels: np.ndarray) -> Callable[[torch.Tensor, 
     return lambda z, y: F.cross_entropy(z, y, weight=weight, label_smoothing=smoothing)
 
 
-def _optimizer(model: torch.nn.Module, plan: ClassifyPlan) -> torch.optim.Optimizer:
-    s = plan.schedule
-    if s.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=s.lr, momentum=0.9, nesterov=True, weight_decay=s.weight_decay)
-    return torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
-
-
 def logits_of(
     model: torch.nn.Module, images: np.ndarray, tabular: np.ndarray | None, *, batch_size: int = 128,
 ) -> np.ndarray:
@@ -128,7 +122,8 @@ def _stepper(plan: ClassifyPlan, widths: list[int], x: np.ndarray, y: np.ndarray
     from deepmia.engine.runtime import autocast
 
     model = build_model(plan, network_params={"widths": widths} if plan.network == "resnet" else None)
-    opt = _optimizer(model, plan)
+    opt = build_optimizer(model, name=plan.schedule.optimizer, lr=plan.schedule.lr,
+                                    weight_decay=plan.schedule.weight_decay)
     loss_fn = _loss_fn(plan, y)
     batch = next(batches(x, y, plan, seed=0, tabular=tab))
 
@@ -325,7 +320,9 @@ def _train_member(
 
     bs = min(plan.schedule.batch_size, len(xt))
     trainer = Trainer(
-        model, _optimizer(model, plan), step, batches(xt, yt, plan, seed=member["seed"], tabular=tt),
+        model, build_optimizer(model, name=plan.schedule.optimizer, lr=plan.schedule.lr,
+                               weight_decay=plan.schedule.weight_decay),
+        step, batches(xt, yt, plan, seed=member["seed"], tabular=tt),
         out_dir=out / f"fold_{k}", steps_per_epoch=max(1, len(xt) // bs), max_epochs=plan.schedule.max_epochs,
         time_budget_s=time_budget_s, validate=validate, monitor="val_auroc", mode="max",
         precision=plan.schedule.precision, extra_state={"member": member},

@@ -33,10 +33,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from deepmia.errors import DatasetError
-from deepmia.tasks._plan import apply_overrides, load_plan_file
+from deepmia.tasks._plan import StrictModel, apply_overrides, load_plan_file
 
 __all__ = ["Normalization", "Anchors", "Augmentation", "Schedule", "Inference", "DetectPlan", "make_plan",
            "load_plan", "apply_overrides", "kmeans_shapes", "MAX_INPUT", "MIN_OBJECT", "NMS_IOU"]
@@ -47,18 +47,14 @@ MIN_OBJECT = 16.0  #: smallest object side (5th percentile) kept after scaling, 
 NMS_IOU = {2: 0.5, 3: 0.22}  #: per-class NMS threshold by dimensionality
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class Normalization(_Strict):
+class Normalization(StrictModel):
     """Per-channel ``(x - mean) / std`` with dataset-wide statistics of the training images."""
 
     mean: list[float]
     std: list[float]
 
 
-class Anchors(_Strict):
+class Anchors(StrictModel):
     """Anchor shapes at the finest level (scaled by ``2**i`` at level ``i``) and the ATSS matcher's candidates."""
 
     base_shapes: list[list[float]] = Field(min_length=1)
@@ -66,7 +62,7 @@ class Anchors(_Strict):
     atss_candidates: int = Field(4, ge=1)
 
 
-class Augmentation(_Strict):
+class Augmentation(StrictModel):
     """Random box-aware augmentation of every training crop (ranges are +-)."""
 
     mirror_axes: list[int] = Field(default_factory=list)
@@ -77,7 +73,7 @@ class Augmentation(_Strict):
     min_visible: float = Field(0.5, gt=0, le=1)  #: a cropped box is kept when this fraction of it stays inside
 
 
-class Schedule(_Strict):
+class Schedule(StrictModel):
     """Optimiser, batch and budget."""
 
     lr: float = Field(1e-3, gt=0)
@@ -93,7 +89,7 @@ class Schedule(_Strict):
     positive_fraction: float = Field(0.3, gt=0, lt=1)
 
 
-class Inference(_Strict):
+class Inference(StrictModel):
     """Box selection after the network, sliding windows and test-time augmentation."""
 
     score_threshold: float = Field(0.02, ge=0, lt=1)
@@ -105,7 +101,7 @@ class Inference(_Strict):
     window_overlap: float = Field(0.25, ge=0, lt=1)
 
 
-class DetectPlan(_Strict):
+class DetectPlan(StrictModel):
     """A complete, validated detection run configuration (``plan.json``)."""
 
     task: Literal["detection"] = "detection"

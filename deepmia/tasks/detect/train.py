@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from deepmia.data.dataset import Dataset
+from deepmia.engine.trainer import build_optimizer
 from deepmia.errors import DatasetError
 from deepmia.tasks.detect.data import Sample, batches, fingerprint, load_samples
 from deepmia.tasks.detect.model import build_detector
@@ -61,10 +62,6 @@ def _loss(model: torch.nn.Module, batch: tuple[torch.Tensor, list[dict[str, torc
     return losses["classification"] + losses["box_regression"]
 
 
-def _optimizer(model: torch.nn.Module, plan: DetectPlan) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(model.parameters(), lr=plan.schedule.lr, weight_decay=plan.schedule.weight_decay)
-
-
 def fit_to_budget(plan: DetectPlan, samples: Sequence[Sample], n_val: int, *, progress: Progress | None = None
                   ) -> DetectPlan:
     """Fit threads, precision, epochs and the validation interval to ``time_budget_s`` from a measured step.
@@ -83,7 +80,7 @@ def fit_to_budget(plan: DetectPlan, samples: Sequence[Sample], n_val: int, *, pr
         return plan
     cores = configure_threads()
     model = build_detector(plan)
-    opt = _optimizer(model, plan)
+    opt = build_optimizer(model, lr=plan.schedule.lr, weight_decay=plan.schedule.weight_decay)
     batch = next(batches(samples, plan, seed=plan.seed))
     model.train()
 
@@ -281,7 +278,8 @@ def train(
     model = build_detector(plan)
     bs = min(plan.schedule.batch_size, len(train_samples))
     trainer = Trainer(
-        model, _optimizer(model, plan), _loss, batches(train_samples, plan, seed=plan.seed),
+        model, build_optimizer(model, lr=plan.schedule.lr, weight_decay=plan.schedule.weight_decay), _loss,
+        batches(train_samples, plan, seed=plan.seed),
         out_dir=out / "fold_0", steps_per_epoch=max(1, len(train_samples) // bs),
         max_epochs=plan.schedule.max_epochs, time_budget_s=plan.schedule.time_budget_s,
         validate=lambda m: validation_map(m, val_samples, plan), val_every=plan.schedule.val_every,

@@ -15,22 +15,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from deepmia.data.dataset import Dataset
 from deepmia.errors import DatasetError
-from deepmia.tasks._plan import apply_overrides, load_plan_file
+from deepmia.tasks._plan import StrictModel, apply_overrides, load_plan_file
 
 __all__ = ["Normalization", "SegmentPlan", "make_plan", "load_plan", "apply_overrides", "plan_hash"]
 
 PLAN_VERSION = 1
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class Normalization(_Strict):
+class Normalization(StrictModel):
     """Intensity normalisation of one channel.
 
     ``ct``: clip to the dataset's foreground [0.5, 99.5] percentiles, then z-score with the foreground mean/std
@@ -44,7 +40,7 @@ class Normalization(_Strict):
     std: float | None = None
 
 
-class Schedule(_Strict):
+class Schedule(StrictModel):
     """Optimiser and budget."""
 
     optimizer: Literal["sgd", "adamw"] = "sgd"
@@ -62,7 +58,7 @@ class Schedule(_Strict):
     grad_clip: float | None = 12.0
 
 
-class Inference(_Strict):
+class Inference(StrictModel):
     """Sliding-window settings."""
 
     overlap: float = Field(0.5, ge=0, lt=1)
@@ -71,7 +67,7 @@ class Inference(_Strict):
     largest_component: list[int] = Field(default_factory=list, description="labels kept as their largest component")
 
 
-class SegmentPlan(_Strict):
+class SegmentPlan(StrictModel):
     """A complete, validated segmentation run configuration (``plan.json``)."""
 
     task: Literal["segmentation"] = "segmentation"

@@ -16,7 +16,7 @@ import torch
 
 from deepmia.data.dataset import Dataset
 from deepmia.engine.runtime import choose_precision, configure_threads, machine, seed_everything
-from deepmia.engine.trainer import Callback, Trainer
+from deepmia.engine.trainer import Callback, Trainer, build_optimizer
 from deepmia.errors import DatasetError, InvalidArgumentError
 from deepmia.metrics.segmentation import dice_per_label
 from deepmia.nn import build_loss
@@ -65,15 +65,6 @@ def fold_split(dataset: Dataset, plan: SegmentPlan, fold: int) -> dict[str, list
         raise InvalidArgumentError(f"fold {fold} is outside 0..{len(splits.folds) - 1}")
     f = splits.folds[fold]
     return {"fold": fold, "train": list(f.train), "val": list(f.val), "test": list(splits.test)}
-
-
-def _optimizer(model: torch.nn.Module, plan: SegmentPlan) -> torch.optim.Optimizer:
-    s = plan.schedule
-    if s.optimizer == "sgd":
-        return torch.optim.SGD(
-            model.parameters(), lr=s.lr, momentum=s.momentum, nesterov=True, weight_decay=s.weight_decay
-        )
-    return torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
 
 
 def _validator(cache: Path, val_ids: Sequence[str], plan: SegmentPlan) -> Callable[[torch.nn.Module], dict[str, float]]:
@@ -286,7 +277,9 @@ def train_fold(
     _write_split(out / "split.json", split)
     s = resolved.schedule
     trainer = Trainer(
-        model, _optimizer(model, resolved), train_step, background_batches(make_batch), out_dir=fold_dir,
+        model, build_optimizer(model, name=resolved.schedule.optimizer, lr=resolved.schedule.lr,
+                               weight_decay=resolved.schedule.weight_decay, momentum=resolved.schedule.momentum),
+        train_step, background_batches(make_batch), out_dir=fold_dir,
         steps_per_epoch=s.steps_per_epoch, max_epochs=s.epochs, time_budget_s=train_budget, validate=validate,
         val_every=s.val_every, monitor="val_dice", lr_schedule="poly", warmup=s.warmup, precision=s.precision,
         grad_clip=s.grad_clip, callbacks=[_EpochLog(log)],
