@@ -45,6 +45,7 @@ def setup(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[s
     return {"dataset": ds_dir, "table": table, "src": src, "model": model}
 
 
+@pytest.mark.slow
 def test_train_writes_a_late_fusion_plan_with_the_users_choices(setup: dict[str, Path]) -> None:
     plan = json.loads((setup["model"] / "plan.json").read_text())
     assert plan["fusion_mode"] == "late" and plan["schedule"]["time_budget_s"] == 600
@@ -79,7 +80,7 @@ def test_predict_errors_and_skips(setup: dict[str, Path], tmp_path: Path, capsys
     (bad / "test_00007.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage")
     assert main(["predict", model, str(bad), str(tmp_path / "o"), "--clinical", str(table)]) == 1
     captured = capsys.readouterr()
-    assert "skipped" in captured.err and "test_00007.png" in captured.err and "3 predicted" in captured.out
+    assert "skipped" in captured.err and "test_00007.png" in captured.err and "3 of 4 predicted" in captured.out
     with (tmp_path / "o" / "skipped.csv").open() as f:
         skipped = list(csv.DictReader(f))
     assert [r["file"] for r in skipped] == ["test_00007.png"] and "truncated" in skipped[0]["reason"]

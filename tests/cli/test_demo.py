@@ -2,12 +2,14 @@ import json
 import re
 
 import numpy as np
+import pytest
 from PIL import Image as PILImage
 
 from deepmia.cli.demo import SAMPLES
 from deepmia.cli.main import main
 
 
+@pytest.mark.slow
 def test_demo_reads_every_bundled_sample(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path)]) == 0
     page = (tmp_path / "index.html").read_text()

@@ -103,6 +103,7 @@ def test_msd_needs_label_names_and_empty_destination(tmp_path):
 
 
 # ----------------------------------------------------------------------------- MedMNIST
+@pytest.mark.slow
 @pytest.mark.shared_data
 def test_medmnist_pneumonia_counts(tmp_path, shared_data):
     src = shared_data / "medmnist/pneumoniamnist.npz"

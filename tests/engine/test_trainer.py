@@ -77,6 +77,7 @@ def test_resume_continues_where_it_stopped(tmp_path):
     assert second.history[-1]["val_loss"] == pytest.approx(fresh.history[-1]["val_loss"], rel=1e-5)
 
 
+@pytest.mark.slow
 def test_time_budget_stops_training(tmp_path):
     state = _trainer(tmp_path, max_epochs=10_000, time_budget_s=0.5).fit()
     assert state.stopped == "time_budget" and state.epoch < 10_000

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from deepmia.explain.saliency import deletion_drops
 from tests.explain.conftest import load_test_cases, passes_deletion_check
 
 
+@pytest.mark.slow
 def test_filling_the_gradcam_highlighted_voxels_lowers_probability_more_in_3d(shared_data: Path) -> None:
     predictor, x, labels, _ = load_test_cases(shared_data, "adrenalmnist3d", 400)  # the whole test set (298)
     x = x[labels == 1][:30]

@@ -77,6 +77,7 @@ def test_maps_change_when_weights_are_randomised(pneumonia_test: tuple) -> None:
     assert np.mean(np.abs(sims)) < 0.5
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["gradcam", "gradcampp"])
 def test_filling_the_highlighted_voxels_lowers_probability_more(pneumonia_test: tuple, method: str) -> None:
     # Deletion check on 60 test images, each explained for its predicted class: the probability drop with the

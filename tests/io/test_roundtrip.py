@@ -82,6 +82,7 @@ def test_world_position_of_a_voxel_survives_nrrd_and_mha(tmp_path, affine):
         np.testing.assert_allclose(back.voxel_to_world([voxel]), expected, atol=ATOL_MM)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["example_ct.nii.gz", "example_mr_sm.nii.gz"])
 def test_real_volumes_through_every_3d_format(tmp_path, shared_data, name):
     path = shared_data / "ct_mr_examples" / name

@@ -131,9 +131,18 @@ class Predictor(TaskPredictor):
         return self.input_warnings(image)
 
     def check_run(self) -> None:
-        """A fusion model needs its clinical table before any image is read."""
-        if self.plan.tabular is not None and self.clinical_rows is None:
+        """A fusion model needs its clinical table, every value of it readable, before any image is read.
+
+        Raises:
+            InvalidArgumentError: A fusion model without a table.
+            DatasetError: A value the encoder cannot read (e.g. a word in a numeric column), naming the table.
+        """
+        if self.plan.tabular is None:
+            return
+        if self.clinical_rows is None:
             self.read_clinical(None)  # raises, naming the columns the model needs
+        rows = cast(dict[str, dict[str, str]], self.clinical_rows)
+        encode_table(rows, list(rows), cast(TabularSpec, self.plan.tabular), path=self.clinical)
 
     def input_warnings(self, image: Image) -> list[str]:
         """Where ``image`` falls outside the training data: size, spacing and intensity."""

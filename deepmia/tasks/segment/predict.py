@@ -107,13 +107,10 @@ class Predictor(TaskPredictor):
         fp = self.plan.fingerprint
         norm = self.plan.normalization
         ct = [(n.mean, n.std) for n in norm] if all(n.scheme == "ct" for n in norm) else None
-        warnings = fingerprint_warnings(image, shape=ranges_of(fp.get("shape")), spacing=ranges_of(fp.get("spacing")),
-                                        intensity=ct, modalities=list(self.plan.modalities))
-        from deepmia.io import spacing_known
-
-        if not spacing_known(image):
-            warnings.append(f"the spacing is unknown; the model was trained at {list(self.plan.target_spacing)} mm")
-        return warnings
+        # a 2D picture of unknown spacing is not flagged: 2D models are trained on pictures whose spacing is
+        # unknown too (the fingerprint does not record it); a 3D volume of unknown spacing is refused by check()
+        return fingerprint_warnings(image, shape=ranges_of(fp.get("shape")), spacing=ranges_of(fp.get("spacing")),
+                                    intensity=ct, modalities=list(self.plan.modalities))
 
     def check(self, image: Image, *, path: Any = None) -> list[str]:
         """Refuse an image the model cannot read: channels, dimensionality, NaNs; a 3D volume of unknown spacing.

@@ -33,6 +33,7 @@ def trained(tmp_path_factory):
     return ds, root / "model", metrics
 
 
+@pytest.mark.slow
 def test_training_learns_and_writes_the_model_directory(trained):
     ds, model, metrics = trained
     for name in ("plan.json", "split.json", "metrics.json", "README.md", "fold_0/model_best.pt"):

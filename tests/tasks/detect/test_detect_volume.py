@@ -16,6 +16,7 @@ TINY_3D = ["network_params.widths=[8,16,32,64]", "network_params.fpn_channels=16
            "schedule.max_epochs=30", "schedule.batch_size=2", "schedule.threads=1", "schedule.precision=fp32"]
 
 
+@pytest.mark.slow
 def test_volumes_train_predict_and_evaluate(tmp_path, capsys):
     ds = make_volume_dataset(tmp_path / "balls")
     metrics = train(ds.root, tmp_path / "model", overrides=TINY_3D)

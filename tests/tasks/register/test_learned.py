@@ -135,6 +135,7 @@ def test_plan_registration_plans_from_the_data(dataset):
         plan_registration(ds.without_cases(["c0"]))
 
 
+@pytest.mark.slow
 def test_train_resume_then_register(dataset, tmp_path):
     from deepmia.tasks.register.train import plan_registration, train_registration
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
+
 from deepmia.tasks.segment.train import plan_epochs, train_fold
 
 
@@ -22,6 +24,7 @@ def test_plan_epochs_from_step_and_validation_time() -> None:
     assert plan_epochs(10, 1.0, 60.0) == (5, 1)
 
 
+@pytest.mark.slow
 def test_segmentation_budget_covers_the_fold_and_plans_epochs(spheres, tiny, tmp_path) -> None:
     overrides = [o for o in tiny if not o.startswith(("schedule.steps_per_epoch", "schedule.epochs"))]
     budget = 25.0

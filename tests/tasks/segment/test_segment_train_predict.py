@@ -79,6 +79,7 @@ def test_wrong_channels_are_refused(spheres, tiny, tmp_path):
         Predictor(tmp_path / "m", folds=[3])
 
 
+@pytest.mark.slow
 def test_killed_training_resumes_from_its_checkpoint(spheres, tiny, tmp_path):
     model = tmp_path / "model"
     args = [
