@@ -20,7 +20,7 @@ from deepmia.io import read_image
 from deepmia.metrics.registration import label_overlap
 from deepmia.processing.spatial_transform import SpatialTransform
 from deepmia.report.results import result_figures
-from deepmia.tasks.register.classical import normalise_intensity, similarity
+from deepmia.tasks.register.classical import rescale_intensities, similarity
 from deepmia.tasks.register.predict import Predictor
 
 HERE = Path(__file__).resolve().parent
@@ -41,10 +41,10 @@ def main() -> None:
     moving = read_image(root / "CT_2D_head_moving.mha")
     fixed_mask = read_image(root / "CT_2D_head_fixed_mask.mha", kind="label")
     moving_mask = read_image(root / "CT_2D_head_moving_mask.mha", kind="label")
-    fixed_n = normalise_intensity(fixed).array[0]
+    fixed_n = rescale_intensities(fixed).array[0]
 
     def scores(transform: SpatialTransform) -> dict:
-        warped = transform.apply(normalise_intensity(moving), reference=fixed).array[0]
+        warped = transform.apply(rescale_intensities(moving), reference=fixed).array[0]
         wm = transform.apply(moving_mask, reference=fixed).array[0] != 0
         dice = label_overlap(wm.astype("uint8"), (fixed_mask.array[0] != 0).astype("uint8"), spacing=fixed.spacing)
         return {"mi": similarity(fixed_n, warped, "mi"), "mask_dice": dice["mean_dice"]}

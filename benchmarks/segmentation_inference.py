@@ -34,7 +34,7 @@ def run_method(method: str, data: Path, model: Path, big: bool) -> dict:
     from deepmia.io import read_image
     from deepmia.metrics.segmentation import dice_per_label
     from deepmia.tasks.segment.predict import Predictor
-    from deepmia.tasks.segment.preprocess import normalize
+    from deepmia.tasks.segment.preprocess import apply_normalization
 
     predictor = Predictor(model, folds=[0], tta=False, postprocess=False)
     plan = predictor.plan
@@ -50,7 +50,7 @@ def run_method(method: str, data: Path, model: Path, big: bool) -> dict:
             overlap=predictor.overlap,
             mode="gaussian",
         )
-        x = torch.from_numpy(normalize(image.array, plan))[None]
+        x = torch.from_numpy(apply_normalization(image.array, plan))[None]
         with torch.no_grad():
             return inferer(x, net)[0].argmax(0).numpy().astype(np.uint8)
 
@@ -69,7 +69,7 @@ def run_method(method: str, data: Path, model: Path, big: bool) -> dict:
 
             inferer = SlidingWindowInferer(roi_size=plan.patch_size, sw_batch_size=4, overlap=0.0, mode="gaussian")
             with torch.no_grad():
-                out = inferer(torch.from_numpy(normalize(vol, plan))[None], net)[0].argmax(0).numpy()
+                out = inferer(torch.from_numpy(apply_normalization(vol, plan))[None], net)[0].argmax(0).numpy()
         seconds = time.perf_counter() - t
         return {
             "method": method,

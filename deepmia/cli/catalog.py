@@ -175,6 +175,6 @@ def migrate(
     )
 
 
-def register(app: typer.Typer) -> None:
+def add_commands(app: typer.Typer) -> None:
     """Add this module's commands to ``app``."""
     app.add_typer(catalog_app, name="catalog")

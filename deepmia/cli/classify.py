@@ -8,7 +8,7 @@ import typer
 
 from deepmia.cli._common import console, err_console, print_json, write_card
 
-__all__ = ["register"]
+__all__ = ["add_commands"]
 
 
 def train_classify(
@@ -76,7 +76,7 @@ def evaluate_classify(
                   soft_wrap=True, markup=False, highlight=False)
 
 
-def register(*, app: typer.Typer, train: typer.Typer, evaluate: typer.Typer) -> None:
+def add_commands(*, app: typer.Typer, train: typer.Typer, evaluate: typer.Typer) -> None:
     """Add the classification commands."""
     train.command("classify")(train_classify)
     evaluate.command("classify")(evaluate_classify)

@@ -214,6 +214,6 @@ def split(
         console.print(f"  fold {k}: train {len(fold.train)}  val {len(fold.val)}")
 
 
-def register(app: typer.Typer) -> None:
+def add_commands(app: typer.Typer) -> None:
     """Add this module's commands to ``app``."""
     app.add_typer(dataset_app, name="dataset")

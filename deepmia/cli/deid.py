@@ -77,6 +77,6 @@ def deid(
         raise typer.Exit(1)
 
 
-def register(app: typer.Typer) -> None:
+def add_commands(app: typer.Typer) -> None:
     """Add this module's commands to ``app``."""
     app.command("deid")(deid)

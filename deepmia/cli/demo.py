@@ -217,6 +217,6 @@ def demo(
         raise DeepmiaError(f"{failed} of {len(sections)} samples could not be read (see above)", path=samples)
 
 
-def register(app: typer.Typer) -> None:
+def add_commands(app: typer.Typer) -> None:
     """Add ``demo`` to ``app``."""
     app.command("demo")(demo)

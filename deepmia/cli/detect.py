@@ -8,7 +8,7 @@ import typer
 
 from deepmia.cli._common import console, err_console, print_json, write_card
 
-__all__ = ["register"]
+__all__ = ["add_commands"]
 
 
 def train_detect(
@@ -53,7 +53,7 @@ def evaluate_detect(
     console.print(line, soft_wrap=True)
 
 
-def register(*, app: typer.Typer, train: typer.Typer, evaluate: typer.Typer) -> None:
+def add_commands(*, app: typer.Typer, train: typer.Typer, evaluate: typer.Typer) -> None:
     """Add the detection commands."""
     train.command("detect")(train_detect)
     evaluate.command("detect")(evaluate_detect)

@@ -30,6 +30,6 @@ def explain(
         raise typer.Exit(1)
 
 
-def register(app: typer.Typer) -> None:
+def add_commands(app: typer.Typer) -> None:
     """Add ``explain`` to the root app."""
     app.command("explain")(explain)

@@ -138,7 +138,7 @@ def convert(
     console.print(f"wrote {dst}: {image!r}")
 
 
-def register(app: typer.Typer) -> None:
+def add_commands(app: typer.Typer) -> None:
     """Add this module's commands to ``app``."""
     app.command("info")(info)
     app.command("convert")(convert)

@@ -1,7 +1,7 @@
 """Learning commands: ``plan``, ``train <task>``, ``predict``, ``evaluate <task>``, and each task's own commands.
 
 Each task's commands live in a CLI module of this package (a fixed list below); each provides
-``register(app=, train=, evaluate=)`` and ``predict(model_dir, src, dst, options=)`` over its task package.
+``add_commands(app=, train=, evaluate=)`` over its task package.
 """
 
 from __future__ import annotations
@@ -114,13 +114,13 @@ def _run_predictions(
         raise typer.Exit(1)
 
 
-def register(app: typer.Typer) -> None:
+def add_commands(app: typer.Typer) -> None:
     """Add the learning commands to the root app."""
     from deepmia.cli import plan as plan_cli
 
-    plan_cli.register(app)
+    plan_cli.add_commands(app)
     app.add_typer(train_app, name="train")
     app.add_typer(evaluate_app, name="evaluate")
     app.command("predict")(predict)
     for name in TASK_CLI_MODULES:
-        _task_module(name).register(app=app, train=train_app, evaluate=evaluate_app)
+        _task_module(name).add_commands(app=app, train=train_app, evaluate=evaluate_app)

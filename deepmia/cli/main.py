@@ -49,23 +49,23 @@ def _root(
     pass
 
 
-def _register() -> None:
+def _add_commands() -> None:
     # Command modules are a fixed list (no import-by-path from configuration).
     from deepmia.cli import catalog, dataset, deid, demo, explain, imaging, learn, models, process, quality
 
-    imaging.register(app)
-    deid.register(app)
-    dataset.register(app)
-    catalog.register(app)
-    demo.register(app)
-    process.register(app)
-    quality.register(app)
-    learn.register(app)
-    models.register(app)
-    explain.register(app)
+    imaging.add_commands(app)
+    deid.add_commands(app)
+    dataset.add_commands(app)
+    catalog.add_commands(app)
+    demo.add_commands(app)
+    process.add_commands(app)
+    quality.add_commands(app)
+    learn.add_commands(app)
+    models.add_commands(app)
+    explain.add_commands(app)
 
 
-_register()
+_add_commands()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -42,6 +42,6 @@ def models(
                   markup=False, highlight=False)
 
 
-def register(app: typer.Typer) -> None:
+def add_commands(app: typer.Typer) -> None:
     """Add ``models`` to the root app."""
     app.command("models")(models)

@@ -55,6 +55,6 @@ def _summary(plan: dict) -> list[str]:
     return [f"{k} {plan[k]}" for k in keys if k in plan]
 
 
-def register(app: typer.Typer) -> None:
+def add_commands(app: typer.Typer) -> None:
     """Add ``plan`` to the root app."""
     app.command("plan")(plan)

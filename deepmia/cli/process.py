@@ -113,7 +113,7 @@ def nyul_fit(
     console.print(f"wrote {out}: landmarks of {model.num_images} images")
 
 
-def register(app: typer.Typer) -> None:
+def add_commands(app: typer.Typer) -> None:
     """Add this module's commands to ``app``."""
     app.command("process")(process)
     app.command("nyul-fit")(nyul_fit)

@@ -58,6 +58,6 @@ def quality(
         console.print(f"wrote {figure}")
 
 
-def register(app: typer.Typer) -> None:
+def add_commands(app: typer.Typer) -> None:
     """Add this module's commands to ``app``."""
     app.command("quality")(quality)

@@ -13,7 +13,7 @@ import typer
 
 from deepmia.errors import InvalidArgumentError
 
-__all__ = ["register", "predict"]
+__all__ = ["add_commands", "predict"]
 
 
 def _read(path: Path | None, *, kind: str = "intensity"):
@@ -170,7 +170,7 @@ def train_command(
     )
 
 
-def register(*, app: typer.Typer, train: typer.Typer, evaluate: typer.Typer) -> None:
+def add_commands(*, app: typer.Typer, train: typer.Typer, evaluate: typer.Typer) -> None:
     """Add ``register`` to ``app``, ``register`` to the ``train`` and ``evaluate`` groups."""
     app.command("register")(register_command)
     train.command("register")(train_command)

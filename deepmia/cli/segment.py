@@ -136,7 +136,7 @@ def _print_segment_summary(summary: dict[str, Any], out: Path | None) -> None:
         console.print(f"wrote {out / 'per_case.csv'} and {out / 'summary.json'}")
 
 
-def register(*, app: typer.Typer, train: typer.Typer, evaluate: typer.Typer) -> None:
+def add_commands(*, app: typer.Typer, train: typer.Typer, evaluate: typer.Typer) -> None:
     """Add the segmentation commands."""
     train.command("segment")(train_segment)
     evaluate.command("segment")(evaluate_segment)

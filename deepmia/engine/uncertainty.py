@@ -18,7 +18,7 @@ from torch import nn
 from deepmia.engine.calibration import probabilities
 from deepmia.errors import InvalidArgumentError
 
-__all__ = ["mirror_sets", "mc_dropout", "sample_logits", "summarize"]
+__all__ = ["mirror_sets", "mc_dropout", "sample_logits", "summarise_samples"]
 
 
 def mirror_sets(mirror_axes: Sequence[int]) -> list[tuple[int, ...]]:
@@ -77,7 +77,7 @@ def sample_logits(
     return np.stack(out)
 
 
-def summarize(
+def summarise_samples(
     samples: np.ndarray, *, temperature: float = 1.0, multi_label: bool = False
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mean logits, calibrated probabilities and uncertainty from logit samples ``(S, N, K)``.

@@ -22,7 +22,7 @@ def app() -> typer.Typer:
     train, evaluate = typer.Typer(), typer.Typer()
     root.add_typer(train, name="train")
     root.add_typer(evaluate, name="evaluate")
-    cli.register(app=root, train=train, evaluate=evaluate)
+    cli.add_commands(app=root, train=train, evaluate=evaluate)
     return root
 
 

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from deepmia.engine.calibration import fit_temperature, probabilities
-from deepmia.engine.uncertainty import mc_dropout, mirror_sets, sample_logits, summarize
+from deepmia.engine.uncertainty import mc_dropout, mirror_sets, sample_logits, summarise_samples
 from deepmia.errors import InvalidArgumentError
 from deepmia.metrics.classification import expected_calibration_error
 
@@ -54,7 +54,7 @@ def test_sampling_counts_and_uncertainty() -> None:
     assert mirror_sets([0, 1]) == [(), (0,), (1,)]
     s = sample_logits([net, net], run, x, mirror_axes=[0], mc_samples=3)
     assert s.shape == (2 * 2 * 3, 5, 2)
-    _, prob, unc = summarize(s)
+    _, prob, unc = summarise_samples(s)
     assert np.allclose(prob.sum(1), 1) and (unc > 0).all()
     single = sample_logits([net], run, x)
-    assert (summarize(single)[2] == 0).all()
+    assert (summarise_samples(single)[2] == 0).all()

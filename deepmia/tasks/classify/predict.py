@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from deepmia.engine.runtime import resolve_device
-from deepmia.engine.uncertainty import sample_logits, summarize
+from deepmia.engine.uncertainty import sample_logits, summarise_samples
 from deepmia.errors import DatasetError, InvalidArgumentError
 from deepmia.image import Image
 from deepmia.io import image_stem
@@ -250,7 +250,7 @@ class Predictor(TaskPredictor):
                 tab = None if tabular is None else torch.from_numpy(tabular[idx].astype(np.float32))
                 samples = sample_logits(models, _OnDevice(self.device), x, tab, mirror_axes=mirrors,
                                         mc_samples=self.mc_samples)
-                logits[idx], prob[idx], unc[idx] = summarize(samples, temperature=t,
+                logits[idx], prob[idx], unc[idx] = summarise_samples(samples, temperature=t,
                                                              multi_label=self.plan.multi_label)
         return {"logits": logits, "probabilities": prob, "uncertainty": unc, "labels": self.decide(prob),
                 "low_confidence": unc > self.uncertainty_flag}

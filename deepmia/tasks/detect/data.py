@@ -137,7 +137,7 @@ def resize(array: np.ndarray, factor: float, *, order: int = 1) -> np.ndarray:
     return resize_array(array, factor, order=order)
 
 
-def normalize(array: np.ndarray, plan: DetectPlan) -> np.ndarray:
+def apply_normalization(array: np.ndarray, plan: DetectPlan) -> np.ndarray:
     """``(x - mean) / std`` per channel, float32."""
     n = plan.normalization
     shape = (-1,) + (1,) * (array.ndim - 1)
@@ -162,7 +162,7 @@ def load_samples(dataset: Dataset, case_ids: Sequence[str], plan: DetectPlan) ->
         check_boxes(case, image.spatial_shape, path=dataset.root)
         boxes, labels, n_ignored = case_targets(case, plan.class_names)
         ignored += n_ignored
-        array = resize(normalize(image.array, plan), plan.scale)
+        array = resize(apply_normalization(image.array, plan), plan.scale)
         samples.append(Sample(cid, array, boxes * plan.scale, labels, tuple(image.spatial_shape)))
     return samples, ignored
 

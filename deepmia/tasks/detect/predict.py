@@ -28,7 +28,7 @@ from deepmia.metrics.detection import box_iou
 from deepmia.tasks._base import Predictor as TaskPredictor
 from deepmia.tasks._base import case_id
 from deepmia.tasks._model import load_fold_models, resolve_folds
-from deepmia.tasks.detect.data import mirror_boxes, normalize, resize
+from deepmia.tasks.detect.data import apply_normalization, mirror_boxes, resize
 from deepmia.tasks.detect.model import build_detector
 from deepmia.tasks.detect.plan import DetectPlan, load_plan
 from deepmia.tasks.detect.result import DetectResult, categories_of, to_coco_results, world_boxes
@@ -242,7 +242,7 @@ class Predictor(TaskPredictor):
             InvalidArgumentError: Its channels or dimensionality do not fit the model.
         """
         self.check(image, path=path)
-        return resize(normalize(image.array, self.plan), self.plan.scale)
+        return resize(apply_normalization(image.array, self.plan), self.plan.scale)
 
     def predict_arrays(self, arrays: Sequence[np.ndarray], shapes: Sequence[Sequence[int]]) -> list[Found]:
         """Boxes in image pixels (clipped to each image's ``shapes``), scores and class indices per prepared array."""

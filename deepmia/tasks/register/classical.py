@@ -33,7 +33,7 @@ __all__ = [
     "RegistrationDivergedError",
     "RegistrationResult",
     "check_pair",
-    "normalise_intensity",
+    "rescale_intensities",
     "similarity",
     "register_images",
 ]
@@ -144,7 +144,7 @@ def check_pair(
 
 
 # ----------------------------------------------------------------- similarity
-def normalise_intensity(image: Image, *, percentiles: tuple[float, float] = (0.5, 99.5)) -> Image:
+def rescale_intensities(image: Image, *, percentiles: tuple[float, float] = (0.5, 99.5)) -> Image:
     """Map intensities linearly so the given percentiles become 0 and 1 (clipped), as float32."""
     a = image.array.astype(np.float32)
     lo, hi = np.percentile(a, percentiles)
@@ -352,7 +352,7 @@ class _Run:
     ) -> None:
         sitk = _sitk()
         self.fixed, self.metric, self.dims = fixed, metric, fixed.spatial_dims
-        self.fixed_n, self.moving_n = normalise_intensity(fixed), normalise_intensity(moving)
+        self.fixed_n, self.moving_n = rescale_intensities(fixed), rescale_intensities(moving)
         self.f, self.m = to_sitk(self.fixed_n), to_sitk(self.moving_n)
         self.fm = None if fixed_mask is None else sitk.Cast(to_sitk(fixed_mask) != 0, sitk.sitkUInt8)
         self.mm = None if moving_mask is None else sitk.Cast(to_sitk(moving_mask) != 0, sitk.sitkUInt8)

@@ -27,7 +27,7 @@ from deepmia.tasks.register.classical import (
     RegistrationDivergedError,
     RegistrationResult,
     check_pair,
-    normalise_intensity,
+    rescale_intensities,
     similarity,
 )
 from deepmia.tasks.register.plan import RegistrationPlan, load_plan
@@ -203,7 +203,7 @@ class LearnedRegistration:
                 fix="use --method deformable for these images",
             )
         start = time.perf_counter()
-        fixed_n, moving_n = normalise_intensity(fixed), normalise_intensity(moving)
+        fixed_n, moving_n = rescale_intensities(fixed), rescale_intensities(moving)
         initial = moments_map(
             fixed.affine,
             centre_of_mass(fixed_n, mask=fixed_mask),

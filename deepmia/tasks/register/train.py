@@ -23,7 +23,7 @@ from deepmia.errors import DatasetError
 from deepmia.image import Image
 from deepmia.metrics.segmentation import dice_per_label
 from deepmia.tasks._plan import apply_overrides
-from deepmia.tasks.register.classical import normalise_intensity
+from deepmia.tasks.register.classical import rescale_intensities
 from deepmia.tasks.register.learned import (
     LearnedRegistration,
     centre_of_mass,
@@ -85,7 +85,7 @@ class _Cases:
 
         images, labels, affines, centres, self.shapes = [], [], [], [], []
         for image, label in cases:
-            normalised = normalise_intensity(image)
+            normalised = rescale_intensities(image)
             images.append(pad_end(torch.from_numpy(normalised.array)[None], grid)[0])
             labels.append(pad_end(torch.from_numpy(label.array.astype(np.int64))[None], grid)[0])
             affines.append(image.affine)

@@ -18,7 +18,7 @@ from deepmia.tasks._base import Predictor as TaskPredictor
 from deepmia.tasks._model import load_fold_models, resolve_folds
 from deepmia.tasks.segment.model import build_model
 from deepmia.tasks.segment.plan import SegmentPlan, load_plan
-from deepmia.tasks.segment.preprocess import check_pair, normalize, to_network_grid
+from deepmia.tasks.segment.preprocess import apply_normalization, check_pair, to_network_grid
 from deepmia.tasks.segment.result import SegmentResult
 
 __all__ = ["Predictor", "keep_largest_component"]
@@ -138,7 +138,7 @@ class Predictor(TaskPredictor):
     def predict_array(self, image: Image, *, out: str = "labels") -> np.ndarray:
         """Network-grid prediction of ``image`` (after resampling and normalisation)."""
         grid = to_network_grid(image, self.plan)
-        arr = normalize(grid.array, self.plan)
+        arr = apply_normalization(grid.array, self.plan)
         mirror = self.plan.inference.mirror_axes if self.tta else []
         return sliding_window(
             self._scores,

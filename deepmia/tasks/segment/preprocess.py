@@ -23,7 +23,7 @@ from deepmia.errors import DatasetError
 from deepmia.image import Image
 from deepmia.tasks.segment.plan import SegmentPlan, plan_hash
 
-__all__ = ["check_pair", "to_network_grid", "normalize", "preprocess_dataset", "load_case", "cache_dir_for"]
+__all__ = ["check_pair", "to_network_grid", "apply_normalization", "preprocess_dataset", "load_case", "cache_dir_for"]
 
 LOCATIONS_PER_CLASS = 10_000
 
@@ -84,7 +84,7 @@ def to_network_grid(image: Image, plan: SegmentPlan) -> Image:
     return resample(image, spacing=tuple(plan.target_spacing))
 
 
-def normalize(array: np.ndarray, plan: SegmentPlan) -> np.ndarray:
+def apply_normalization(array: np.ndarray, plan: SegmentPlan) -> np.ndarray:
     """Normalise each channel by the plan's scheme; returns float32 ``(C, *spatial)``."""
     out = np.empty(array.shape, dtype=np.float32)
     for c, norm in enumerate(plan.normalization):
@@ -139,7 +139,7 @@ def _preprocess_one(dataset_root: str, case_id: str, plan_json: str, out: str) -
     )
     resampled = to_network_grid(image, plan)
     lab = to_network_grid(label, plan)
-    arr = normalize(resampled.array, plan)
+    arr = apply_normalization(resampled.array, plan)
     out_dir = Path(out)
     rng = np.random.default_rng(zlib.crc32(case_id.encode()))
     meta = {

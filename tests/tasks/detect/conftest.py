@@ -56,7 +56,7 @@ def detect_app():
     root, train_app, evaluate_app = typer.Typer(), typer.Typer(), typer.Typer()
     root.add_typer(train_app, name="train")
     root.add_typer(evaluate_app, name="evaluate")
-    cli.register(app=root, train=train_app, evaluate=evaluate_app)
+    cli.add_commands(app=root, train=train_app, evaluate=evaluate_app)
     return root
 
 

@@ -16,7 +16,7 @@ from deepmia.io import read_image
 from deepmia.tasks.segment.evaluate import evaluate_dirs
 from deepmia.tasks.segment.plan import make_plan
 from deepmia.tasks.segment.predict import Predictor
-from deepmia.tasks.segment.preprocess import normalize
+from deepmia.tasks.segment.preprocess import apply_normalization
 from deepmia.tasks.segment.train import train_fold
 
 
@@ -54,7 +54,7 @@ def test_plan_gives_one_input_per_colour_and_normalises_each(rgb_dataset):
     assert plan.channels == ["RGB[0]", "RGB[1]", "RGB[2]"]
     assert len(plan.normalization) == 3 and len(plan.network_params["strides"][0]) == 2
     image = rgb_dataset.read_image(rgb_dataset.cases[0])
-    out = normalize(image.array, plan)
+    out = apply_normalization(image.array, plan)
     np.testing.assert_allclose(out.reshape(3, -1).mean(1), 0, atol=1e-5)
     np.testing.assert_allclose(out.reshape(3, -1).std(1), 1, atol=1e-3)
 
