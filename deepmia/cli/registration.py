@@ -51,10 +51,17 @@ def register_command(
     figure: bool = typer.Option(False, "--figure", help="Write checkerboard, overlay and deformation-grid PNGs."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
-    """Register MOVING to FIXED; write the warped image, the transform and (optionally) the warped label map."""
+    """Register MOVING to FIXED; write the warped image, the transform and (optionally) the warped label map.
+
+    Also writes run.json (method and options, versions, the inputs with their hashes, timings).
+    """
+    import time
+
     from deepmia.cli._common import console, print_json
+    from deepmia.engine.batch import InputItem, write_record
     from deepmia.tasks.register.predict import Predictor
 
+    started = time.time()
     options: dict[str, Any] = {}
     if method != "learned":
         options["deformable"] = deformable
@@ -75,6 +82,10 @@ def register_command(
         from deepmia.report.results import result_figures
 
         outputs += result_figures("", result, out)
+    given = [(p, role) for p, role in ((fixed, "fixed"), (moving, "moving"), (moving_label, "moving_label"),
+                                       (fixed_mask, "fixed_mask"), (moving_mask, "moving_mask")) if p is not None]
+    write_record(Path(out) / "run.json", predictor, [InputItem(p, role).record() for p, role in given], ["moving"],
+                 outputs=outputs, options={**options, "figure": figure}, started=started)
     if as_json:
         import json
 

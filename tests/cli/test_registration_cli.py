@@ -65,6 +65,9 @@ def test_register_writes_outputs_on_fixed_grid(app, ct, tmp_path, method):
         assert (out / name).stat().st_size > 1000
     summary = json.loads((out / "registration.json").read_text())
     assert summary["metric_after"] > summary["metric_before"]
+    record = json.loads((out / "run.json").read_text())
+    assert [i["name"] for i in record["inputs"]] == ["fixed", "moving", "moving_label"]
+    assert record["predictor"]["options"]["method"] == method and record["inputs"][0]["sha256"]
     # the similarity is printed with its real name and sign: MSE falls and stays positive, MI rises
     name, before, after = re.search(r"(MSE|MI) (\S+) -> (\S+) in", printed.output).groups()
     before, after = float(before), float(after)
