@@ -32,24 +32,7 @@ from deepmia.tasks.classify.model import build_model, run_model
 from deepmia.tasks.classify.plan import ClassifyPlan, TabularSpec, load_plan
 from deepmia.tasks.classify.result import ClassifyResult
 
-__all__ = ["Predictor", "list_inputs", "case_id_of"]
-
-
-def case_id_of(path: Path) -> str:
-    """The id of an input file for joining clinical rows: its name without the image suffix."""
-    return image_stem(path)
-
-
-def list_inputs(src: Path) -> list[Path]:
-    """``src`` itself if it is a file, else its entries (image files, DICOM-series folders), sorted.
-
-    Hidden entries are left out; anything else is returned so the caller can report it as skipped.
-    """
-    if src.is_file():
-        return [src]
-    if not src.is_dir():
-        raise InvalidArgumentError("input not found", path=src)
-    return sorted(p for p in src.iterdir() if not p.name.startswith("."))
+__all__ = ["Predictor"]
 
 
 class _OnDevice:
@@ -165,6 +148,10 @@ class Predictor(TaskPredictor):
                 raise DatasetError(f"no row with {spec.id_column} {cid!r} for {path or cid}", path=self.clinical,
                                    fix="add the row (empty cells are missing values)")
         return encode_table(self.clinical_rows, ids, spec, path=self.clinical)
+
+    def clinical_features(self, image: Image) -> np.ndarray | None:
+        """The encoded clinical row ``(1, T)`` of ``image``'s case (None for an image-only model)."""
+        return self._clinical_of([image])
 
     def predict(self, image: Image) -> ClassifyResult:
         """Classify one image (a fusion model joins its clinical row on ``image.meta["case_id"]``)."""
@@ -377,25 +364,3 @@ class Predictor(TaskPredictor):
         low = sum(r.low_confidence for _, r in report.results)
         return {"predicted": len(report.predicted), "skipped": report.skipped, "low_confidence": low,
                 "notes": notes, "out": str(dst / "predictions.csv")}
-
-    def clinical_row(
-        self, rows: Mapping[str, Mapping[str, str]] | None, path: Path, *, table: str | Path | None = None
-    ) -> np.ndarray | None:
-        """Encoded clinical features of one input file, from the rows :meth:`read_clinical` returned.
-
-        Args:
-            rows: The table's rows (None for an image-only model).
-            path: The input file; its name without suffix is the case id.
-            table: The table's path, for error messages.
-
-        Raises:
-            DatasetError: No row for this file.
-        """
-        if rows is None:
-            return None
-        return encode_table(rows, [case_id_of(path)], cast(TabularSpec, self.plan.tabular), path=table)
-
-
-def options_of(options: Mapping[str, Any]) -> dict[str, Any]:
-    """The Predictor keyword options a caller may pass (``tta``, ``mc_dropout``)."""
-    return {k: options[k] for k in ("tta", "mc_dropout") if k in options and options[k] is not None}
