@@ -52,6 +52,9 @@ def predict(
     tta: bool = typer.Option(True, "--tta/--no-tta", help="Test-time augmentation where the task has it."),
     folds: str = typer.Option(None, "--folds", help="Comma-separated folds to ensemble (default: all trained)."),
     figure: bool = typer.Option(False, "--figure", help="Also draw the results as PNG figures."),
+    dicom: bool = typer.Option(
+        False, "--dicom", help="Segmentation of a DICOM series: also write a DICOM SEG and SR to OUT/dicom/."
+    ),
     probabilities: bool = typer.Option(
         False, "--probabilities", help="Segmentation: also write class probability maps to OUT/probabilities/."
     ),
@@ -82,6 +85,9 @@ def predict(
         "min_score": min_score, "device": device,
     })
     formats = ["probabilities"] if probabilities else []
+    if dicom and task.name != "segment":
+        raise InvalidArgumentError(f"--dicom writes segmentation results only so far, not {task.name}",
+                                   fix="leave out --dicom")
     if task.name == "register":
         _task_module("registration").predict(model_dir, src, dst, options={"figure": figure, "device": device})
         return
@@ -89,21 +95,24 @@ def predict(
     if figure and task.name == "detect" and predictor.plan.spatial_dims != 2:
         raise InvalidArgumentError("--figure draws 2D images; this is a 3D model", path=model_dir,
                                    fix="leave out --figure (3D boxes are in predictions.json with world coordinates)")
-    _run_predictions(predictor, src, dst, formats=formats, options={**options, "figure": figure}, figure=figure)
+    _run_predictions(predictor, src, dst, formats=formats, options={**options, "figure": figure, "dicom": dicom},
+                     figure=figure, dicom=dicom)
 
 
 def _run_predictions(
-    predictor: Any, src: Path, dst: Path, *, formats: list[str], options: dict[str, Any], figure: bool
+    predictor: Any, src: Path, dst: Path, *, formats: list[str], options: dict[str, Any], figure: bool,
+    dicom: bool = False,
 ) -> None:
     from deepmia.cli._common import console, err_console, progress
     from deepmia.engine.batch import run_batch
+    from deepmia.report.dicom import dicom_writer
     from deepmia.report.results import result_figures
 
+    writers = ([result_figures] if figure else []) + ([dicom_writer(predictor.model_dir)] if dicom else [])
     with progress() as bar:
         job = bar.add_task("predict", total=None)
         report = run_batch(predictor, src, dst, formats=formats, options={k: str(v) for k, v in options.items()},
-                           progress=lambda d, t, _n: bar.update(job, completed=d, total=t),
-                           writers=[result_figures] if figure else ())
+                           progress=lambda d, t, _n: bar.update(job, completed=d, total=t), writers=writers)
     for name, reason in report.skipped:
         err_console.print(f"skipped {name}: {reason}", soft_wrap=True, markup=False, highlight=False)
     for note in report.warnings:
