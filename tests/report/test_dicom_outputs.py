@@ -1,0 +1,221 @@
+"""DICOM SEG and SR of a segmentation (deepmia.report.dicom; ``deepmia predict ... --dicom``).
+
+The objects are read back with highdicom and deepmia's own reader and compared with the NIfTI label map voxel for
+voxel; every object is validated with ``dciodvfy`` (Debian ``dicom3tools``; skipped when absent outside CI).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+
+from deepmia import __version__
+from deepmia.cli.main import main
+from deepmia.errors import GeometryError, InvalidArgumentError
+from deepmia.image import Image
+from deepmia.io import read_image, write_image
+from deepmia.report.dicom import load_codes, source_datasets, write_seg, write_sr
+from deepmia.tasks.segment.result import SegmentResult
+
+REPO = Path(__file__).resolve().parents[2]
+MODEL = REPO / "models" / "hippocampus"
+HIPPO = REPO / "deepmia" / "samples" / "hippocampus" / "hippocampus_003.nii.gz"
+REAL_SERIES = ("dicom", "mr_study", "Study3", "11_HCropVolume")
+
+
+@pytest.fixture(scope="module")
+def series(tmp_path_factory) -> Path:
+    """The bundled hippocampus volume written as a DICOM series."""
+    folder = tmp_path_factory.mktemp("dicom") / "hippo"
+    image = read_image(HIPPO)
+    image.meta.update(modality="MR")
+    write_image(image, folder, format="dicom", series_number=3, series_description="T1 crop")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def predicted(series, tmp_path_factory) -> Path:
+    """``deepmia predict models/hippocampus SERIES OUT --dicom``: the output folder."""
+    out = tmp_path_factory.mktemp("out")
+    assert main(["predict", str(MODEL), str(series), str(out), "--dicom"]) == 0
+    return out
+
+
+def _datasets(folder: Path) -> list[pydicom.Dataset]:
+    return [pydicom.dcmread(p, stop_before_pixels=True) for p in sorted(folder.rglob("*.dcm"))]
+
+
+def _seg_on_source_grid(seg_path: Path, series: Path) -> np.ndarray:
+    """The SEG read by highdicom as one label map, each frame placed by its source instance's position."""
+    import highdicom as hd
+
+    source = read_image(series)
+    inverse = np.linalg.inv(source.affine)
+    datasets = _datasets(series)
+    seg = hd.seg.segread(seg_path)
+    frames = seg.get_pixels_by_source_instance([d.SOPInstanceUID for d in datasets], combine_segments=True)
+    volume = np.zeros(source.spatial_shape, dtype=np.uint8)
+    for ds, frame in zip(datasets, frames, strict=True):
+        ras = np.asarray(ds.ImagePositionPatient, dtype=float) * [-1, -1, 1]
+        index = inverse[:3, :3] @ ras + inverse[:3, 3]
+        assert np.allclose(index[:2], 0, atol=1e-3)
+        volume[:, :, int(round(index[2]))] = frame.T
+    return volume
+
+
+def _content_texts(ds: pydicom.Dataset, meaning: str) -> list[str]:
+    """Every TEXT value under the concept ``meaning`` anywhere in an SR content tree."""
+    found = []
+    for item in ds.get("ContentSequence", []):
+        if item.ConceptNameCodeSequence[0].CodeMeaning == meaning and "TextValue" in item:
+            found.append(item.TextValue)
+        found += _content_texts(item, meaning)
+    return found
+
+
+def _check_outputs(out: Path, series: Path, name: str) -> None:
+    """SEG equals the NIfTI label map (highdicom and deepmia's reader); SR volumes = voxels x voxel volume."""
+    import highdicom as hd
+
+    labels = read_image(out / f"{name}.nii.gz", kind="label")
+    seg_path, sr_path = out / "dicom" / f"{name}.seg.dcm", out / "dicom" / f"{name}.sr.dcm"
+    assert np.array_equal(_seg_on_source_grid(seg_path, series), labels.array[0])
+    own = read_image(seg_path)  # deepmia's reader: one channel per segment, on the source geometry
+    source = read_image(series)
+    assert np.allclose(own.affine, source.affine, atol=1e-4)
+    for k in (1, 2):
+        assert np.array_equal(own.array[k - 1] > 0, labels.array[0] == k)
+    seg, src = pydicom.dcmread(seg_path), _datasets(series)[0]
+    assert seg.StudyInstanceUID == src.StudyInstanceUID and seg.FrameOfReferenceUID == src.FrameOfReferenceUID
+    assert seg.SeriesInstanceUID != src.SeriesInstanceUID
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == src.SeriesInstanceUID
+    assert [s.SegmentLabel for s in seg.SegmentSequence] == ["anterior", "posterior"]
+    voxel_ml = float(np.prod(labels.spacing)) / 1000.0
+    sr = pydicom.dcmread(sr_path)
+    assert sr.StudyInstanceUID == src.StudyInstanceUID and sr.SeriesInstanceUID not in (seg.SeriesInstanceUID,
+                                                                                         src.SeriesInstanceUID)
+    groups = hd.sr.Comprehensive3DSR.from_dataset(sr).content.get_volumetric_roi_measurement_groups()
+    volumes = {g.tracking_identifier: g.get_measurements()[0] for g in groups}
+    assert set(volumes) == {"anterior", "posterior"}
+    for k, label in ((1, "anterior"), (2, "posterior")):
+        expected = int((labels.array == k).sum()) * voxel_ml
+        assert volumes[label].unit.value == "ml" and expected > 0
+        assert abs(float(volumes[label].value) - expected) <= 0.001 * expected
+    assert set(_content_texts(sr, "Algorithm Name")) == {"hippocampus"}
+    assert set(_content_texts(sr, "Algorithm Version")) == {__version__}
+
+
+def _dciodvfy_errors(path: Path) -> list[str]:
+    exe = shutil.which("dciodvfy")
+    if exe is None:
+        reason = "dciodvfy is not installed (Debian package dicom3tools: apt-get install dicom3tools)"
+        if os.environ.get("CI"):
+            pytest.fail(reason + "; CI must install it (.ci/run)")
+        pytest.skip(reason)
+    run = subprocess.run([exe, str(path)], capture_output=True, text=True, timeout=120)
+    return [line for line in (run.stdout + run.stderr).splitlines() if line.startswith("Error")]
+
+
+@pytest.mark.slow
+def test_predict_dicom_writes_a_seg_equal_to_the_label_map_and_an_sr_of_its_volumes(predicted, series):
+    assert sorted(p.name for p in (predicted / "dicom").iterdir()) == ["hippo.seg.dcm", "hippo.sr.dcm"]
+    _check_outputs(predicted, series, "hippo")
+    record = json.loads((predicted / "run.json").read_text())
+    assert "dicom/hippo.seg.dcm" in record["outputs"] and "dicom/hippo.sr.dcm" in record["outputs"]
+
+
+@pytest.mark.slow
+def test_seg_and_sr_pass_dciodvfy(predicted):
+    for path in sorted((predicted / "dicom").iterdir()):
+        assert _dciodvfy_errors(path) == [], path.name
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+def test_the_real_hippocampus_crop_series(shared_data, tmp_path):
+    series = shared_data.joinpath(*REAL_SERIES)
+    assert main(["predict", str(MODEL), str(series), str(tmp_path), "--dicom"]) == 0
+    _check_outputs(tmp_path, series, series.name)
+    for path in sorted((tmp_path / "dicom").iterdir()):
+        assert _dciodvfy_errors(path) == [], path.name
+
+
+def _result_on(series: Path, *, shift: float = 0.0) -> SegmentResult:
+    """A SegmentResult on the series' grid (labels 1 and 2 by intensity), its affine shifted by ``shift`` voxels."""
+    image = read_image(series)
+    image.meta["source"] = str(series)
+    arr = np.asarray(image.array[0])
+    labels = np.where(arr > np.percentile(arr, 90), 2, np.where(arr > np.percentile(arr, 80), 1, 0)).astype(np.uint8)
+    affine = image.affine.copy()
+    affine[:3, 3] += affine[:3, 2] * shift
+    return SegmentResult(Image(labels[None], affine, kind="label", meta=image.meta), {1: "anterior", 2: "posterior"})
+
+
+def test_write_seg_and_sr_directly_from_a_result(series, tmp_path):
+    result = _result_on(series)
+    datasets = source_datasets(result.labels.meta)
+    seg = write_seg(result, datasets, tmp_path / "a.seg.dcm", model_name="m")
+    write_sr(result, datasets, tmp_path / "a.sr.dcm", segmentation=seg, model_name="m")
+    assert np.array_equal(_seg_on_source_grid(tmp_path / "a.seg.dcm", series), result.labels.array[0])
+    modifiers = [s.SegmentedPropertyTypeCodeSequence[0].SegmentedPropertyTypeModifierCodeSequence[0].CodeMeaning
+                 for s in pydicom.dcmread(tmp_path / "a.seg.dcm").SegmentSequence]
+    assert modifiers == ["Anterior", "Posterior"]
+
+
+def test_a_label_map_off_the_source_grid_is_refused(series, tmp_path):
+    result = _result_on(series, shift=0.5)  # half a slice off: no frame lies on a source instance
+    with pytest.raises(GeometryError, match="does not match the source series"):
+        write_seg(result, source_datasets(result.labels.meta), tmp_path / "x.dcm")
+    cropped = _result_on(series)
+    cropped.labels = Image(cropped.labels.array[:, 1:], cropped.labels.affine, kind="label", meta=cropped.labels.meta)
+    with pytest.raises(GeometryError, match="does not match the source"):
+        write_seg(cropped, source_datasets(cropped.labels.meta), tmp_path / "x.dcm")
+    assert not (tmp_path / "x.dcm").exists()
+
+
+def test_a_source_without_frame_of_reference_is_refused(series, tmp_path):
+    result = _result_on(series)
+    datasets = source_datasets(result.labels.meta)
+    del datasets[0].FrameOfReferenceUID
+    for write in (write_seg, write_sr):
+        with pytest.raises(GeometryError, match="no FrameOfReferenceUID"):
+            write(result, datasets, tmp_path / "x.dcm")
+
+
+def test_a_non_dicom_input_says_a_dicom_source_is_needed():
+    image = read_image(HIPPO)
+    with pytest.raises(InvalidArgumentError, match="need a DICOM source series"):
+        source_datasets(image.meta)
+
+
+def test_dicom_for_a_task_without_dicom_outputs_is_refused_before_predicting(tmp_path, capsys):
+    xray = REPO / "deepmia" / "samples" / "xray"
+    assert main(["predict", str(REPO / "models" / "pneumoniamnist"), str(xray), str(tmp_path), "--dicom"]) == 2
+    assert "segmentation results only" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_model_directory_codes_json_overrides_the_shipped_codes(series, tmp_path):
+    shipped = load_codes()
+    assert shipped["anterior"]["type"][:2] == ["5366008", "SCT"]
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "codes.json").write_text(json.dumps({"anterior": {
+        "category": ["91723000", "SCT", "Anatomical Structure"], "type": ["123", "99LOCAL", "Front part"]}}))
+    codes = load_codes(model)
+    assert codes["anterior"]["type"] == ["123", "99LOCAL", "Front part"] and codes["posterior"] == shipped["posterior"]
+    result = _result_on(series)
+    write_seg(result, source_datasets(result.labels.meta), tmp_path / "c.dcm", codes=codes)
+    segments = pydicom.dcmread(tmp_path / "c.dcm").SegmentSequence
+    types = [s.SegmentedPropertyTypeCodeSequence[0].CodeValue for s in segments]
+    assert types == ["123", "5366008"]
+    (model / "codes.json").write_text("{not json")
+    with pytest.raises(InvalidArgumentError, match="not valid JSON"):
+        load_codes(model)
