@@ -2,8 +2,10 @@
 
 A segmentation becomes a SEG (one segment per label, coded from a label -> code table) in the source study, as a
 new series that references the source series and its Frame of Reference, and an SR with the volume of every
-structure in mL and the algorithm that measured it (TID 4019). The batch loop's writer :func:`dicom_writer`
-writes both into ``OUT/dicom/`` (``deepmia predict MODEL SRC OUT --dicom``).
+structure in mL and the algorithm that measured it (TID 4019). A classification becomes an SR with the finding
+and the calibrated probabilities, a detection an SR with one planar ROI and score per box. The batch loop's
+writer :func:`dicom_writer` writes them into ``OUT/dicom/`` (``deepmia predict MODEL SRC OUT --dicom``; the
+command line takes segmentation models only so far, see docs/clinical-outputs.md).
 
 Example:
     >>> from deepmia.report.dicom import write_seg, write_sr   # doctest: +SKIP
@@ -58,19 +60,22 @@ def _concept(triple: Sequence[str]) -> Any:
     return CodedConcept(value=str(value), scheme_designator=str(scheme), meaning=str(meaning))
 
 
-def _label_code(name: str, codes: Mapping[str, Any]) -> dict[str, Any]:
+_STRUCTURE, _FINDING = ["91723000", "SCT", "Anatomical Structure"], ["404684003", "SCT", "Finding"]
+
+
+def _label_code(name: str, codes: Mapping[str, Any], category: Sequence[str] = _STRUCTURE) -> dict[str, Any]:
     """Codes of label ``name``; a label missing from the table gets a local (99DEEPMIA) placeholder type."""
     entry = codes.get(name) or codes.get(name.lower())
     if entry:
         return entry
-    return {"category": ["91723000", "SCT", "Anatomical Structure"], "type": [name[:16], "99DEEPMIA", name[:64]],
+    return {"category": list(category), "type": [name[:16], "99DEEPMIA", name[:64]],
             "note": "placeholder: no code in the table"}
 
 
 def source_datasets(meta: Mapping[str, Any]) -> list[Any]:
     """The source series' datasets (headers, no pixels) of an image read from DICOM.
 
-    Uses ``meta["source"]`` (the folder the series was read from) and ``meta["series_uid"]``.
+    Uses ``meta["source"]`` (the folder the series was read from, or the DICOM file) and ``meta["series_uid"]``.
 
     Raises:
         InvalidArgumentError: The image was not read from a DICOM series.
@@ -138,7 +143,7 @@ _TYPE2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDa
           "AccessionNumber", "ReferringPhysicianName")
 
 
-def _prepared(source_datasets: Sequence[Any], where: Any) -> list[Any]:
+def _prepared(source_datasets: Sequence[Any], where: Any, *, frame_of_reference: bool = True) -> list[Any]:
     """Copies of the source datasets with the Type 2 attributes a real series may lack set to empty.
 
     Raises:
@@ -154,7 +159,10 @@ def _prepared(source_datasets: Sequence[Any], where: Any) -> list[Any]:
             if keyword not in ds:
                 setattr(ds, keyword, "")
         datasets.append(ds)
-    _check_frame_of_reference(datasets, where)
+    if frame_of_reference:
+        _check_frame_of_reference(datasets, where)
+    elif not datasets:
+        raise SeriesError("the source series has no instances", path=where)
     return datasets
 
 
@@ -290,39 +298,104 @@ def _volume_groups(result: Any, codes: Mapping[str, Any], model_name: str, segme
     return groups
 
 
+def _classification_groups(result: Any, codes: Mapping[str, Any], algorithm: Any, sources: list[Any]) -> list[Any]:
+    """TID 1501 groups: the decided class(es) as the finding with its probability, then every class's probability."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes as dcm_codes
+
+    probability = dict(zip(result.class_names, (float(p) for p in result.probabilities), strict=True))
+
+    def group(identifier: str, name: str) -> Any:
+        return hd.sr.MeasurementsAndQualitativeEvaluations(
+            tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=identifier[:64]),
+            finding_type=_concept(_label_code(name, codes, _FINDING)["type"]), algorithm_id=algorithm,
+            source_images=sources,
+            measurements=[hd.sr.Measurement(name=dcm_codes.DCM.Probability, value=probability[name],
+                                            unit=dcm_codes.UCUM.NoUnits, algorithm_id=algorithm)])
+
+    decided = [c for c in str(result.label).split(";") if c in probability]  # multi-label: names joined by ';'
+    return [group("decision", c) for c in decided] + [group(str(c), str(c)) for c in result.class_names]
+
+
+def _detection_groups(result: Any, codes: Mapping[str, Any], algorithm: Any, datasets: list[Any],
+                      where: Path) -> list[Any]:
+    """One group per detection at or above ``min_score``: a planar ROI (2D) or its finding and score (3D)."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes as dcm_codes
+
+    planar = result.boxes.shape[1] == 4
+    if planar:
+        ds = datasets[0]
+        if len(datasets) != 1 or int(ds.get("NumberOfFrames", 1) or 1) != 1:
+            raise GeometryError("2D boxes need a source of one single-frame image", path=where)
+        shape = result.image.spatial_shape if result.image is not None else None
+        if shape is not None and tuple(shape) != (int(ds.Columns), int(ds.Rows)):
+            raise GeometryError(f"the detections' image ({shape[0]} x {shape[1]}) is not the source image "
+                                f"({ds.Columns} x {ds.Rows})", path=where)
+    groups = []
+    for n, i in enumerate(result.kept(), start=1):
+        name = str(result.class_names[int(result.labels[i])])
+        common = {
+            "tracking_identifier": hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=f"{name} {n}"[:64]),
+            "finding_type": _concept(_label_code(name, codes, _FINDING)["type"]), "algorithm_id": algorithm,
+            "measurements": [hd.sr.Measurement(name=dcm_codes.DCM.Probability, value=float(result.scores[i]),
+                                               unit=dcm_codes.UCUM.NoUnits, algorithm_id=algorithm)]}
+        if planar:  # SCOORD pixel coordinates (column, row); 0,0 is the top left corner of the top left pixel
+            x0, y0, x1, y1 = (float(v) for v in result.boxes[i])
+            region = hd.sr.ImageRegion(
+                graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
+                graphic_data=np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]),
+                source_image=hd.sr.SourceImageForRegion.from_source_image(datasets[0]))
+            groups.append(hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(referenced_region=region, **common))
+        else:
+            groups.append(hd.sr.MeasurementsAndQualitativeEvaluations(**common))
+    return groups
+
+
 def write_sr(
     result: Any, source_datasets: Sequence[Any], path: str | os.PathLike[str], *,
     segmentation: Any = None, codes: Mapping[str, Any] | None = None, model_name: str = "",
 ) -> Any:
-    """Write a TID 1500 Measurement Report (Comprehensive 3D SR) of a segmentation's volumes.
+    """Write a TID 1500 Measurement Report (Comprehensive 3D SR) of a result.
 
-    Each structure of ``result.measurements()`` is one measurement group with its volume in mL, its codes
-    and the algorithm (TID 4019: name = model, version = deepmia's). With ``segmentation`` (the written SEG)
-    each group references its segment.
+    Segmentation: each structure of ``result.measurements()`` is one measurement group with its volume in mL
+    (with ``segmentation``, the written SEG, each group references its segment). Classification: a "decision"
+    group whose finding is the decided class, with its calibrated probability, then one group per class.
+    Detection: one planar ROI (the box on the source image) per detection at or above the result's
+    ``min_score`` with its score (3D: the finding and its score, no ROI). Every group carries its codes
+    (``codes``, default the shipped table) and the algorithm (TID 4019: name = model, version = deepmia's).
 
     Returns:
         The written ``highdicom.sr.Comprehensive3DSR``.
 
     Raises:
-        GeometryError: The source series has no Frame of Reference.
+        GeometryError: A segmentation's source series has no Frame of Reference; 2D boxes whose source is not
+            one single-frame image of the detected image's size.
+        InvalidArgumentError: A task without an SR (registration).
     """
     import highdicom as hd
     from pydicom.sr.codedict import codes as dcm_codes
 
     where = Path(path)
-    datasets = _prepared(source_datasets, where)
-    if result.task != "segment":
-        raise InvalidArgumentError(f"an SR of a {result.task} result is not written yet", path=where,
-                                   fix="leave out --dicom for this model")
-    first = datasets[0]
-    groups = _volume_groups(result, codes if codes is not None else load_codes(), model_name, segmentation)
+    datasets = _prepared(source_datasets, where, frame_of_reference=result.task == "segment")
+    codes = codes if codes is not None else load_codes()
+    algorithm = hd.sr.AlgorithmIdentification(*_algorithm(model_name))
+    if result.task == "segment":
+        groups = _volume_groups(result, codes, model_name, segmentation)
+    elif result.task == "classify":
+        sources = [hd.sr.SourceImageForMeasurementGroup.from_source_image(ds) for ds in datasets]
+        groups = _classification_groups(result, codes, algorithm, sources)
+    elif result.task == "detect":
+        groups = _detection_groups(result, codes, algorithm, datasets, where)
+    else:
+        raise InvalidArgumentError(f"an SR of a {result.task} result is not written yet", path=where)
     report = hd.sr.MeasurementReport(
         observation_context=_observation_context(model_name), procedure_reported=dcm_codes.SCT.ImagingProcedure,
         imaging_measurements=groups, title=dcm_codes.DCM.ImagingMeasurementReport)
     evidence = datasets + ([segmentation] if segmentation is not None else [])
     sr = hd.sr.Comprehensive3DSR(
         evidence=evidence, content=report, series_instance_uid=hd.UID(),
-        series_number=_series_number(first, SR_SERIES_OFFSET), sop_instance_uid=hd.UID(), instance_number=1,
+        series_number=_series_number(datasets[0], SR_SERIES_OFFSET), sop_instance_uid=hd.UID(), instance_number=1,
         manufacturer=_MANUFACTURER, is_complete=True, series_description=f"deepmia SR {model_name}"[:64])
     where.parent.mkdir(parents=True, exist_ok=True)
     sr.save_as(where)
@@ -331,25 +404,32 @@ def write_sr(
 
 def dicom_outputs(name: str, result: Any, out_dir: str | os.PathLike[str], *,
                   model_dir: str | os.PathLike[str] | None = None) -> list[Path]:
-    """Write the DICOM objects of one result into ``out_dir/dicom/``: ``<name>.seg.dcm`` and ``<name>.sr.dcm``.
+    """Write the DICOM objects of one result into ``out_dir/dicom/``.
 
-    The source series is the one the input was read from (``meta["source"]`` and ``meta["series_uid"]``).
+    ``<name>.seg.dcm`` for a segmentation, ``<name>.sr.dcm`` for a segmentation, classification or detection. The
+    source is the DICOM series or file the input was read from (its image's ``meta["source"]`` and
+    ``meta["series_uid"]``).
 
     Raises:
-        InvalidArgumentError: The input was not a DICOM series, or the task has no DICOM output yet.
-        GeometryError: The prediction's grid does not match the source, or the source has no Frame of Reference.
+        InvalidArgumentError: The input was not read from DICOM, or the task has no DICOM output (registration).
+        GeometryError: The prediction's grid does not match the source, or a segmentation's source has no Frame
+            of Reference.
     """
     from deepmia.io import image_stem
 
-    if result.task != "segment":
-        raise InvalidArgumentError(f"--dicom writes segmentation results only so far, not {result.task}",
-                                   fix="leave out --dicom for this model")
-    datasets = source_datasets(result.labels.meta)
+    if result.task not in ("segment", "classify", "detect"):
+        raise InvalidArgumentError(f"no DICOM output for a {result.task} result yet", fix="leave out --dicom")
+    image = result.labels if result.task == "segment" else result.image
+    datasets = source_datasets(image.meta if image is not None else {})
     codes = load_codes(model_dir)
     model_name = Path(model_dir).name if model_dir is not None else ""
     stem = image_stem(name)
     dst = Path(out_dir) / "dicom"
-    seg_path, sr_path = dst / f"{stem}.seg.dcm", dst / f"{stem}.sr.dcm"
+    sr_path = dst / f"{stem}.sr.dcm"
+    if result.task != "segment":
+        write_sr(result, datasets, sr_path, codes=codes, model_name=model_name)
+        return [sr_path]
+    seg_path = dst / f"{stem}.seg.dcm"
     seg = write_seg(result, datasets, seg_path, codes=codes, model_name=model_name)
     write_sr(result, datasets, sr_path, segmentation=seg, codes=codes, model_name=model_name)
     return [seg_path, sr_path]

@@ -21,7 +21,7 @@ from deepmia.cli.main import main
 from deepmia.errors import GeometryError, InvalidArgumentError
 from deepmia.image import Image
 from deepmia.io import read_image, write_image
-from deepmia.report.dicom import load_codes, source_datasets, write_seg, write_sr
+from deepmia.report.dicom import dicom_outputs, load_codes, source_datasets, write_seg, write_sr
 from deepmia.tasks.segment.result import SegmentResult
 
 REPO = Path(__file__).resolve().parents[2]
@@ -219,3 +219,63 @@ def test_a_model_directory_codes_json_overrides_the_shipped_codes(series, tmp_pa
     (model / "codes.json").write_text("{not json")
     with pytest.raises(InvalidArgumentError, match="not valid JSON"):
         load_codes(model)
+
+
+def _predict_on_dicom_copy(model: str, picture: Path, modality: str, folder: Path):
+    """Predict ``picture`` in memory, its image pointing at a DICOM copy of it (as a DICOM input's meta does)."""
+    from deepmia.tasks import load_predictor
+
+    image = read_image(picture)
+    image.meta.update(modality=modality)
+    write_image(image, folder, format="dicom", series_number=5, series_description=model)
+    result = load_predictor(REPO / "models" / model, device="cpu").predict(image)
+    uid = _datasets(folder)[0].SeriesInstanceUID
+    result.image.meta.update(format="dicom", source=str(folder), series_uid=uid)
+    return result
+
+
+def _sr_groups(path: Path, kind: str) -> list:
+    import highdicom as hd
+
+    content = hd.sr.Comprehensive3DSR.from_dataset(pydicom.dcmread(path)).content
+    return getattr(content, f"get_{kind}_groups")()
+
+
+def test_classification_sr_holds_the_finding_and_the_calibrated_probabilities(tmp_path):
+    xray = REPO / "deepmia" / "samples" / "xray" / "pneumoniamnist_test_001_label0.png"
+    result = _predict_on_dicom_copy("pneumoniamnist", xray, "DX", tmp_path / "src")
+    written = dicom_outputs("case.png", result, tmp_path / "out", model_dir=REPO / "models" / "pneumoniamnist")
+    assert written == [tmp_path / "out" / "dicom" / "case.sr.dcm"]
+    groups = {g.tracking_identifier: g for g in _sr_groups(written[0], "image_measurement")}
+    assert set(groups) == {"decision", *result.class_names}
+    assert groups["decision"].finding_type.meaning == result.label
+    decided = result.class_names.index(result.label)
+    assert groups["decision"].get_measurements()[0].value == pytest.approx(result.probabilities[decided], abs=1e-6)
+    for name, p in zip(result.class_names, result.probabilities, strict=True):
+        assert groups[name].get_measurements()[0].value == pytest.approx(float(p), abs=1e-6)
+    sr = pydicom.dcmread(written[0])
+    assert sr.StudyInstanceUID == _datasets(tmp_path / "src")[0].StudyInstanceUID
+    assert set(_content_texts(sr, "Algorithm Name")) == {"pneumoniamnist"}
+    assert _dciodvfy_errors(written[0]) == []
+
+
+def test_detection_sr_holds_one_planar_roi_with_its_score_per_detection(tmp_path):
+    photo = REPO / "deepmia" / "samples" / "photo" / "BloodImage_00000.jpg"
+    result = _predict_on_dicom_copy("bccd", photo, "XC", tmp_path / "src")
+    written = dicom_outputs("blood.jpg", result, tmp_path / "out", model_dir=REPO / "models" / "bccd")
+    groups = _sr_groups(written[0], "planar_roi_measurement")
+    kept = result.kept()
+    assert len(groups) == len(kept) > 0
+    source = _datasets(tmp_path / "src")[0]
+    for group, i in zip(groups, kept, strict=True):
+        x0, y0, x1, y1 = result.boxes[i]
+        corners = np.asarray(group.roi.value)  # (column, row) pixel coordinates on the source image
+        assert np.allclose(corners[[0, 2]], [[x0, y0], [x1, y1]], atol=1e-3)
+        assert corners[:, 0].max() <= source.Columns and corners[:, 1].max() <= source.Rows
+        assert group.get_measurements()[0].value == pytest.approx(float(result.scores[i]), abs=1e-6)
+        assert group.finding_type.meaning == result.class_names[int(result.labels[i])]
+    assert _dciodvfy_errors(written[0]) == []
+    other = _datasets(tmp_path / "src")
+    other[0].Rows = 100  # a source image of another size than the detected one
+    with pytest.raises(GeometryError, match="is not the source image"):
+        write_sr(result, other, tmp_path / "x.dcm")
