@@ -279,3 +279,11 @@ def test_detection_sr_holds_one_planar_roi_with_its_score_per_detection(tmp_path
     other[0].Rows = 100  # a source image of another size than the detected one
     with pytest.raises(GeometryError, match="is not the source image"):
         write_sr(result, other, tmp_path / "x.dcm")
+
+
+@pytest.mark.slow
+def test_predict_dicom_on_a_nifti_input_is_a_clear_error(tmp_path, capsys):
+    assert main(["predict", str(MODEL), str(HIPPO), str(tmp_path / "out"), "--dicom"]) == 2
+    err = capsys.readouterr().err
+    assert "need a DICOM source series" in err and "hippocampus_003" in err
+    assert not (tmp_path / "out" / "dicom").exists()
