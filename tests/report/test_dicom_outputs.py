@@ -287,3 +287,18 @@ def test_predict_dicom_on_a_nifti_input_is_a_clear_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "need a DICOM source series" in err and "hippocampus_003" in err
     assert not (tmp_path / "out" / "dicom").exists()
+
+
+@pytest.mark.slow
+def test_a_study_folder_gives_each_series_its_own_seg_on_its_own_series(series, tmp_path):
+    study = tmp_path / "study"
+    shutil.copytree(series, study / "one")
+    image = read_image(HIPPO)
+    image.meta.update(modality="MR")
+    write_image(image, study / "two", format="dicom", series_number=4, series_description="again")
+    assert main(["predict", str(MODEL), str(study), str(tmp_path / "out"), "--dicom"]) == 0
+    for folder, name in ((study / "one", "3_T1_crop"), (study / "two", "4_again")):
+        seg = pydicom.dcmread(tmp_path / "out" / "dicom" / f"{name}.seg.dcm")
+        assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == _datasets(folder)[0].SeriesInstanceUID
+        assert np.array_equal(_seg_on_source_grid(tmp_path / "out" / "dicom" / f"{name}.seg.dcm", folder),
+                              read_image(tmp_path / "out" / f"{name}.nii.gz", kind="label").array[0])
