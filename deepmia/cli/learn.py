@@ -53,7 +53,8 @@ def predict(
     folds: str = typer.Option(None, "--folds", help="Comma-separated folds to ensemble (default: all trained)."),
     figure: bool = typer.Option(False, "--figure", help="Also draw the results as PNG figures."),
     dicom: bool = typer.Option(
-        False, "--dicom", help="Segmentation of a DICOM series: also write a DICOM SEG and SR to OUT/dicom/."
+        False, "--dicom", help="DICOM inputs: also write DICOM objects to OUT/dicom/ (segmentation: SEG + SR; "
+                               "classification and detection: SR)."
     ),
     probabilities: bool = typer.Option(
         False, "--probabilities", help="Segmentation: also write class probability maps to OUT/probabilities/."
@@ -85,9 +86,8 @@ def predict(
         "min_score": min_score, "device": device,
     })
     formats = ["probabilities"] if probabilities else []
-    if dicom and task.name != "segment":
-        raise InvalidArgumentError(f"--dicom writes segmentation results only so far, not {task.name}",
-                                   fix="leave out --dicom")
+    if dicom and task.name == "register":
+        raise InvalidArgumentError("--dicom does not write registration results yet", fix="leave out --dicom")
     if task.name == "register":
         _task_module("registration").predict(model_dir, src, dst, options={"figure": figure, "device": device})
         return

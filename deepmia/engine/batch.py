@@ -332,7 +332,7 @@ def _read_batch(predictor: Any, items: Sequence[InputItem], skipped: list, error
     batch = []
     for item in items:
         try:
-            image = item.read()
+            image = predictor.conform(item.read())
             predictor.check(image, path=item.path)  # refusals raise; warnings travel in the result
         except DeepmiaError as exc:
             skipped.append((item.name, str(exc)))

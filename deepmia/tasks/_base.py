@@ -258,6 +258,17 @@ class Predictor(ABC):
         """
         return []
 
+    def conform(self, image: Any) -> Any:
+        """``image`` in the model's dimensionality where that is lossless.
+
+        A one-slice volume ``(C, X, Y, 1)`` (a single DICOM image read as a series, a 2D NIfTI) becomes the 2D
+        image a 2D model takes.
+        """
+        dims = getattr(getattr(self, "plan", None), "spatial_dims", None)
+        if dims == 2 and getattr(image, "spatial_dims", None) == 3 and image.spatial_shape[-1] == 1:
+            return image.with_geometry(image.array[..., 0], image.affine)
+        return image
+
     def check_run(self) -> None:
         """Refuse, before any input is read, a run that cannot work (e.g. a fusion model without its table)."""
         return None

@@ -196,10 +196,20 @@ def test_a_non_dicom_input_says_a_dicom_source_is_needed():
 
 
 def test_dicom_for_a_task_without_dicom_outputs_is_refused_before_predicting(tmp_path, capsys):
-    xray = REPO / "deepmia" / "samples" / "xray"
-    assert main(["predict", str(REPO / "models" / "pneumoniamnist"), str(xray), str(tmp_path), "--dicom"]) == 2
-    assert "segmentation results only" in capsys.readouterr().err
+    pair = ",".join(str(REPO / "deepmia/samples/hippocampus" / f"hippocampus_00{k}.nii.gz") for k in (1, 3))
+    assert main(["predict", "hippocampus_registration", pair, str(tmp_path), "--dicom"]) == 2
+    assert "does not write registration results" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.shared_data
+def test_a_classified_dicom_film_gets_an_sr_with_its_finding(shared_data, tmp_path):
+    film = shared_data / "dicom" / "pydicom" / "RG1_J2KI.dcm"
+    assert main(["predict", "pneumoniamnist", str(film), str(tmp_path), "--dicom"]) == 0
+    sr = pydicom.dcmread(tmp_path / "dicom" / "RG1_J2KI.sr.dcm")
+    source = pydicom.dcmread(film, stop_before_pixels=True)
+    assert sr.Modality == "SR" and sr.StudyInstanceUID == source.StudyInstanceUID
+    assert sr.SeriesInstanceUID != source.SeriesInstanceUID
 
 
 def test_a_model_directory_codes_json_overrides_the_shipped_codes(series, tmp_path):

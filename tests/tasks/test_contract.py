@@ -165,3 +165,15 @@ def test_shipped_models_are_installed_with_the_package_and_named(tmp_path, capsy
     assert (tmp_path / "out" / "hippocampus_003.nii.gz").is_file()
     assert main(["predict", "hipocampus", str(HIPPO), "out2"]) == 2
     assert "shipped models: adrenalmnist3d, bccd, hippocampus" in capsys.readouterr().err
+
+
+def test_a_one_slice_volume_is_conformed_to_a_2d_model(tmp_path):
+    from deepmia.image import Image
+
+    xray = read_image(REPO / "deepmia/samples/xray/pneumoniamnist_test_000_label1.png")
+    volume = Image(xray.array[..., None], xray.affine, meta=dict(xray.meta))  # how a one-image DICOM series reads
+    predictor = load_predictor("pneumoniamnist")
+    flat = predictor.conform(volume)
+    assert flat.spatial_shape == xray.spatial_shape and np.array_equal(flat.array, xray.array)
+    assert predictor.predict(flat).label == predictor.predict(xray).label
+    assert load_predictor("hippocampus").conform(volume) is volume  # a 3D model keeps it
