@@ -366,7 +366,7 @@ def _geometry_measures(image: Image, thresholds: dict[str, Threshold]) -> list[M
     )
     missing = [k for k in _EXPECTED_META if not image.meta.get(k)]
     if image.meta.get("spacing_unknown"):
-        missing.append("pixel spacing (missing or zero in the file: distances and sizes are in pixels)")
+        missing.append("pixel spacing (the file states none, or zero: distances and sizes are in pixels)")
     elif np.allclose(image.affine, np.eye(4)):
         missing.append("geometry (identity affine: spacing/orientation probably not stored)")
     t = thresholds["missing_metadata"]
