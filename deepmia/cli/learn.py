@@ -28,19 +28,20 @@ def _task_module(name: str) -> ModuleType:
     return importlib.import_module(f"deepmia.cli.{name}")
 
 
-def _predictor_options(task: str, opts: dict[str, Any]) -> dict[str, Any]:
-    """The predictor keyword options of ``task`` from the command line's; refuses options the task lacks."""
-    accepted = {
-        "segment": ("folds", "tta", "probabilities", "device"),
-        "classify": ("folds", "tta", "clinical", "device"),
-        "detect": ("folds", "tta", "min_score", "device"),
-        "register": ("device",),
-    }[task]
+def _predictor_options(task: Any, opts: dict[str, Any]) -> dict[str, Any]:
+    """The keyword options of ``task``'s predictor among the command line's; refuses flags it does not take.
+
+    The options a task takes are read from its predictor's signature, so a new option needs no list here.
+    """
+    import inspect
+
+    params = inspect.signature(task.predictor().__init__).parameters
+    accepted = {n for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
     flags = {"probabilities": "--probabilities", "clinical": "--clinical", "min_score": "--min-score",
              "folds": "--folds"}
     for key, flag in flags.items():
         if opts.get(key) not in (None, False) and key not in accepted:
-            raise InvalidArgumentError(f"{flag} does not apply to a {task} model", fix=f"leave out {flag}")
+            raise InvalidArgumentError(f"{flag} does not apply to a {task.name} model", fix=f"leave out {flag}")
     return {k: v for k, v in opts.items() if k in accepted and v is not None}
 
 
@@ -81,7 +82,7 @@ def predict(
         fold_list = [int(f) for f in folds.split(",")] if folds else None
     except ValueError:
         raise InvalidArgumentError(f"--folds {folds!r} is not a comma-separated list of integers") from None
-    options = _predictor_options(task.name, {
+    options = _predictor_options(task, {
         "tta": tta, "folds": fold_list, "clinical": clinical, "probabilities": probabilities or None,
         "min_score": min_score, "device": device,
     })

@@ -254,7 +254,7 @@ def run_batch(
     src, dst = Path(src), Path(dst)
     items, skipped = discover_inputs(src)
     out_dir, names = _resolve_target(dst, items, getattr(predictor, "file_output", False))
-    predictor.check_run()
+    predictor.check_run([i.name for i in items])
     bad_formats = sorted(set(formats) - set(getattr(predictor, "formats", ())))
     if bad_formats:
         raise InvalidArgumentError(
@@ -333,7 +333,7 @@ def _read_batch(predictor: Any, items: Sequence[InputItem], skipped: list, error
     for item in items:
         try:
             image = predictor.conform(item.read())
-            predictor.check(image, path=item.path)  # refusals raise; warnings travel in the result
+            predictor.check(image, path=item.path)  # refusals raise before a batch forms
         except DeepmiaError as exc:
             skipped.append((item.name, str(exc)))
             errors.append(exc)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from deepmia.engine.batch import MEASUREMENT_COLUMNS
 from deepmia.errors import InvalidArgumentError
 from deepmia.registry import Registry
 
@@ -40,8 +41,6 @@ __all__ = [
     "model_hash",
 ]
 
-#: Columns of :meth:`Result.measurements` rows (the table the report, the DICOM SR and the service read).
-MEASUREMENT_COLUMNS = ("case", "target", "quantity", "value", "unit")
 
 
 @dataclass(frozen=True)
@@ -51,21 +50,17 @@ class Task:
     Attributes:
         name: The task's name (``segment``, ``classify``, ...): its package ``deepmia.tasks.<name>``.
         plan_task: The ``task`` field its model directories' ``plan.json`` carry (``segmentation``, ...).
-        summary: One line for ``deepmia models`` and ``--help``.
         predictor: Returns the task's :class:`Predictor` class (imported on first use: torch is heavy).
         train_command: The command that trains a model of this task.
         planner: ``planner(dataset_dir, time_budget_s=, overrides=)`` -> the plan as a dict, or None.
-        inputs: How many images one prediction takes (registration: 2, fixed and moving).
         trains_on: The dataset task its training data has (registration trains on segmentation datasets).
     """
 
     name: str
     plan_task: str
-    summary: str
     predictor: Callable[[], type[Predictor]]
     train_command: str
     planner: Callable[..., dict[str, Any]] | None = None
-    inputs: int = 1
     trains_on: str | None = None
 
     @property
@@ -250,13 +245,13 @@ class Predictor(ABC):
         """Predict several inputs (the batch loop's unit); tasks that batch small images override it."""
         return [self.predict(x) for x in inputs]
 
-    def check(self, image: Any, *, path: Any = None) -> list[str]:
-        """Check an input against the model before predicting: what the model cannot read raises.
+    def check(self, image: Any, *, path: Any = None) -> None:
+        """Refuse an input the model cannot read (channels, dimensions, ...) before predicting: it raises.
 
-        Returns:
-            Warnings that do not stop the prediction (tasks put :meth:`input_warnings` in their results).
+        What the model can read but was not trained on is not refused: :meth:`input_warnings` says it, in the
+        result.
         """
-        return []
+        return None
 
     def conform(self, image: Any) -> Any:
         """``image`` in the model's dimensionality where that is lossless.
@@ -269,8 +264,11 @@ class Predictor(ABC):
             return image.with_geometry(image.array[..., 0], image.affine)
         return image
 
-    def check_run(self) -> None:
-        """Refuse, before any input is read, a run that cannot work (e.g. a fusion model without its table)."""
+    def check_run(self, names: Sequence[str]) -> None:
+        """Refuse, before any input is read, a run over inputs ``names`` that cannot work.
+
+        For example a fusion model without its clinical table, or with a table that names none of the inputs.
+        """
         return None
 
     def input_warnings(self, image: Any) -> list[str]:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from deepmia.errors import InvalidArgumentError
+from deepmia.tasks._base import TASKS
 
 __all__ = ["available_folds", "resolve_folds", "load_fold_models"]
 
@@ -17,7 +18,7 @@ def available_folds(model_dir: str | os.PathLike[str]) -> list[int]:
     return sorted(int(p.parent.name.split("_")[1]) for p in Path(model_dir).glob("fold_*/model_best.pt"))
 
 
-def resolve_folds(model_dir: str | os.PathLike[str], folds: Sequence[int] | None, *, train_command: str) -> list[int]:
+def resolve_folds(model_dir: str | os.PathLike[str], folds: Sequence[int] | None, *, task: str) -> list[int]:
     """The folds to use: ``folds`` (each must be trained) or every trained fold.
 
     Raises:
@@ -30,7 +31,7 @@ def resolve_folds(model_dir: str | os.PathLike[str], folds: Sequence[int] | None
         raise InvalidArgumentError(
             f"no trained weights for fold(s) {missing or 'any'} (found {found})",
             path=model_dir,
-            fix=f"train them with `{train_command}`",
+            fix=f"train them with `{TASKS.get(task).train_command}`",
         )
     return chosen
 

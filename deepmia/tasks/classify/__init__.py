@@ -22,6 +22,5 @@ def _plan(dataset, *, time_budget_s=None, overrides=(), progress=None) -> dict:
 
 TASKS.register("classify")(Task(
     name="classify", plan_task="classification",
-    summary="calibrated class probabilities with uncertainty (2D/3D, optionally fused with clinical data)",
     predictor=_predictor, train_command="deepmia train classify", planner=_plan,
 ))

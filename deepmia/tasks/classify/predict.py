@@ -111,21 +111,28 @@ class Predictor(TaskPredictor):
         check_image(image, self.plan, path=path)
         if self.plan.tabular is not None:
             self._clinical_of([image], path=path)
-        return self.input_warnings(image)
 
-    def check_run(self) -> None:
-        """A fusion model needs its clinical table, every value of it readable, before any image is read.
+    def check_run(self, names: Sequence[str]) -> None:
+        """A fusion model needs its clinical table, every value readable and some row naming an input.
 
         Raises:
             InvalidArgumentError: A fusion model without a table.
-            DatasetError: A value the encoder cannot read (e.g. a word in a numeric column), naming the table.
+            DatasetError: A value the encoder cannot read (e.g. a word in a numeric column), or no row whose case
+                id is an input's name without its image suffix; the table is named.
         """
         if self.plan.tabular is None:
             return
         if self.clinical_rows is None:
             self.read_clinical(None)  # raises, naming the columns the model needs
         rows = cast(dict[str, dict[str, str]], self.clinical_rows)
-        encode_table(rows, list(rows), cast(TabularSpec, self.plan.tabular), path=self.clinical)
+        spec = cast(TabularSpec, self.plan.tabular)
+        encode_table(rows, list(rows), spec, path=self.clinical)
+        ids = [image_stem(n) for n in names]
+        if ids and not any(c in rows for c in ids):
+            raise DatasetError(
+                f"no {spec.id_column!r} in the clinical table matches an input file (inputs such as {ids[0]!r}; "
+                f"table ids such as {next(iter(rows))!r})", path=self.clinical,
+                fix=f"the {spec.id_column!r} column must hold the input file names without suffix")
 
     def input_warnings(self, image: Image) -> list[str]:
         """Where ``image`` falls outside the training data: size, spacing and intensity."""
@@ -142,7 +149,7 @@ class Predictor(TaskPredictor):
         if self.clinical_rows is None:
             self.read_clinical(None)  # raises: the model fuses clinical columns and no table was given
         spec = cast(TabularSpec, self.plan.tabular)
-        ids = [str(im.meta.get("case_id", "")) for im in images]
+        ids = [case_id(im) for im in images]
         for cid in ids:
             if cid not in self.clinical_rows:
                 raise DatasetError(f"no row with {spec.id_column} {cid!r} for {path or cid}", path=self.clinical,
@@ -164,12 +171,13 @@ class Predictor(TaskPredictor):
         threshold = self.threshold_info()
         out = []
         for i, im in enumerate(images):
-            warnings = self.input_warnings(im)  # an input unlike the training data is never a confident answer
+            unlike = self.input_warnings(im)  # an input unlike the training data is never a confident answer
+            unseen = [] if self.clinical_rows is None else self.unseen_categories(self.clinical_rows, [case_id(im)])
             out.append(ClassifyResult(
                 case=case_id(im), class_names=list(self.class_names),
                 probabilities=r["probabilities"][i], decision=r["labels"][i], label=self.label_text(r["labels"][i]),
-                uncertainty=float(r["uncertainty"][i]), low_confidence=bool(r["low_confidence"][i]) or bool(warnings),
-                threshold=threshold, image=im, warnings=warnings))
+                uncertainty=float(r["uncertainty"][i]), low_confidence=bool(r["low_confidence"][i]) or bool(unlike),
+                threshold=threshold, image=im, warnings=unlike + unseen))
         return out
 
     def threshold_info(self) -> dict[str, Any] | None:
@@ -341,23 +349,14 @@ class Predictor(TaskPredictor):
             DatasetError: A bad clinical table: unreadable, columns other than the model's, a non-number in a
                 numeric column, no case id matching any input, or (single file) no row for the input.
         """
-        from deepmia.engine.batch import discover_inputs, run_batch
+        from deepmia.engine.batch import run_batch
 
         src, dst = Path(src), Path(dst)
         saved = self.clinical, self.clinical_rows
         self.clinical, self.clinical_rows = (None if clinical is None else Path(clinical)), self.read_clinical(clinical)
         try:
-            rows = self.clinical_rows
-            if rows is not None:
-                items, _ = discover_inputs(src)
-                ids = [image_stem(i.name) for i in items]
-                if ids and not any(c in rows for c in ids):
-                    spec = cast(TabularSpec, self.plan.tabular)
-                    raise DatasetError(
-                        f"no {spec.id_column!r} in the clinical table matches an input file (inputs such as "
-                        f"{ids[0]!r}; table ids such as {next(iter(rows))!r})", path=clinical,
-                        fix=f"the {spec.id_column!r} column must hold the input file names without suffix")
             report = run_batch(self, src, dst, keep_results=True)
+            rows = self.clinical_rows
             notes = [] if rows is None else self.unseen_categories(rows, [r.case for _, r in report.results])
         finally:
             self.clinical, self.clinical_rows = saved

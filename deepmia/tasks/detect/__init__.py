@@ -21,6 +21,6 @@ def _plan(dataset, *, time_budget_s=None, overrides=(), progress=None) -> dict:
 
 
 TASKS.register("detect")(Task(
-    name="detect", plan_task="detection", summary="boxes with scores (2D/3D RetinaNet, anchors planned from the data)",
+    name="detect", plan_task="detection",
     predictor=_predictor, train_command="deepmia train detect", planner=_plan,
 ))

@@ -202,7 +202,7 @@ class Predictor(TaskPredictor):
     ) -> None:
         self.model_dir = Path(model_dir)
         self.plan: DetectPlan = load_plan(self.model_dir / "plan.json")
-        self.folds = resolve_folds(self.model_dir, folds, train_command="deepmia train detect")
+        self.folds = resolve_folds(self.model_dir, folds, task=self.task)
         configure_threads(self.plan.schedule.threads)
         self.tta = self.plan.inference.tta and tta is not False
         self.precision = precision or self.plan.schedule.precision
@@ -217,13 +217,12 @@ class Predictor(TaskPredictor):
         """Folds, TTA, precision and the figure/count score cut (recorded in run.json)."""
         return {"folds": self.folds, "tta": self.tta, "precision": self.precision, "min_score": self.min_score}
 
-    def check(self, image: Image, *, path: Any = None) -> list[str]:
+    def check(self, image: Image, *, path: Any = None) -> None:
         """Refuse an image whose channels or dimensionality do not fit the model."""
         if image.num_channels != self.plan.in_channels or image.spatial_dims != self.plan.spatial_dims:
             raise InvalidArgumentError(
                 f"image of shape {image.array.shape}; the model expects {self.plan.in_channels} channel(s), "
                 f"{self.plan.spatial_dims}D", path=path)
-        return self.input_warnings(image)
 
     def input_warnings(self, image: Image) -> list[str]:
         """Where ``image`` falls outside the training data: size (around the median training size) and intensity."""

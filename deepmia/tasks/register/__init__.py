@@ -22,7 +22,6 @@ def _plan(dataset, *, time_budget_s=None, overrides=(), progress=None) -> dict:
 
 TASKS.register("register")(Task(
     name="register", plan_task="registration",
-    summary="a transform and the warped moving image (classical rigid/affine/deformable or learned)",
-    predictor=_predictor, train_command="deepmia train register", planner=_plan, inputs=2,
+    predictor=_predictor, train_command="deepmia train register", planner=_plan,
     trains_on="segmentation",
 ))

@@ -18,6 +18,6 @@ def _plan(dataset, *, time_budget_s=None, overrides=(), progress=None) -> dict:
 
 
 TASKS.register("segment")(Task(
-    name="segment", plan_task="segmentation", summary="label maps of structures (2D/3D, self-configuring U-Net)",
+    name="segment", plan_task="segmentation",
     predictor=_predictor, train_command="deepmia train segment", planner=_plan,
 ))

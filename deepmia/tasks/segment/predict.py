@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import torch
@@ -75,7 +75,7 @@ class Predictor(TaskPredictor):
     ) -> None:
         self.model_dir = Path(model_dir)
         self.plan: SegmentPlan = load_plan(self.model_dir / "plan.json")
-        self.folds = resolve_folds(self.model_dir, folds, train_command="deepmia train segment")
+        self.folds = resolve_folds(self.model_dir, folds, task=self.task)
         configure_threads()
         self.device = resolve_device(device)
         # in eval mode DynUNet returns only the full-resolution output
@@ -112,12 +112,8 @@ class Predictor(TaskPredictor):
         return fingerprint_warnings(image, shape=ranges_of(fp.get("shape")), spacing=ranges_of(fp.get("spacing")),
                                     intensity=ct, modalities=list(self.plan.modalities))
 
-    def check(self, image: Image, *, path: Any = None) -> list[str]:
-        """Refuse an image the model cannot read: channels, dimensionality, NaNs; a 3D volume of unknown spacing.
-
-        Returns:
-            Warnings (:meth:`input_warnings`).
-        """
+    def check(self, image: Image, *, path: Any = None) -> None:
+        """Refuse an image the model cannot read: channels, dimensionality, NaNs; a 3D volume of unknown spacing."""
         if image.num_channels != self.plan.in_channels or image.spatial_dims != self.plan.spatial_dims:
             raise InvalidArgumentError(
                 f"image has {image.num_channels} channel(s) and {image.spatial_dims} spatial dims; the model expects "
@@ -133,7 +129,6 @@ class Predictor(TaskPredictor):
             raise InvalidArgumentError(
                 f"the voxel spacing is unknown; this model resamples to {list(self.plan.target_spacing)} mm and "
                 "cannot guess the size of a voxel", path=path, fix="give an image whose header states its spacing")
-        return self.input_warnings(image)
 
     def predict_array(self, image: Image, *, out: str = "labels") -> np.ndarray:
         """Network-grid prediction of ``image`` (after resampling and normalisation)."""
@@ -156,30 +151,18 @@ class Predictor(TaskPredictor):
     def predict(self, image: Image, *, path: Any = None) -> SegmentResult:
         """Segment ``image``: the label map on its own grid (shape and affine identical), probabilities if asked.
 
+        With ``probabilities``, one sliding-window pass gives both; the probabilities are the ensemble's (and
+        TTA's) softmax before post-processing, stored at float16 precision in the window, and the labels are
+        their argmax (they can differ from the float32 argmax where two classes tie within that precision); the
+        full ``(classes, *spatial)`` float32 map is then held in memory, unlike the per-slab argmax.
+
         Raises:
-            InvalidArgumentError: The image does not fit the model (channels, dimensions, NaNs).
+            InvalidArgumentError: The image does not fit the model (channels, dimensions, NaNs, unknown spacing).
         """
-        warnings = self.check(image, path=path)
-        labels, probs = self._predict(image, path=path, probabilities=self.probabilities)
-        names = {int(k): v for k, v in self.plan.labels.items() if int(k) != 0}
-        return SegmentResult(labels, names, probs, image=image, warnings=warnings)
-
-    def predict_with_probabilities(self, image: Image, *, path: Any = None) -> tuple[Image, Image]:
-        """Label map and class probabilities (float32, one channel per class) on the image's own grid.
-
-        One sliding-window pass gives both; the probabilities are the ensemble's (and TTA's) softmax before
-        post-processing, so a keep-largest-component choice changes the label map only. The sliding window
-        stores probabilities at float16 precision, and the labels are their argmax: they can differ from
-        :meth:`predict`'s (argmax in float32) where two classes tie within that precision. Memory: the full
-        ``(classes, *spatial)`` float32 map is held, unlike :meth:`predict`'s per-slab argmax.
-        """
-        labels, probs = self._predict(image, path=path, probabilities=True)
-        return labels, cast(Image, probs)
-
-    def _predict(self, image: Image, *, path: Any, probabilities: bool) -> tuple[Image, Image | None]:
         self.check(image, path=path)
         resampled = not np.allclose(image.spacing, self.plan.target_spacing, rtol=1e-3, atol=1e-4)
         probs = None
+        probabilities = self.probabilities
         if not resampled and not probabilities:
             labels, _ = self.predict_array(image)
         else:
@@ -193,5 +176,7 @@ class Predictor(TaskPredictor):
         if self.postprocess and self.plan.inference.largest_component:
             labels = keep_largest_component(labels, self.plan.inference.largest_component)
         label_image = Image(labels[None], image.affine, kind="label", meta=dict(image.meta))
-        prob_image = None if probs is None else Image(probs, image.affine, kind="intensity", meta=dict(image.meta))
-        return label_image, prob_image
+        keep = probabilities and probs is not None  # (a resampled prediction computes them without being asked)
+        prob_image = Image(probs, image.affine, kind="intensity", meta=dict(image.meta)) if keep else None
+        names = {int(k): v for k, v in self.plan.labels.items() if int(k) != 0}
+        return SegmentResult(label_image, names, prob_image, image=image, warnings=self.input_warnings(image))
