@@ -10,6 +10,7 @@ itself is built by :mod:`deepmia.report.demo`, the figures by :mod:`deepmia.repo
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -35,15 +36,10 @@ def _split_of(model_dir: Path, case: str) -> str | None:
     return next((name for name in ("train", "val", "test") if case in (split.get(name) or [])), None)
 
 
-def _volumes(labels: Any, names: dict[int, str]) -> dict[str, str]:
-    """Size of each named label: mL for volumes, mm² for 2D images."""
-    import numpy as np
-
-    counts = np.bincount(labels.array.ravel().astype(np.int64), minlength=max(names, default=0) + 1)
-    voxel = float(np.prod(labels.spacing))
-    if labels.spatial_dims == 3:
-        return {name: f"{counts[k] * voxel / 1000:.3f} mL" for k, name in sorted(names.items())}
-    return {name: f"{counts[k] * voxel:.1f} mm²" for k, name in sorted(names.items())}
+def _volumes(result: Any) -> dict[str, str]:
+    """Size of each named label of a segmentation result, as text: mL for volumes, mm² for 2D images."""
+    return {name: f"{v['volume_ml']:.3f} mL" if "volume_ml" in v else f"{v['area_mm2']:.1f} mm²"
+            for name, v in result.volumes().items()}
 
 
 def _segment(result: Any, image: Any, label: Any, model: str, stem: str, out: Path, section: Any) -> None:
@@ -51,9 +47,9 @@ def _segment(result: Any, image: Any, label: Any, model: str, stem: str, out: Pa
     from deepmia.report.figures import segmentation_figure
 
     names = dict(result.label_names)
-    section.analysis.append(("predicted volume (model)", _volumes(result.labels, names)))
+    section.analysis.append(("predicted volume (model)", _volumes(result)))
     if label is not None:
-        section.analysis.append(("reference volume (label file)", _volumes(label, names)))
+        section.analysis.append(("reference volume (label file)", _volumes(replace(result, labels=label))))
         dice = dice_per_label(result.labels.array[0], label.array[0], list(names), both_empty=1.0)
         section.analysis.append(("Dice, model vs reference", {names[k]: round(d, 3) for k, d in dice.items()}))
     path = segmentation_figure(image, result.labels, out / f"{stem}_model.png", label_names=names,

@@ -26,7 +26,8 @@ def plan(
 
     ds = Dataset.load(dataset)
     if task is None:
-        matches = [TASKS.get(n) for n in TASKS.names() if TASKS.get(n).plan_task == ds.task]
+        trains = [TASKS.get(n) for n in TASKS.names() if TASKS.get(n).dataset_task == ds.task]
+        matches = [t for t in trains if t.plan_task == ds.task] or trains  # the dataset's own task first
         if not matches:
             raise InvalidArgumentError(f"no task trains on {ds.task!r} datasets", path=dataset)
         chosen = matches[0]

@@ -16,12 +16,11 @@ from deepmia.data.dataset import Channel, Dataset
 from deepmia.errors import DatasetError, InvalidArgumentError
 from deepmia.registry import Registry
 
-__all__ = ["ImportReport", "importers", "Progress", "IMAGE_SUFFIXES", "Writer", "full_suffix", "file_stem",
+__all__ = ["ImportReport", "importers", "Progress", "Writer", "full_suffix", "file_stem",
            "require_dir", "channels_from", "save_dataset", "parse_label_names"]
 
 Progress = Callable[[int, int], None]
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".nii", ".nii.gz", ".nrrd", ".mha", ".mhd", ".dcm")
 
 
 @dataclass

@@ -21,19 +21,18 @@ from pathlib import Path
 from typing import Any
 
 from deepmia.data._importing import (
-    IMAGE_SUFFIXES,
     ImportReport,
     Progress,
     Writer,
     channels_from,
     file_stem,
-    full_suffix,
     importers,
     require_dir,
     save_dataset,
 )
 from deepmia.data.dataset import Channel, Dataset
 from deepmia.errors import DatasetError, InvalidArgumentError
+from deepmia.io import is_image_file
 
 __all__ = ["import_folder", "mask_base", "patient_pattern"]
 
@@ -85,20 +84,25 @@ def _class_files(
     """Image files by class, masks by (folder, image stem); everything else goes to ``skipped`` with its reason."""
     files: list[tuple[int, Path]] = []
     masks: dict[tuple[Path, str], list[Path]] = {}
+    def left_out(p: Path) -> bool:
+        """Whether ``p`` is excluded or hidden (reported as such); the same rule at the root and in classes."""
+        rel = p.relative_to(src).as_posix()
+        hit = next((pat for pat in exclude if fnmatch.fnmatch(rel, pat) or fnmatch.fnmatch(p.name, pat)), None)
+        if hit is not None:
+            skipped.append((rel, f"excluded by --exclude {hit!r}"))
+        elif p.name.startswith("."):
+            skipped.append((rel, "hidden file"))
+        return hit is not None or p.name.startswith(".")
+
     for p in sorted(src.iterdir()):
-        if p.is_file():
+        if p.is_file() and not left_out(p):
             skipped.append((p.name, "a file beside the class folders, not in a class"))
     for k, cls in enumerate(names):
         for p in sorted((src / cls).rglob("*")):
-            if not p.is_file():
+            if not p.is_file() or left_out(p):
                 continue
             rel = p.relative_to(src).as_posix()
-            hit = next((pat for pat in exclude if fnmatch.fnmatch(rel, pat) or fnmatch.fnmatch(p.name, pat)), None)
-            if hit is not None:
-                skipped.append((rel, f"excluded by --exclude {hit!r}"))
-            elif p.name.startswith("."):
-                skipped.append((rel, "hidden file"))
-            elif full_suffix(p) not in IMAGE_SUFFIXES:
+            if not is_image_file(p):  # the io format registry: what read_image reads
                 skipped.append((rel, "not an image file (by suffix)"))
             elif (base := mask_base(p)) is not None:
                 masks.setdefault((p.parent, base), []).append(p)

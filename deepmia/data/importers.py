@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from deepmia.data._importing import (
-    IMAGE_SUFFIXES,
     ImportReport,
     Progress,
     Writer,
@@ -36,7 +35,7 @@ from deepmia.data._importing import (
 from deepmia.data.dataset import Box, Channel, Dataset
 from deepmia.errors import DatasetError, DeepmiaError, InvalidArgumentError
 
-__all__ = ["ImportReport", "importers", "import_dataset", "IMAGE_SUFFIXES", "MEDMNIST_CLASSES", "Progress",
+__all__ = ["ImportReport", "importers", "import_dataset", "MEDMNIST_CLASSES", "Progress",
            "import_medmnist", "import_folder", "import_pairs"]
 
 

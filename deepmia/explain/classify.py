@@ -17,6 +17,7 @@ import torch
 from deepmia._validate import look_up_option
 from deepmia.explain.overlay import write_overlays
 from deepmia.explain.saliency import METHODS, TabularBound, saliency_map, target_layer
+from deepmia.io import image_stem
 from deepmia.tasks.classify.predict import Predictor
 
 __all__ = ["explain_path", "explainable_model"]
@@ -46,7 +47,7 @@ class _Explainer:
         model = explainable_model(predictor, tab)
         xt = torch.from_numpy(x[None])
         layer = target_layer(model, xt)
-        stem = name.split(".")[0]
+        stem = image_stem(name)  # not split("."): DICOM files are named by UIDs full of dots
         written: list[Path] = []
         for method in self.methods:
             m = saliency_map(model, xt, method=method, class_index=cls, layer=layer, activation=self.activation)

@@ -449,10 +449,12 @@ def write_tiff(image: Image, path: Path, *, compression: str | None = "zlib", **
     photometric = "rgb" if c in (3, 4) and pic.dtype in (np.uint8, np.uint16) else "minisblack"
     axes = ("ZYX" if image.spatial_dims == 3 else "YX") + ("S" if c > 1 else "")
     sx, sy = image.spacing[:2]
+    known = spacing_known(image)  # an unknown spacing's 1.0 placeholder is not written as a resolution (as PNG)
     tifffile.imwrite(
         path, pic, photometric=photometric, planarconfig="contig" if c > 1 else None,
         extrasamples=["unassalpha"] if photometric == "rgb" and c == 4 else None,
-        compression=compression, resolution=(10.0 / sx, 10.0 / sy), resolutionunit="CENTIMETER",
+        compression=compression, resolution=(10.0 / sx, 10.0 / sy) if known else None,
+        resolutionunit="CENTIMETER" if known else None,
         metadata={"axes": axes, **_stored_meta(image)},
     )
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -11,6 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from deepmia._warnings import library_warnings_ignored
 from deepmia.nn import networks
 
 
@@ -47,8 +47,7 @@ def voxelmorph(
         channels=tuple(int(c) for c in channels),
         final_conv_channels=tuple(int(c) for c in final_channels),
     )
-    with warnings.catch_warnings():  # MONAI says it uses torch's grid_sample: our choice, not news to a user
-        warnings.filterwarnings("ignore", message=".*Using PyTorch native grid_sample", category=UserWarning)
+    with library_warnings_ignored():  # MONAI's Warp says it uses torch's grid_sample: our choice, not news
         return VoxelMorph(
             backbone=backbone, integration_steps=integration_steps, half_res=half_res, spatial_dims=spatial_dims
         )
@@ -118,8 +117,7 @@ class AffineVoxelMorph(torch.nn.Module):
         out = self.unet.net[-1].final_conv_out.conv
         torch.nn.init.normal_(out.weight, std=1e-5)  # starts as a near-zero field
         torch.nn.init.zeros_(out.bias)
-        with warnings.catch_warnings():  # MONAI says it uses torch's grid_sample: our choice, not news to a user
-            warnings.filterwarnings("ignore", message=".*Using PyTorch native grid_sample", category=UserWarning)
+        with library_warnings_ignored():  # MONAI's Warp says it uses torch's grid_sample: our choice, not news
             self.integrate = DVF2DDF(num_steps=integration_steps) if integration_steps > 0 else None
             self.warp = Warp(mode="bilinear", padding_mode="border")
 

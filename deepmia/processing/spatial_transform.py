@@ -222,7 +222,7 @@ class SpatialTransform:
         return f[:, None] * m * f[None, :]
 
     def __repr__(self) -> str:
-        kinds = "+".join(c.GetName().replace("SpatialTransform", "") for c in _components(self._tx))
+        kinds = "+".join(c.GetName().replace("Transform", "") for c in _components(self._tx))
         return f"SpatialTransform({self.dims}D, {kinds})"
 
     # ----------------------------------------------------------- mapping

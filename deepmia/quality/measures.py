@@ -18,6 +18,7 @@ import numpy as np
 
 from deepmia.errors import InvalidArgumentError
 from deepmia.image import Image
+from deepmia.io import spacing_known
 
 __all__ = [
     "Measure",
@@ -365,7 +366,7 @@ def _geometry_measures(image: Image, thresholds: dict[str, Threshold]) -> list[M
         )
     )
     missing = [k for k in _EXPECTED_META if not image.meta.get(k)]
-    if image.meta.get("spacing_unknown"):
+    if not spacing_known(image):
         missing.append("pixel spacing (the file states none, or zero: distances and sizes are in pixels)")
     elif np.allclose(image.affine, np.eye(4)):
         missing.append("geometry (identity affine: spacing/orientation probably not stored)")

@@ -397,7 +397,8 @@ def classification_figure(image: Image, path: str | PathLike[str], *, title: str
         heat = image.with_array(np.asarray(arr, np.float32)[None], kind="intensity")
     index = None
     if heat is not None and image.spatial_dims == 3:
-        index = int(np.unravel_index(int(np.argmax(to_ras_axes(heat)[0][0])), heat.spatial_shape)[2])
+        ras = to_ras_axes(heat)[0][0]  # the axes permuted to R, A, S: unravel in that array's own shape
+        index = int(np.unravel_index(int(np.argmax(ras)), ras.shape)[2])
     sl, aspect = slice_for_display(image, "axial", index)
     rgb = to_rgb(sl, window)
     if heat is not None:

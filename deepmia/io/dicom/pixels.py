@@ -269,8 +269,8 @@ def invert_monochrome1(
     ``x' = (lo + hi) - x`` where ``[lo, hi]`` is the range the frame's stored values can map to through its
     Modality LUT or rescale (:func:`modality_range`, from BitsStored): the inversion is a reflection of that
     range onto itself, so the values stay in it, the dtype is kept, it does not depend on the image content
-    and it is its own inverse (the same formula undoes it). A window centre ``c`` of the file becomes
-    ``(lo + hi) - c`` with the same width.
+    and it is its own inverse (the same formula undoes it). The file's VOI window still describes the stored
+    (un-inverted) values: reflect its centre (``(lo + hi) - c``, same width) before applying it to these values.
 
     Args:
         arr: Modality values ``(F, rows, cols)`` (after :func:`apply_modality_lut`).

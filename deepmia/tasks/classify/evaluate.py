@@ -154,7 +154,7 @@ def evaluate(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
 
-    rows = predictor.read_clinical(clinical)  # the table's columns must be the model's
+    rows = predictor.clinical_rows  # read and checked against the model's columns by the Predictor
 
     def run(case_ids: list[str], *, permute: bool = False) -> dict[str, np.ndarray]:
         tab = None

@@ -5,7 +5,9 @@ width and ensemble size to the budget -> train each member with :class:`deepmia.
 on validation AUROC) -> fit the temperature on the validation logits of the ensemble (with TTA) -> choose the
 operating threshold and the low-confidence cut-off on validation -> write the model directory::
 
-    MODEL_DIR/plan.json  calibration.json  split.json  metrics.json  README.md  fold_<k>/model_best.pt
+    MODEL_DIR/plan.json  calibration.json  split.json  metrics.json  fold_<k>/model_best.pt
+
+(``deepmia train classify`` then writes the model card, ``README.md``, with deepmia.report.model_card.)
 
 Members are the dataset's cross-validation folds when it has several, otherwise seeds of its one split (the
 official MedMNIST split). The test cases are never read here.
@@ -419,8 +421,7 @@ def train(
         (out / "split.json").write_text(json.dumps(split, indent=1) + "\n")
     save_uncalibrated(out, plan)
     try:
-        return calibrate(out, dataset, folds, images=images, labels=labels, tab=tab, index=index, histories=histories,
-                         clinical=clinical)
+        return calibrate(out, dataset, folds, images=images, labels=labels, tab=tab, index=index, histories=histories)
     except Exception as exc:
         say(f"calibration failed ({type(exc).__name__}: {exc}); the trained model is saved in {out} and predicts "
             "uncalibrated (temperature 1, threshold 0.5); run the same command again to calibrate it")
@@ -457,7 +458,6 @@ def calibration_cases(
 def calibrate(
     out: Path, dataset: Dataset, folds: list[dict[str, list[str]]], *, images: np.ndarray, labels: np.ndarray,
     tab: np.ndarray | None, index: dict[str, int], histories: list[dict[str, Any]],
-    clinical: str | Path | None = None,
 ) -> dict[str, Any]:
     """Fit the temperature, operating threshold and low-confidence cut-off on validation; write metrics.
 
@@ -469,7 +469,7 @@ def calibrate(
     from deepmia.tasks.classify.evaluate import positive_last, score
     from deepmia.tasks.classify.predict import Predictor
 
-    predictor = Predictor(out, calibrated=False, clinical=clinical)  # a fusion model's Predictor reads its table
+    predictor = Predictor(out, calibrated=False)  # the encoded clinical features are passed to predict_arrays
     plan = predictor.plan
     val_ids, member_sel = calibration_cases(folds, predictor.members)
     sel = np.array([index[c] for c in val_ids])

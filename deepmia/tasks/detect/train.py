@@ -6,7 +6,9 @@ step time (threads, bf16 against fp32) and fit the epochs to the budget -> train
 augmentation and the box-fusion threshold on the validation cases (:func:`choose_inference`) -> write the model
 directory::
 
-    MODEL_DIR/plan.json  split.json  metrics.json  README.md  fold_0/model_best.pt
+    MODEL_DIR/plan.json  split.json  metrics.json  fold_0/model_best.pt
+
+(``deepmia train detect`` then writes the model card, ``README.md``, with deepmia.report.model_card.)
 
 The dataset's first fold (the official train/val lists for VOC data) is used; the test cases are never read.
 """

@@ -363,7 +363,8 @@ def train_registration(
     """Prepare the data, train ``affine_voxelmorph``, write the model folder; returns the run summary.
 
     Model folder: ``plan.json``, ``fold_0/`` (the Trainer's checkpoint, best weights and logs), ``split.json``,
-    ``metrics.json`` and ``README.md``. A second call with the same folder resumes from the last checkpoint.
+    and ``metrics.json`` (``deepmia train register`` then writes the card, ``README.md``). A second call with the
+    same folder resumes from the last checkpoint.
 
     Args:
         dataset_dir: Dataset folder with label maps.
