@@ -152,7 +152,7 @@ def plan_epochs(train_s: float, step_s: float, val_s: float, *, max_steps: int =
 
 def _fit_epochs(
     plan: SegmentPlan, model: torch.nn.Module, loss_of_batch: Callable[[], torch.Tensor],
-    validate: Callable[[torch.nn.Module], dict[str, float]], *, started: float, keep_epochs: bool,
+    validate: Callable[[torch.nn.Module], dict[str, float]], *, started: float, user_set: set[str],
     log: Callable[[str], None],
 ) -> tuple[SegmentPlan, float]:
     """The plan with its epoch length and validation interval fitted to the budget, and the training seconds left.
@@ -169,11 +169,14 @@ def _fit_epochs(
     val_s = time.perf_counter() - t
     reserve = 5.0 + 1.5 * val_s * (1 + len(plan.inference.mirror_axes))  # the mirrored final validation
     left = max(1.0, float(plan.schedule.time_budget_s or 0.0) - (time.perf_counter() - started) - reserve)
-    if not keep_epochs:
-        steps, every = plan_epochs(left, step_s, val_s)
-        plan = apply_overrides(plan, {"schedule.steps_per_epoch": steps, "schedule.val_every": every})
-        log(f"epochs: {steps} steps of {step_s:.2f} s, validation ({val_s:.1f} s) every {every} epoch(s), "
-            f"{left / 60:.1f} min of training left in the budget")
+    steps, every = plan_epochs(left, step_s, val_s)
+    fitted = {"schedule.steps_per_epoch": steps, "schedule.val_every": every}
+    fitted = {k: v for k, v in fitted.items() if k not in user_set}  # the user's own values are kept
+    if fitted:
+        plan = apply_overrides(plan, fitted)
+        s = plan.schedule
+        log(f"epochs: {s.steps_per_epoch} steps of {step_s:.2f} s, validation ({val_s:.1f} s) every {s.val_every} "
+            f"epoch(s), {left / 60:.1f} min of training left in the budget")
     return plan, left
 
 
@@ -225,7 +228,8 @@ def train_fold(
 
     The time budget covers the whole call: planning, preprocessing and the validation after training are taken
     from it. With a budget, the epoch length and validation interval come from the measured step and validation
-    times (:func:`plan_epochs`) unless ``overrides`` set ``schedule.steps_per_epoch``.
+    times (:func:`plan_epochs`), each unless ``overrides`` set it (``schedule.steps_per_epoch``,
+    ``schedule.val_every``).
 
     Returns:
         The fold's validation metrics summary.
@@ -272,7 +276,7 @@ def train_fold(
     if train_budget is not None and not checkpoint_exists:
         resolved, train_budget = _fit_epochs(
             resolved, model, lambda: train_step(model, make_batch()), validate, started=t_start, log=log,
-            keep_epochs=any(o.strip().startswith("schedule.steps_per_epoch") for o in overrides))
+            user_set={o.split("=", 1)[0].strip() for o in overrides})
     resolved.save(plan_path)
     _write_split(out / "split.json", split)
     s = resolved.schedule

@@ -39,3 +39,13 @@ def test_segmentation_budget_covers_the_fold_and_plans_epochs(spheres, tiny, tmp
     # the whole call may overrun only by a step and a validation (loose: the test machine is shared).
     assert summary["training"]["minutes"] * 60 < budget * 0.8
     assert elapsed <= budget + 15, f"{elapsed:.1f} s for a {budget:.0f} s budget"
+
+
+@pytest.mark.slow
+def test_a_users_validation_interval_is_kept_when_epochs_are_planned(spheres, tiny, tmp_path) -> None:
+    overrides = [o for o in tiny if not o.startswith(("schedule.steps_per_epoch", "schedule.epochs"))]
+    train_fold(spheres.root, tmp_path / "m", fold=0, time_budget_s=15.0,
+               overrides=[*overrides, "schedule.epochs=1000", "schedule.val_every=7"], cache=tmp_path / "cache",
+               workers=1, log=lambda m: None)
+    schedule = json.loads((tmp_path / "m" / "plan.json").read_text())["schedule"]
+    assert schedule["val_every"] == 7 and schedule["steps_per_epoch"] != 250  # kept; the other one planned
