@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+# canonical: the catalog stores resolved paths, and ../shared may be a link
+SHARED_DATA = (REPO.parent / "shared" / "data").resolve()
 
 
 @pytest.fixture(scope="session")
