@@ -51,7 +51,23 @@ def _root(
 
 def _add_commands() -> None:
     # Command modules are a fixed list (no import-by-path from configuration).
-    from deepmia.cli import catalog, dataset, deid, demo, explain, imaging, learn, models, process, quality
+    from deepmia.cli import (
+        batch,
+        catalog,
+        dataset,
+        deid,
+        demo,
+        explain,
+        export,
+        imaging,
+        learn,
+        models,
+        pacs,
+        process,
+        quality,
+        report_cmd,
+        serve,
+    )
 
     imaging.add_commands(app)
     deid.add_commands(app)
@@ -63,6 +79,11 @@ def _add_commands() -> None:
     learn.add_commands(app)
     models.add_commands(app)
     explain.add_commands(app)
+    report_cmd.add_commands(app)
+    export.add_commands(app)
+    pacs.add_commands(app)
+    batch.add_commands(app)
+    serve.add_commands(app)
 
 
 _add_commands()

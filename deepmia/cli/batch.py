@@ -1,0 +1,9 @@
+"""Commands: deepmia batch predict (issue 15)."""
+
+from __future__ import annotations
+
+import typer
+
+
+def add_commands(app: typer.Typer) -> None:
+    """Add this module's commands to ``app``."""

@@ -1,0 +1,9 @@
+"""Commands: deepmia report PRED_DIR --out report.html|pdf (issue 13)."""
+
+from __future__ import annotations
+
+import typer
+
+
+def add_commands(app: typer.Typer) -> None:
+    """Add this module's commands to ``app``."""
