@@ -90,7 +90,7 @@ LAYERS = [
     ("learning", ("deepmia.nn", "deepmia.transforms", "deepmia.engine")),
     ("tasks", ("deepmia.tasks",)),
     ("insight", ("deepmia.explain", "deepmia.report")),
-    ("delivery", ("deepmia.cli", "deepmia.service", "deepmia.pacs", "deepmia.distributed")),
+    ("delivery", ("deepmia.cli", "deepmia.service", "deepmia.pacs", "deepmia.distributed", "deepmia.jobs")),
 ]
 
 
