@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Vendor the web viewer's browser library (NiiVue) into the Python package, so `deepmia serve` needs no CDN and
+# no npm at run time. Installs exactly what viewer/package-lock.json pins (`npm ci`), then copies NiiVue's
+# self-contained ESM bundle (dist/index.js: NiiVue and the libraries it bundles, no imports left) and the licences
+# into deepmia/service/static/vendor/niivue/. The copied files are committed; rerun after changing the version.
+# Usage: bash scripts/build_viewer.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v npm >/dev/null || { echo "build_viewer: npm not found; install Node.js (npm) and rerun" >&2; exit 1; }
+(cd viewer && npm ci --ignore-scripts --no-audit --no-fund)
+pkg=viewer/node_modules/@niivue/niivue
+out=deepmia/service/static/vendor/niivue
+mkdir -p "$out"
+# the bundle must be self-contained (no bare imports): the browser loads it as one module
+if grep -qE '^import .* from ' "$pkg/dist/index.js"; then
+  echo "build_viewer: $pkg/dist/index.js imports other modules; bundle it with esbuild first" >&2; exit 1
+fi
+# drop the source-map comment: the 4.8 MB map is not shipped
+sed '/^\/\/# sourceMappingURL=/d' "$pkg/dist/index.js" > "$out/niivue.js"
+version=$(node -p "require('./$pkg/package.json').version")
+{
+  echo "NiiVue $version (npm @niivue/niivue, https://github.com/niivue/niivue), file dist/index.js as niivue.js."
+  echo "It bundles the libraries listed below; each licence follows NiiVue's."
+  echo
+  cat viewer/LICENSE.niivue
+  # the third-party libraries inside the bundle (dist/metafile-esm.json lists its inputs)
+  for dep in $(node -e "
+    const m = require('./$pkg/dist/metafile-esm.json'); const s = new Set();
+    for (const k of Object.keys(m.inputs)) { const r = k.match(/node_modules\/((@[^/]+\/)?[^/]+)/); if (r) s.add(r[1]); }
+    console.log([...s].sort().join(' '));"); do
+    lic=$(ls viewer/node_modules/"$dep" | grep -i -m1 -E '^licen[cs]e' || true)
+    ver=$(node -p "require('./viewer/node_modules/$dep/package.json').version")
+    echo; echo "---- $dep $ver ----"
+    if [ -n "$lic" ]; then cat "viewer/node_modules/$dep/$lic"
+    else echo "License: $(node -p "require('./viewer/node_modules/$dep/package.json').license")"; fi
+  done
+} > "$out/LICENSE"
+echo "build_viewer: $out/niivue.js $(wc -c < "$out/niivue.js") bytes, NiiVue $version"
