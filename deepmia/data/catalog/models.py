@@ -11,6 +11,7 @@ from datetime import date, datetime
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Date,
     DateTime,
     Float,
@@ -20,6 +21,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -36,11 +38,19 @@ __all__ = [
     "Annotation",
     "Prediction",
     "Job",
+    "JobOutput",
+    "User",
+    "Token",
+    "AuditEntry",
     "JOB_STATUSES",
+    "ROLES",
 ]
 
 UID = String(64)  # DICOM UIDs are at most 64 characters
-JOB_STATUSES = ("pending", "running", "done", "failed", "interrupted")
+#: ``queued``/``cancelled`` are the service queue's (deepmia.jobs); ``pending``/``interrupted`` the scan's.
+JOB_STATUSES = ("pending", "queued", "running", "done", "failed", "cancelled", "interrupted")
+#: Account roles of the service, least to most rights.
+ROLES = ("viewer", "annotator", "admin")
 
 
 class Base(DeclarativeBase):
@@ -212,6 +222,67 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime)
     started_at: Mapped[datetime | None] = mapped_column(DateTime)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # The service queue's columns (migration 0002): who asked, on which series, how often it was started.
+    user: Mapped[str | None] = mapped_column(String(128), index=True)
+    series_id: Mapped[int | None] = mapped_column(ForeignKey("series.id", ondelete="SET NULL"))
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    worker: Mapped[str | None] = mapped_column(String(128))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime)
+    log: Mapped[str | None] = mapped_column(Text)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+
+
+class JobOutput(Base):
+    """A file a job wrote, recorded only once the job completed (the file is in place before its row exists)."""
+
+    __tablename__ = "job_outputs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    name: Mapped[str] = mapped_column(String(256))
+    media_type: Mapped[str] = mapped_column(String(128))
+    path: Mapped[str] = mapped_column(String(1024))
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class User(Base):
+    """A service account with a role (viewer, annotator, admin)."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class Token(Base):
+    """An API token or browser session of a user: only a salted hash of its secret is stored."""
+
+    __tablename__ = "tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    salt: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class AuditEntry(Base):
+    """Who viewed, downloaded, uploaded or ran what, and when."""
+
+    __tablename__ = "audit"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    time: Mapped[datetime] = mapped_column(DateTime, index=True)
+    user: Mapped[str | None] = mapped_column(String(128), index=True)
+    action: Mapped[str] = mapped_column(String(32), index=True)
+    object: Mapped[str | None] = mapped_column(String(256))
+    detail: Mapped[str | None] = mapped_column(Text)
 
 
 class Prediction(Base):
