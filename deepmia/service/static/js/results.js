@@ -1,0 +1,59 @@
+// The result panels of one job: measurements, quality flags, the model card, the report.
+import { api, el } from './api.js'
+
+function table(rows, columns) {
+  return el('table', { class: 'grid small' },
+    el('thead', {}, el('tr', {}, columns.map((c) => el('th', {}, c)))),
+    el('tbody', {}, rows.map((r) => el('tr', {}, columns.map((c) => el('td', {}, fmt(r[c])))))))
+}
+
+function fmt(v) {
+  if (typeof v === 'number') return Number.isInteger(v) ? String(v) : v.toPrecision(4)
+  if (v === null || v === undefined) return ''
+  return typeof v === 'object' ? JSON.stringify(v) : String(v)
+}
+
+function section(id, title, ...children) {
+  return el('section', { id, class: 'result' }, el('h3', {}, title), ...children)
+}
+
+// quality results: rows, or an object of measures whose flags (booleans, or keys named *flag*) are marked
+function qualityView(data) {
+  if (Array.isArray(data)) return table(data, Object.keys(data[0] || {}))
+  const rows = Object.entries(data).map(([k, v]) => {
+    const flag = typeof v === 'boolean' || /flag|warn/i.test(k)
+    return el('tr', { class: flag && v && (v !== false) ? 'flag' : '' }, el('td', {}, k), el('td', {}, fmt(v)))
+  })
+  return el('table', { class: 'grid small' }, el('tbody', {}, rows))
+}
+
+export async function renderResults(job, panel) {
+  panel.replaceChildren()
+  const outputs = job.outputs || []
+  for (const out of outputs.filter((o) => o.kind === 'measurements')) {
+    const rows = await api(`/api/outputs/${out.id}`)
+    const cols = rows.length ? Object.keys(rows[0]) : ['case', 'target', 'quantity', 'value', 'unit']
+    panel.append(section('measurements', 'Measurements', table(rows, cols)))
+  }
+  if (job.kind === 'quality') {
+    for (const out of outputs.filter((o) => (o.media_type || '').includes('json'))) {
+      panel.append(section('quality', 'Quality flags', qualityView(await api(`/api/outputs/${out.id}`))))
+    }
+  }
+  const card = outputs.find((o) => o.kind === 'card')
+  const model = job.model || job.options?.model
+  let cardText = card ? await api(`/api/outputs/${card.id}`, { as: 'text' }) : ''
+  if (!cardText && model) cardText = (await api(`/api/models/${encodeURIComponent(model)}`).catch(() => ({}))).card_markdown || ''
+  if (cardText) {
+    panel.append(section('model-card', `Model card${model ? ': ' + model : ''}`,
+      el('details', {}, el('summary', {}, 'show'), el('pre', { class: 'card' }, cardText))))
+  }
+  const html = outputs.find((o) => o.kind === 'report_html')
+  const pdf = outputs.find((o) => o.kind === 'report_pdf')
+  if (html || pdf) {
+    panel.append(section('report', 'Report',
+      pdf ? el('p', {}, el('a', { href: `/api/outputs/${pdf.id}`, download: pdf.name || 'report.pdf', id: 'report-pdf' }, 'Download PDF')) : null,
+      html ? el('iframe', { src: `/api/outputs/${html.id}`, class: 'report', title: 'report', sandbox: '' }) : null))
+  }
+  if (job.log) panel.append(section('job-log', 'Log', el('details', {}, el('summary', {}, 'show'), el('pre', {}, job.log))))
+}

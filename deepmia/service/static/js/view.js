@@ -1,0 +1,128 @@
+// The image view: NiiVue on one canvas, the base series, window/level, view layouts, zoom and the crosshair.
+import { Niivue, NVImage, SLICE_TYPE, SHOW_RENDER } from '/static/vendor/niivue/niivue.js'
+import { api } from './api.js'
+
+// CT window presets: [level, width] in Hounsfield units
+export const CT_PRESETS = {
+  brain: [40, 80],
+  'soft tissue': [40, 350],
+  abdomen: [50, 400],
+  lung: [-600, 1500],
+  bone: [400, 1800],
+}
+
+export const LAYOUTS = {
+  axial: SLICE_TYPE.AXIAL,
+  coronal: SLICE_TYPE.CORONAL,
+  sagittal: SLICE_TYPE.SAGITTAL,
+  multiplanar: SLICE_TYPE.MULTIPLANAR,
+  '3d': SLICE_TYPE.RENDER,
+}
+
+export class View {
+  constructor(canvas, { onLocation } = {}) {
+    this.canvas = canvas
+    this.onLocation = onLocation || (() => {})
+    this.nv = new Niivue({
+      backColor: [0, 0, 0, 1],
+      crosshairColor: [1, 0.15, 0.15, 1],
+      crosshairWidth: 1,
+      crosshairWidthUnit: 'percent',
+      crosshairGap: 0,
+      fontMinPx: 16,
+      fontSizeScaling: 0.6,
+      show3Dcrosshair: true,
+      isOrientationTextVisible: true,
+      multiplanarShowRender: SHOW_RENDER.ALWAYS,
+      dragAndDropEnabled: false,
+      isColorbar: false,
+      logLevel: 'warn',
+      loadingText: 'loading...',
+    })
+    this.base = null
+    this.series = null
+    this.timings = {}
+  }
+
+  async attach() {
+    await this.nv.attachToCanvas(this.canvas)
+    this.nv.onLocationChange = (loc) => this.onLocation(loc)
+  }
+
+  // Load a series as the base volume; every overlay is dropped.
+  async openSeries(series) {
+    const t0 = performance.now()
+    const buffer = await api(`/api/series/${series.id}/image`, { params: { format: 'nifti' }, as: 'buffer' })
+    const t1 = performance.now()
+    const vol = await NVImage.loadFromUrl({ url: buffer, name: `series_${series.id}.nii.gz` })
+    const t2 = performance.now()
+    for (const v of [...this.nv.volumes]) this.nv.removeVolume(v)
+    this.nv.addVolume(vol)
+    this.base = vol
+    this.series = series
+    this.autoWindow()
+    await new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve)))
+    const t3 = performance.now()
+    // performance.now() counts from the navigation start of this page
+    this.timings = { fetchStart: t0, fetched: t1, parsed: t2, firstDraw: t3, bytes: buffer.byteLength }
+    this.nv.createOnLocationChange()
+    return vol
+  }
+
+  isCT() {
+    const m = (this.series?.modality || '').toUpperCase()
+    return m === 'CT'
+  }
+
+  // [level, width] in the image's units
+  setWindow(level, width) {
+    if (!this.base) return
+    this.base.cal_min = level - width / 2
+    this.base.cal_max = level + width / 2
+    this.nv.updateGLVolume()
+  }
+
+  // robust 2%..98% intensity range (NiiVue computes it on load), for MR and anything without presets
+  autoWindow() {
+    if (!this.base) return
+    const lo = this.base.robust_min ?? this.base.global_min
+    const hi = this.base.robust_max ?? this.base.global_max
+    this.base.cal_min = lo
+    this.base.cal_max = hi > lo ? hi : lo + 1
+    this.nv.updateGLVolume()
+  }
+
+  preset(name) {
+    if (name === 'auto') this.autoWindow()
+    else this.setWindow(...CT_PRESETS[name])
+  }
+
+  window() {
+    if (!this.base) return [0, 1]
+    return [(this.base.cal_min + this.base.cal_max) / 2, this.base.cal_max - this.base.cal_min]
+  }
+
+  layout(name) {
+    this.nv.setSliceType(LAYOUTS[name])
+  }
+
+  zoom(factor) {
+    const p = this.nv.scene.pan2Dxyzmm
+    this.nv.setPan2Dxyzmm([p[0], p[1], p[2], Math.max(0.2, Math.min(20, p[3] * factor))])
+  }
+
+  resetZoom() {
+    this.nv.setPan2Dxyzmm([0, 0, 0, 1])
+  }
+
+  // Move the crosshair to a world position (RAS mm, as the API gives it).
+  goTo(mm) {
+    this.nv.scene.crosshairPos = this.nv.mm2frac([mm[0], mm[1], mm[2] ?? 0])
+    this.nv.drawScene()
+    this.nv.createOnLocationChange()
+  }
+
+  crosshairMM() {
+    return Array.from(this.nv.frac2mm(this.nv.scene.crosshairPos)).slice(0, 3)
+  }
+}
