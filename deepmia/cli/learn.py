@@ -54,9 +54,14 @@ def predict(
     folds: str = typer.Option(None, "--folds", help="Comma-separated folds to ensemble (default: all trained)."),
     figure: bool = typer.Option(False, "--figure", help="Also draw the results as PNG figures."),
     dicom: bool = typer.Option(
-        False, "--dicom", help="DICOM inputs: also write DICOM objects to OUT/dicom/ (segmentation: SEG + SR; "
-                               "classification and detection: SR)."
+        False, "--dicom", help="Also write DICOM objects to OUT/dicom/ (segmentation: SEG + SR, with "
+                               "--probabilities also a fractional SEG; classification and detection: SR). "
+                               "Non-DICOM inputs need --patient-id or --template."
     ),
+    patient_id: str = typer.Option(None, "--patient-id", help="--dicom on non-DICOM inputs: the patient's id."),
+    study_uid: str = typer.Option(None, "--study-uid", help="--dicom on non-DICOM inputs: the study (default: new)."),
+    template: Path = typer.Option(
+        None, "--template", help="--dicom on non-DICOM inputs: a DICOM file whose patient and study are used."),
     probabilities: bool = typer.Option(
         False, "--probabilities", help="Segmentation: also write class probability maps to OUT/probabilities/."
     ),
@@ -88,7 +93,9 @@ def predict(
     })
     formats = ["probabilities"] if probabilities else []
     if dicom and task.name == "register":
-        raise InvalidArgumentError("--dicom does not write registration results yet", fix="leave out --dicom")
+        raise InvalidArgumentError("--dicom does not write registration results (see docs/clinical-outputs.md)",
+                                   fix="leave out --dicom")
+    identity = _dicom_identity(src, dicom, patient_id, study_uid, template)
     if task.name == "register":
         _task_module("registration").predict(model_dir, src, dst, options={"figure": figure, "device": device})
         return
@@ -97,19 +104,37 @@ def predict(
         raise InvalidArgumentError("--figure draws 2D images; this is a 3D model", path=model_dir,
                                    fix="leave out --figure (3D boxes are in predictions.json with world coordinates)")
     _run_predictions(predictor, src, dst, formats=formats, options={**options, "figure": figure, "dicom": dicom},
-                     figure=figure, dicom=dicom)
+                     figure=figure, dicom=dicom, identity=identity)
+
+
+def _dicom_identity(src: Path, dicom: bool, patient_id: str | None, study_uid: str | None,
+                    template: Path | None) -> Any:
+    """The patient of ``--dicom`` outputs of non-DICOM inputs, checked before predicting (None without --dicom)."""
+    from deepmia.report.dicom_source import DicomIdentity, check_dicom_inputs
+
+    identity = DicomIdentity(patient_id or None, study_uid or None, str(template) if template else None)
+    if not dicom:
+        if patient_id or study_uid or template:
+            raise InvalidArgumentError("--patient-id, --study-uid and --template apply to --dicom outputs",
+                                       fix="add --dicom or leave them out")
+        return None
+    identity = identity.resolved() if identity.given or identity.study_uid else identity
+    check_dicom_inputs(src, identity)
+    return identity
 
 
 def _run_predictions(
     predictor: Any, src: Path, dst: Path, *, formats: list[str], options: dict[str, Any], figure: bool,
-    dicom: bool = False,
+    dicom: bool = False, identity: Any = None,
 ) -> None:
     from deepmia.cli._common import console, err_console, progress
     from deepmia.engine.batch import run_batch
     from deepmia.report.dicom import dicom_writer
     from deepmia.report.results import result_figures
 
-    writers = ([result_figures] if figure else []) + ([dicom_writer(predictor.model_dir)] if dicom else [])
+    writers = ([result_figures] if figure else []) + (
+        [dicom_writer(predictor.model_dir, identity=identity, probabilities="probabilities" in formats)]
+        if dicom else [])
     with progress() as bar:
         job = bar.add_task("predict", total=None)
         report = run_batch(predictor, src, dst, formats=formats, options={k: str(v) for k, v in options.items()},

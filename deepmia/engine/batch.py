@@ -31,7 +31,7 @@ from typing import Any
 from deepmia.errors import DeepmiaError, InvalidArgumentError, WriteError
 
 __all__ = ["InputItem", "BatchReport", "discover_inputs", "run_batch", "write_record", "environment",
-           "MEASUREMENT_COLUMNS"]
+           "predict_chunk", "write_result", "write_tables", "measurement_rows", "MEASUREMENT_COLUMNS"]
 
 #: Columns of the measurement table (same as :data:`deepmia.tasks.MEASUREMENT_COLUMNS`).
 MEASUREMENT_COLUMNS = ("case", "target", "quantity", "value", "unit")
@@ -70,6 +70,7 @@ class InputItem:
 
             image = read_series(self.files)
             image.meta.setdefault("source", str(self.path))
+            image.meta.setdefault("source_files", [str(f) for f in self.files])  # DICOM outputs reference them
         else:
             image = read_image(self.path)
         image.meta.setdefault("case_id", image_stem(self.name))
@@ -266,17 +267,11 @@ def run_batch(
     errors: list[DeepmiaError] = []
     chunk = max(1, int(getattr(predictor, "batch_size", 1)))
     for start in range(0, len(items), chunk):
-        batch = _read_batch(predictor, items[start:start + chunk], skipped, errors)
-        if batch:
-            t = time.perf_counter()
-            try:
-                found = predictor.predict_many([image for _, image in batch])
-            except DeepmiaError as exc:
-                found = _one_by_one(predictor, batch, skipped, errors, exc)
-            per = (time.perf_counter() - t) / max(1, len(batch))
-            for (item, _), result in zip(batch, found, strict=True):
-                if result is not None:
-                    done.add(item.name, names[0] if names else item.name, result, seconds=per)
+        t = time.perf_counter()
+        found = predict_chunk(predictor, items[start:start + chunk], skipped, errors)
+        per = (time.perf_counter() - t) / max(1, len(found))
+        for item, result in found:
+            done.add(item.name, names[0] if names else item.name, result, seconds=per)
         if progress:
             progress(min(start + chunk, len(items)), len(items), items[min(start + chunk, len(items)) - 1].name)
     if not done.names:
@@ -328,6 +323,70 @@ def write_record(
     return path
 
 
+def predict_chunk(
+    predictor: Any, items: Sequence[InputItem], skipped: list, errors: list
+) -> list[tuple[InputItem, Any]]:
+    """Read, check and predict some inputs in one ``predict_many`` call: the batch loop's unit of work.
+
+    An input that cannot be read, is refused or fails alone is appended to ``skipped`` (name, reason) and
+    ``errors`` and left out; a batch that fails as a whole is predicted input by input.
+
+    Returns:
+        ``(input, result)`` for each predicted input, in input order.
+    """
+    batch = _read_batch(predictor, items, skipped, errors)
+    if not batch:
+        return []
+    try:
+        found = predictor.predict_many([image for _, image in batch])
+    except DeepmiaError as exc:
+        found = _one_by_one(predictor, batch, skipped, errors, exc)
+    return [(item, result) for (item, _), result in zip(batch, found, strict=True) if result is not None]
+
+
+def write_result(
+    result: Any, out_dir: Path, name: str, *, formats: Sequence[str] = (), writers: Sequence[Callable] = (),
+    input_name: str | None = None,
+) -> list[Path]:
+    """Write one result's files (the task's own, then each writer's) into ``out_dir``; returns the paths.
+
+    Raises:
+        WriteError: A file could not be written (read-only folder, full disk), naming the input.
+    """
+    try:
+        outputs = list(result.write(out_dir, name, formats=formats))
+        return outputs + [p for w in writers for p in w(name, result, out_dir)]
+    except OSError as exc:
+        raise WriteError(f"could not write the result of {input_name or name}: {exc}", path=out_dir) from exc
+
+
+def measurement_rows(result: Any) -> list[list[Any]]:
+    """A result's rows of ``measurements.csv`` (:data:`MEASUREMENT_COLUMNS` order)."""
+    return [[r.get(c, "") for c in MEASUREMENT_COLUMNS] for r in result.measurements()]
+
+
+def write_tables(
+    out_dir: Path, kept: Sequence[tuple[str, Any]], table_type: Any, rows: Sequence[Sequence[Any]],
+    skipped: Sequence[tuple[str, str]],
+) -> list[Path]:
+    """Write the task's table of all cases (``table_type.write_table``), ``measurements.csv`` and ``skipped.csv``.
+
+    A stale ``skipped.csv`` from an earlier run is removed when nothing was skipped. Returns the tables written.
+    """
+    outputs = []
+    if table_type is not None:
+        outputs += table_type.write_table(kept, out_dir)
+    if rows:
+        _write_table(out_dir / "measurements.csv", MEASUREMENT_COLUMNS, rows)
+        outputs.append(out_dir / "measurements.csv")
+    skipped_csv = out_dir / "skipped.csv"
+    if skipped:
+        _write_table(skipped_csv, ("file", "reason"), skipped)
+    elif skipped_csv.exists():  # a stale list from an earlier run would contradict this one
+        skipped_csv.unlink()
+    return outputs
+
+
 def _read_batch(predictor: Any, items: Sequence[InputItem], skipped: list, errors: list) -> list[tuple[InputItem, Any]]:
     batch = []
     for item in items:
@@ -373,12 +432,9 @@ class _Done:
         self.table_type: Any = None
 
     def add(self, input_name: str, name: str, result: Any, *, seconds: float) -> None:
-        try:
-            self.outputs += result.write(self.out_dir, name, formats=self.formats)
-            self.outputs += [p for w in self.writers for p in w(name, result, self.out_dir)]
-        except OSError as exc:
-            raise WriteError(f"could not write the result of {input_name}: {exc}", path=self.out_dir) from exc
-        self.rows += [[r.get(c, "") for c in MEASUREMENT_COLUMNS] for r in result.measurements()]
+        self.outputs += write_result(result, self.out_dir, name, formats=self.formats, writers=self.writers,
+                                     input_name=input_name)
+        self.rows += measurement_rows(result)
         self.warnings += [f"{input_name}: {w}" for w in getattr(result, "warnings", ())]
         self.seconds[input_name] = round(seconds, 4)
         self.names.append(name)
@@ -388,18 +444,7 @@ class _Done:
 
     def finish(self, skipped: Sequence[tuple[str, str]]) -> list[Path]:
         """Write the task's table of all cases, ``measurements.csv`` and ``skipped.csv``; returns every output."""
-        outputs = list(self.outputs)
-        if self.table_type is not None:
-            outputs += self.table_type.write_table(self.kept, self.out_dir)
-        if self.rows:
-            _write_table(self.out_dir / "measurements.csv", MEASUREMENT_COLUMNS, self.rows)
-            outputs.append(self.out_dir / "measurements.csv")
-        skipped_csv = self.out_dir / "skipped.csv"
-        if skipped:
-            _write_table(skipped_csv, ("file", "reason"), skipped)
-        elif skipped_csv.exists():  # a stale list from an earlier run would contradict this one
-            skipped_csv.unlink()
-        return outputs
+        return list(self.outputs) + write_tables(self.out_dir, self.kept, self.table_type, self.rows, skipped)
 
 
 def _atomic_json(path: Path, content: dict[str, Any]) -> None:

@@ -1,11 +1,13 @@
 """DICOM objects of task results, written with highdicom: a binary SEG and a TID 1500 Measurement Report (SR).
 
-A segmentation becomes a SEG (one segment per label, coded from a label -> code table) in the source study, as a
-new series that references the source series and its Frame of Reference, and an SR with the volume of every
-structure in mL and the algorithm that measured it (TID 4019). A classification becomes an SR with the finding
-and the calibrated probabilities, a detection an SR with one planar ROI and score per box. The batch loop's
-writer :func:`dicom_writer` writes them into ``OUT/dicom/`` (``deepmia predict MODEL SRC OUT --dicom``; the
-command line takes segmentation models only so far, see docs/clinical-outputs.md).
+A segmentation becomes a SEG (one segment per label, coded from a label -> code table; or, on request, a
+FRACTIONAL SEG of the class probabilities) in the source study, as a new series that references the source series
+and its Frame of Reference, and an SR with the volume in mL and the largest diameter in mm of every structure and
+the algorithm that measured it (TID 4019). A classification becomes an SR with the finding and the calibrated
+probabilities, a detection an SR with one planar ROI (3D: one volumetric ROI, a box outline on every slice it
+spans) and score per box. The batch loop's writer :func:`dicom_writer` writes them into ``OUT/dicom/``
+(``deepmia predict MODEL SRC OUT --dicom``). A non-DICOM input gets a source series made for it when the patient
+is stated (:mod:`deepmia.report.dicom_source`). See docs/clinical-outputs.md.
 
 Example:
     >>> from deepmia.report.dicom import write_seg, write_sr   # doctest: +SKIP
@@ -26,8 +28,10 @@ from typing import Any
 import numpy as np
 
 from deepmia.errors import GeometryError, InvalidArgumentError, SeriesError
+from deepmia.report.dicom_source import DicomIdentity, made_source, source_datasets
 
-__all__ = ["load_codes", "source_datasets", "write_seg", "write_sr", "dicom_outputs", "dicom_writer"]
+__all__ = ["load_codes", "source_datasets", "write_seg", "write_fractional_seg", "write_sr", "read_seg",
+           "dicom_outputs", "dicom_writer", "DicomIdentity"]
 
 #: Series numbers of the new series: the source's plus these offsets.
 SEG_SERIES_OFFSET, SR_SERIES_OFFSET = 1000, 2000
@@ -72,48 +76,24 @@ def _label_code(name: str, codes: Mapping[str, Any], category: Sequence[str] = _
             "note": "placeholder: no code in the table"}
 
 
-def source_datasets(meta: Mapping[str, Any]) -> list[Any]:
-    """The source series' datasets (headers, no pixels) of an image read from DICOM.
-
-    Uses ``meta["source"]`` (the folder the series was read from, or the DICOM file) and ``meta["series_uid"]``.
-
-    Raises:
-        InvalidArgumentError: The image was not read from a DICOM series.
-        SeriesError: The series is no longer in its folder.
-    """
-    import pydicom
-
-    from deepmia.io.dicom.series import list_series
-
-    source, uid = meta.get("source"), meta.get("series_uid")
-    if meta.get("format") != "dicom" or not source or not uid:
-        raise InvalidArgumentError(
-            "DICOM outputs need a DICOM source series; this input was not read from one",
-            path=source or meta.get("case_id"),
-            fix="predict on the DICOM series folder, or leave out --dicom",
-        )
-    found = [s for s in list_series(source, recursive=True) if s.series_uid == uid]
-    if not found:
-        raise SeriesError(f"the source series {uid} is no longer in the folder", path=source)
-    return [pydicom.dcmread(p, stop_before_pixels=True) for p in found[0].files]
-
-
 def _frames_on_source(labels: Any, datasets: Sequence[Any], where: Any) -> np.ndarray:
-    """The label map as one (rows, columns) frame per source instance, in the order of ``datasets``.
+    """A map (labels or probabilities) as one (rows, columns, channels) frame per source instance, in their order.
 
     Raises:
         GeometryError: The label map's grid is not the source series' grid.
     """
     arr = np.asarray(labels.array)
-    if arr.ndim != 4 or arr.shape[0] != 1:
-        raise GeometryError(f"a 3D label map of one channel is needed, not shape {arr.shape}", path=where)
-    vol = arr[0]
+    if arr.ndim == 3:  # a 2D map (C, X, Y): one slice
+        arr = arr[..., None]
+    if arr.ndim != 4:
+        raise GeometryError(f"a 2D or 3D map is needed, not shape {arr.shape}", path=where)
+    vol = np.moveaxis(arr, 0, -1)  # (X, Y, Z, C)
     ras_to_lps = np.diag([-1.0, -1.0, 1.0])
     affine = np.asarray(labels.affine, dtype=float)
     inverse = np.linalg.inv(affine)
     spacing = np.linalg.norm(affine[:3, :3], axis=0)
     tol = max(1e-3, 0.01 * float(spacing.min()))
-    frames = np.empty((len(datasets), vol.shape[1], vol.shape[0]), dtype=vol.dtype)
+    slices = []
     for n, ds in enumerate(datasets):
         if "ImagePositionPatient" not in ds or "ImageOrientationPatient" not in ds:
             raise GeometryError("a source instance has no ImagePositionPatient/ImageOrientationPatient",
@@ -134,8 +114,8 @@ def _frames_on_source(labels: Any, datasets: Sequence[Any], where: Any) -> np.nd
                 f"the label map's grid does not match the source series (instance {ds.get('InstanceNumber', n)} "
                 f"lies at voxel {np.round(index, 3).tolist()})", path=where,
                 fix="predict on this series and write the label map on its grid")
-        frames[n] = vol[:, :, k].T
-    return frames
+        slices.append(k)
+    return np.ascontiguousarray(np.transpose(vol[:, :, slices], (2, 1, 0, 3)))  # (frames, rows, columns, C)
 
 
 #: Patient and study attributes of Type 2 (present, may be empty) that highdicom copies from the source.
@@ -144,20 +124,28 @@ _TYPE2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDa
 
 
 def _prepared(source_datasets: Sequence[Any], where: Any, *, frame_of_reference: bool = True) -> list[Any]:
-    """Copies of the source datasets with the Type 2 attributes a real series may lack set to empty.
+    """The source datasets with the Type 2 attributes a real series may lack set to empty.
+
+    A dataset that lacks none is used as it is; one that lacks some is replaced by a shallow copy (new element
+    table, shared element values) that has them: the caller's datasets are never changed and never deep-copied.
 
     Raises:
         SeriesError: No instances.
         GeometryError: The series has no Frame of Reference.
     """
-    import copy
+    import pydicom
 
     datasets = []
     for ds in source_datasets:
-        ds = copy.deepcopy(ds)
-        for keyword in _TYPE2:
-            if keyword not in ds:
-                setattr(ds, keyword, "")
+        missing = [keyword for keyword in _TYPE2 if keyword not in ds]
+        if missing:
+            copy = pydicom.Dataset()
+            copy.update(ds)
+            if hasattr(ds, "file_meta"):
+                copy.file_meta = ds.file_meta
+            for keyword in missing:
+                setattr(copy, keyword, "")
+            ds = copy
         datasets.append(ds)
     if frame_of_reference:
         _check_frame_of_reference(datasets, where)
@@ -204,6 +192,11 @@ def _segment_descriptions(names: Sequence[str], codes: Mapping[str, Any], model_
     return out
 
 
+#: Binary SEGs leave out frames where a segment is empty (highdicom's default, as dcmqi and TotalSegmentator do):
+#: a TotalSegmentator-size mask has a fraction of the frames, files and writing time (benchmarks/seg_write_speed.py).
+OMIT_EMPTY_FRAMES = True
+
+
 def write_seg(
     result: Any, source_datasets: Sequence[Any], path: str | os.PathLike[str], *,
     codes: Mapping[str, Any] | None = None, model_name: str = "",
@@ -212,7 +205,8 @@ def write_seg(
 
     One segment per label of ``result.label_names`` (also the empty ones), coded from ``codes`` (default: the
     shipped table); the SEG is a new series in the source study, on the source Frame of Reference, and its
-    frames reference the source instances they lie on.
+    frames reference the source instances they lie on. Frames where a segment is empty are left out
+    (:data:`OMIT_EMPTY_FRAMES`); :func:`read_seg` puts them back.
 
     Args:
         result: A :class:`~deepmia.tasks.segment.result.SegmentResult` whose label map is on the source grid.
@@ -228,29 +222,123 @@ def write_seg(
         GeometryError: The label map is not on the source grid, or the source has no Frame of Reference.
     """
     import highdicom as hd
-    from pydicom.uid import ExplicitVRLittleEndian
 
     where = Path(path)
     datasets = _prepared(source_datasets, where)
-    frames = _frames_on_source(result.labels, datasets, where)
+    frames = _frames_on_source(result.labels, datasets, where)[..., 0]
     values = sorted(int(k) for k in result.label_names)
-    relabelled = np.zeros(frames.shape, dtype=np.uint16 if len(values) > 255 else np.uint8)
-    for number, value in enumerate(values, start=1):
-        relabelled[frames == value] = number
+    lut = np.zeros(max(int(frames.max(initial=0)), *values, 0) + 1, dtype=np.uint16 if len(values) > 255 else np.uint8)
+    lut[values] = np.arange(1, len(values) + 1)
+    relabelled = lut[frames]  # label value -> segment number 1..n (labels not in the table -> 0)
     names = [str(result.label_names[v]) for v in values]
-    first = datasets[0]
+    return _save_segmentation(relabelled, hd.seg.SegmentationTypeValues.BINARY, datasets, names, where,
+                              codes=codes, model_name=model_name)
+
+
+def write_fractional_seg(
+    result: Any, source_datasets: Sequence[Any], path: str | os.PathLike[str], *,
+    codes: Mapping[str, Any] | None = None, model_name: str = "",
+) -> Any:
+    """Write a segmentation's class probabilities as a FRACTIONAL DICOM SEG (probability, 8 bits: 0..255 = 0..1).
+
+    One segment per label (background left out), coded as in :func:`write_seg`; every frame is kept.
+
+    Raises:
+        InvalidArgumentError: The result holds no probabilities (predict with ``--probabilities``).
+        GeometryError: The maps are not on the source grid, or the source has no Frame of Reference.
+    """
+    import highdicom as hd
+
+    where = Path(path)
+    if result.probabilities is None:
+        raise InvalidArgumentError("this result holds no probability maps for a fractional SEG", path=where,
+                                   fix="predict with --probabilities")
+    datasets = _prepared(source_datasets, where)
+    values = sorted(int(k) for k in result.label_names)
+    probs = result.probabilities
+    if probs.num_channels <= max(values, default=0):
+        raise InvalidArgumentError(f"{probs.num_channels} probability maps for labels up to {max(values)}",
+                                   path=where, fix="the maps must hold one channel per class, background first")
+    channels = probs.with_array(np.asarray(probs.array)[values])
+    frames = np.clip(_frames_on_source(channels, datasets, where), 0.0, 1.0).astype(np.float32)
+    names = [str(result.label_names[v]) for v in values]
+    return _save_segmentation(frames, hd.seg.SegmentationTypeValues.FRACTIONAL, datasets, names, where,
+                              codes=codes, model_name=model_name, fractional=True)
+
+
+def _save_segmentation(pixels: np.ndarray, kind: Any, datasets: Sequence[Any], names: Sequence[str], where: Path, *,
+                       codes: Mapping[str, Any] | None, model_name: str, fractional: bool = False) -> Any:
+    import highdicom as hd
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    extra = {"fractional_type": hd.seg.SegmentationFractionalTypeValues.PROBABILITY} if fractional else {}
     seg = hd.seg.Segmentation(
-        source_images=datasets, pixel_array=relabelled, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        source_images=datasets, pixel_array=pixels, segmentation_type=kind,
         segment_descriptions=_segment_descriptions(names, codes if codes is not None else load_codes(), model_name),
-        series_instance_uid=hd.UID(), series_number=_series_number(first, SEG_SERIES_OFFSET),
+        series_instance_uid=hd.UID(), series_number=_series_number(datasets[0], SEG_SERIES_OFFSET + int(fractional)),
         sop_instance_uid=hd.UID(), instance_number=1, manufacturer=_MANUFACTURER,
         manufacturer_model_name=(model_name or "deepmia model")[:64], software_versions=_algorithm(model_name)[1],
-        device_serial_number="0", series_description=f"deepmia SEG {model_name}"[:64],
-        transfer_syntax_uid=ExplicitVRLittleEndian, omit_empty_frames=False,
+        device_serial_number="0",
+        series_description=f"deepmia {'probability ' if fractional else ''}SEG {model_name}"[:64],
+        transfer_syntax_uid=ExplicitVRLittleEndian, omit_empty_frames=OMIT_EMPTY_FRAMES and not fractional, **extra,
     )
     where.parent.mkdir(parents=True, exist_ok=True)
     seg.save_as(where)
     return seg
+
+
+def read_seg(path: str | os.PathLike[str], source: Any) -> Any:
+    """Read a SEG back onto its source series' grid (deepmia's own reader; pydicom only, not highdicom).
+
+    Every frame is placed by its ``ImagePositionPatient`` on the source image's grid; frames a SEG left out are
+    empty. A binary SEG gives a label map (each voxel: the number of the segment it is in, 0 outside);
+    a fractional SEG one probability channel (0..1) per segment.
+
+    Args:
+        path: The SEG file.
+        source: The source series (a folder or file deepmia reads, or its :class:`~deepmia.image.Image`).
+
+    Returns:
+        An :class:`~deepmia.image.Image` on the source grid: ``(1, X, Y, Z)`` labels or ``(segments, X, Y, Z)``.
+
+    Raises:
+        GeometryError: A frame does not lie on the source grid, or has no plane position.
+    """
+    import pydicom
+
+    from deepmia.image import Image
+    from deepmia.io import read_image
+
+    image = source if isinstance(source, Image) else read_image(source)
+    shape = tuple(image.spatial_shape) + (1,) * (3 - image.spatial_dims)
+    ds = pydicom.dcmread(path)
+    n, rows, cols = int(ds.get("NumberOfFrames", 1)), int(ds.Rows), int(ds.Columns)
+    raw = np.frombuffer(ds.PixelData, dtype=np.uint8)
+    binary = ds.SegmentationType == "BINARY"
+    if binary:
+        frames = np.unpackbits(raw, bitorder="little")[: n * rows * cols].reshape(n, rows, cols)
+        out = np.zeros((1, *shape), dtype=np.uint16 if len(ds.SegmentSequence) > 255 else np.uint8)
+    else:
+        frames = raw[: n * rows * cols].reshape(n, rows, cols) / float(ds.MaximumFractionalValue)
+        out = np.zeros((len(ds.SegmentSequence), *shape), dtype=np.float32)
+    inverse = np.linalg.inv(image.affine)
+    for f, item in enumerate(ds.PerFrameFunctionalGroupsSequence):
+        number = int(item.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+        if "PlanePositionSequence" not in item:
+            raise GeometryError("a SEG frame has no plane position", path=path)
+        lps = np.asarray(item.PlanePositionSequence[0].ImagePositionPatient, dtype=float)
+        index = inverse[:3, :3] @ (lps * [-1.0, -1.0, 1.0]) + inverse[:3, 3]
+        k = int(round(index[2]))
+        if not np.allclose(index, [0, 0, k], atol=1e-2) or not 0 <= k < shape[2] or (rows, cols) != shape[1::-1]:
+            raise GeometryError(f"SEG frame {f + 1} does not lie on the source grid (voxel {np.round(index, 3)})",
+                                path=path, fix="read it with the series it was written on")
+        if binary:
+            out[0, :, :, k][frames[f].T > 0] = number
+        else:
+            out[number - 1, :, :, k] = frames[f].T
+    if image.spatial_dims == 2:
+        out = out[..., 0]
+    return Image(out, image.affine, kind="label" if binary else "intensity", meta={"source": str(path)})
 
 
 def _series_number(source: Any, offset: int) -> int:
@@ -272,81 +360,40 @@ def _observation_context(model_name: str) -> Any:
 
 
 def _volume_groups(result: Any, codes: Mapping[str, Any], model_name: str, segmentation: Any) -> list[Any]:
-    """One TID 1411 volumetric ROI group (with a SEG) or TID 1501 group (without) per structure."""
+    """One TID 1411 volumetric ROI group (with a SEG) or TID 1501 group (without) per structure.
+
+    Each holds the structure's volume in mL (2D: area in mm2) and its largest diameter in mm
+    (:func:`deepmia.report.shape.largest_diameters`: the 3D Feret diameter between voxel centres, world mm).
+    """
     import highdicom as hd
     from pydicom.sr.codedict import codes as dcm_codes
 
+    from deepmia.report.shape import largest_diameters
+
     algorithm = hd.sr.AlgorithmIdentification(*_algorithm(model_name))
-    volumes = {r["target"]: float(r["value"]) for r in result.measurements() if r["quantity"] == "volume"}
+    sizes = {r["target"]: (r["quantity"], float(r["value"])) for r in result.measurements()
+             if r["quantity"] in ("volume", "area")}
     numbers = {str(result.label_names[v]): n for n, v in enumerate(sorted(result.label_names), start=1)}
+    values = {str(name): int(v) for v, name in result.label_names.items()}
+    diameters = largest_diameters(np.asarray(result.labels.array)[0], result.labels.affine, values.values())
     groups = []
-    for label, ml in volumes.items():
+    for label, (quantity, size) in sizes.items():
         code = _label_code(label, codes)
-        measurement = hd.sr.Measurement(
-            name=dcm_codes.SCT.Volume, value=ml, unit=hd.sr.CodedConcept("ml", "UCUM", "milliliter"),
-            algorithm_id=algorithm)
+        measurements = [hd.sr.Measurement(
+            name=dcm_codes.SCT.Volume if quantity == "volume" else dcm_codes.SCT.Area, value=size,
+            unit=hd.sr.CodedConcept("ml", "UCUM", "milliliter") if quantity == "volume"
+            else hd.sr.CodedConcept("mm2", "UCUM", "square millimeter"), algorithm_id=algorithm),
+            hd.sr.Measurement(name=dcm_codes.SCT.Diameter, value=round(diameters[values[label]], 4),
+                              unit=dcm_codes.UCUM.Millimeter, derivation=dcm_codes.SCT.Maximum,
+                              algorithm_id=algorithm)]
         tracking = hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=label[:64])
         common = {"tracking_identifier": tracking, "finding_type": _concept(code["type"]),
                   "finding_category": _concept(code["category"]), "algorithm_id": algorithm,
-                  "measurements": [measurement]}
+                  "measurements": measurements}
         if segmentation is not None:
             segment = hd.sr.ReferencedSegment.from_segmentation(segmentation, numbers[label])
             groups.append(hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(referenced_segment=segment,
                                                                                     **common))
-        else:
-            groups.append(hd.sr.MeasurementsAndQualitativeEvaluations(**common))
-    return groups
-
-
-def _classification_groups(result: Any, codes: Mapping[str, Any], algorithm: Any, sources: list[Any]) -> list[Any]:
-    """TID 1501 groups: the decided class(es) as the finding with its probability, then every class's probability."""
-    import highdicom as hd
-    from pydicom.sr.codedict import codes as dcm_codes
-
-    probability = dict(zip(result.class_names, (float(p) for p in result.probabilities), strict=True))
-
-    def group(identifier: str, name: str) -> Any:
-        return hd.sr.MeasurementsAndQualitativeEvaluations(
-            tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=identifier[:64]),
-            finding_type=_concept(_label_code(name, codes, _FINDING)["type"]), algorithm_id=algorithm,
-            source_images=sources,
-            measurements=[hd.sr.Measurement(name=dcm_codes.DCM.Probability, value=probability[name],
-                                            unit=dcm_codes.UCUM.NoUnits, algorithm_id=algorithm)])
-
-    decided = [c for c in str(result.label).split(";") if c in probability]  # multi-label: names joined by ';'
-    return [group("decision", c) for c in decided] + [group(str(c), str(c)) for c in result.class_names]
-
-
-def _detection_groups(result: Any, codes: Mapping[str, Any], algorithm: Any, datasets: list[Any],
-                      where: Path) -> list[Any]:
-    """One group per detection at or above ``min_score``: a planar ROI (2D) or its finding and score (3D)."""
-    import highdicom as hd
-    from pydicom.sr.codedict import codes as dcm_codes
-
-    planar = result.boxes.shape[1] == 4
-    if planar:
-        ds = datasets[0]
-        if len(datasets) != 1 or int(ds.get("NumberOfFrames", 1) or 1) != 1:
-            raise GeometryError("2D boxes need a source of one single-frame image", path=where)
-        shape = result.image.spatial_shape if result.image is not None else None
-        if shape is not None and tuple(shape) != (int(ds.Columns), int(ds.Rows)):
-            raise GeometryError(f"the detections' image ({shape[0]} x {shape[1]}) is not the source image "
-                                f"({ds.Columns} x {ds.Rows})", path=where)
-    groups = []
-    for n, i in enumerate(result.kept(), start=1):
-        name = str(result.class_names[int(result.labels[i])])
-        common = {
-            "tracking_identifier": hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=f"{name} {n}"[:64]),
-            "finding_type": _concept(_label_code(name, codes, _FINDING)["type"]), "algorithm_id": algorithm,
-            "measurements": [hd.sr.Measurement(name=dcm_codes.DCM.Probability, value=float(result.scores[i]),
-                                               unit=dcm_codes.UCUM.NoUnits, algorithm_id=algorithm)]}
-        if planar:  # SCOORD pixel coordinates (column, row); 0,0 is the top left corner of the top left pixel
-            x0, y0, x1, y1 = (float(v) for v in result.boxes[i])
-            region = hd.sr.ImageRegion(
-                graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
-                graphic_data=np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]),
-                source_image=hd.sr.SourceImageForRegion.from_source_image(datasets[0]))
-            groups.append(hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(referenced_region=region, **common))
         else:
             groups.append(hd.sr.MeasurementsAndQualitativeEvaluations(**common))
     return groups
@@ -362,8 +409,9 @@ def write_sr(
     (with ``segmentation``, the written SEG, each group references its segment). Classification: a "decision"
     group whose finding is the decided class, with its calibrated probability, then one group per class.
     Detection: one planar ROI (the box on the source image) per detection at or above the result's
-    ``min_score`` with its score (3D: the finding and its score, no ROI). Every group carries its codes
-    (``codes``, default the shipped table) and the algorithm (TID 4019: name = model, version = deepmia's).
+    ``min_score`` with its score (3D: a volumetric ROI, the box's outline on each slice it spans). Every group
+    carries its codes (``codes``, default the shipped table) and the algorithm (TID 4019: name = model,
+    version = deepmia's).
 
     Returns:
         The written ``highdicom.sr.Comprehensive3DSR``.
@@ -376,17 +424,19 @@ def write_sr(
     import highdicom as hd
     from pydicom.sr.codedict import codes as dcm_codes
 
+    from deepmia.report.dicom_findings import classification_groups, detection_groups
+
     where = Path(path)
-    datasets = _prepared(source_datasets, where, frame_of_reference=result.task == "segment")
+    datasets = _prepared(source_datasets, where, frame_of_reference=_needs_frame(result))
     codes = codes if codes is not None else load_codes()
     algorithm = hd.sr.AlgorithmIdentification(*_algorithm(model_name))
     if result.task == "segment":
         groups = _volume_groups(result, codes, model_name, segmentation)
     elif result.task == "classify":
         sources = [hd.sr.SourceImageForMeasurementGroup.from_source_image(ds) for ds in datasets]
-        groups = _classification_groups(result, codes, algorithm, sources)
+        groups = classification_groups(result, codes, algorithm, sources)
     elif result.task == "detect":
-        groups = _detection_groups(result, codes, algorithm, datasets, where)
+        groups = detection_groups(result, codes, algorithm, datasets, where)
     else:
         raise InvalidArgumentError(f"an SR of a {result.task} result is not written yet", path=where)
     report = hd.sr.MeasurementReport(
@@ -402,39 +452,72 @@ def write_sr(
     return sr
 
 
+def _needs_frame(result: Any) -> bool:
+    """Whether the result's SR places things in space (volumes, 3D boxes): its source needs a Frame of Reference."""
+    return result.task == "segment" or (result.task == "detect" and np.asarray(result.boxes).shape[-1] == 6)
+
+
 def dicom_outputs(name: str, result: Any, out_dir: str | os.PathLike[str], *,
-                  model_dir: str | os.PathLike[str] | None = None) -> list[Path]:
+                  model_dir: str | os.PathLike[str] | None = None, identity: DicomIdentity | None = None,
+                  probabilities: bool = False) -> list[Path]:
     """Write the DICOM objects of one result into ``out_dir/dicom/``.
 
-    ``<name>.seg.dcm`` for a segmentation, ``<name>.sr.dcm`` for a segmentation, classification or detection. The
-    source is the DICOM series or file the input was read from (its image's ``meta["source"]`` and
-    ``meta["series_uid"]``).
+    ``<name>.seg.dcm`` for a segmentation (with ``probabilities`` also ``<name>.prob.seg.dcm``, a fractional SEG),
+    ``<name>.sr.dcm`` for a segmentation, classification or detection. The source is the DICOM series or file the
+    input was read from (its image's ``meta``); for a non-DICOM input with an ``identity`` (a patient), the
+    input written as a DICOM series into ``<name>.source/`` (see :func:`deepmia.report.dicom_source.made_source`).
 
     Raises:
-        InvalidArgumentError: The input was not read from DICOM, or the task has no DICOM output (registration).
-        GeometryError: The prediction's grid does not match the source, or a segmentation's source has no Frame
-            of Reference.
+        InvalidArgumentError: A non-DICOM input without a patient, or a task without DICOM output (registration).
+        GeometryError: The prediction's grid does not match the source, or a source without a Frame of Reference
+            where one is needed.
     """
     from deepmia.io import image_stem
 
     if result.task not in ("segment", "classify", "detect"):
-        raise InvalidArgumentError(f"no DICOM output for a {result.task} result yet", fix="leave out --dicom")
-    image = result.labels if result.task == "segment" else result.image
-    datasets = source_datasets(image.meta if image is not None else {})
-    codes = load_codes(model_dir)
-    model_name = Path(model_dir).name if model_dir is not None else ""
+        raise InvalidArgumentError(f"no DICOM output for a {result.task} result", fix="leave out --dicom")
     stem = image_stem(name)
     dst = Path(out_dir) / "dicom"
+    datasets, written = _source_of(result, dst / f"{stem}.source", identity)
+    codes = load_codes(model_dir)
+    model_name = Path(model_dir).name if model_dir is not None else ""
+    where = dst / f"{stem}.sr.dcm"
+    datasets = _prepared(datasets, where, frame_of_reference=_needs_frame(result))  # once for all objects
     sr_path = dst / f"{stem}.sr.dcm"
     if result.task != "segment":
         write_sr(result, datasets, sr_path, codes=codes, model_name=model_name)
-        return [sr_path]
+        return [*written, sr_path]
     seg_path = dst / f"{stem}.seg.dcm"
     seg = write_seg(result, datasets, seg_path, codes=codes, model_name=model_name)
+    written += [seg_path]
+    if probabilities:
+        written.append(dst / f"{stem}.prob.seg.dcm")
+        write_fractional_seg(result, datasets, written[-1], codes=codes, model_name=model_name)
     write_sr(result, datasets, sr_path, segmentation=seg, codes=codes, model_name=model_name)
-    return [seg_path, sr_path]
+    return [*written, sr_path]
 
 
-def dicom_writer(model_dir: str | os.PathLike[str] | None = None) -> Callable[[str, Any, Path], list[Path]]:
-    """A writer for :func:`deepmia.engine.batch.run_batch` that writes :func:`dicom_outputs` (it pickles)."""
-    return functools.partial(dicom_outputs, model_dir=str(model_dir) if model_dir is not None else None)
+def _source_of(result: Any, folder: Path, identity: DicomIdentity | None) -> tuple[list[Any], list[Path]]:
+    """The source datasets of a result, and the files of a source series made for a non-DICOM input."""
+    image = result.labels if result.task == "segment" else result.image
+    meta = image.meta if image is not None else {}
+    if meta.get("format") == "dicom" and meta.get("source") or identity is None or not identity.given:
+        return source_datasets(meta), []
+    picture = result.image if result.image is not None else image
+    if picture is None:
+        raise InvalidArgumentError("the result holds no image to write as the DICOM source", path=folder)
+    datasets = made_source(picture, identity, folder)
+    return datasets, sorted(folder.iterdir())
+
+
+def dicom_writer(model_dir: str | os.PathLike[str] | None = None, *, identity: DicomIdentity | None = None,
+                 probabilities: bool = False) -> Callable[[str, Any, Path], list[Path]]:
+    """A writer for :func:`deepmia.engine.batch.run_batch` that writes :func:`dicom_outputs` (it pickles).
+
+    Args:
+        model_dir: The model (its ``codes.json`` and name).
+        identity: The patient of non-DICOM inputs (resolve it once per run: :meth:`DicomIdentity.resolved`).
+        probabilities: Also a fractional SEG of the probability maps (segmentation predicted with them).
+    """
+    return functools.partial(dicom_outputs, model_dir=str(model_dir) if model_dir is not None else None,
+                             identity=identity, probabilities=probabilities)

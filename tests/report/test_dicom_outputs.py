@@ -21,7 +21,7 @@ from deepmia.cli.main import main
 from deepmia.errors import GeometryError, InvalidArgumentError
 from deepmia.image import Image
 from deepmia.io import read_image, write_image
-from deepmia.report.dicom import dicom_outputs, load_codes, source_datasets, write_seg, write_sr
+from deepmia.report.dicom import dicom_outputs, load_codes, read_seg, source_datasets, write_seg, write_sr
 from deepmia.tasks.segment.result import SegmentResult
 
 REPO = Path(__file__).resolve().parents[2]
@@ -87,11 +87,10 @@ def _check_outputs(out: Path, series: Path, name: str) -> None:
     labels = read_image(out / f"{name}.nii.gz", kind="label")
     seg_path, sr_path = out / "dicom" / f"{name}.seg.dcm", out / "dicom" / f"{name}.sr.dcm"
     assert np.array_equal(_seg_on_source_grid(seg_path, series), labels.array[0])
-    own = read_image(seg_path)  # deepmia's reader: one channel per segment, on the source geometry
     source = read_image(series)
+    own = read_seg(seg_path, series)  # deepmia's reader (pydicom only): the label map on the source geometry
     assert np.allclose(own.affine, source.affine, atol=1e-4)
-    for k in (1, 2):
-        assert np.array_equal(own.array[k - 1] > 0, labels.array[0] == k)
+    assert np.array_equal(own.array, labels.array)
     seg, src = pydicom.dcmread(seg_path), _datasets(series)[0]
     assert seg.StudyInstanceUID == src.StudyInstanceUID and seg.FrameOfReferenceUID == src.FrameOfReferenceUID
     assert seg.SeriesInstanceUID != src.SeriesInstanceUID
@@ -103,13 +102,23 @@ def _check_outputs(out: Path, series: Path, name: str) -> None:
                                                                                          src.SeriesInstanceUID)
     groups = hd.sr.Comprehensive3DSR.from_dataset(sr).content.get_volumetric_roi_measurement_groups()
     volumes = {g.tracking_identifier: g.get_measurements()[0] for g in groups}
+    diameters = {g.tracking_identifier: g.get_measurements()[1] for g in groups}
     assert set(volumes) == {"anterior", "posterior"}
     for k, label in ((1, "anterior"), (2, "posterior")):
         expected = int((labels.array == k).sum()) * voxel_ml
         assert volumes[label].unit.value == "ml" and expected > 0
         assert abs(float(volumes[label].value) - expected) <= 0.001 * expected
+        assert diameters[label].name.meaning == "Diameter" and diameters[label].unit.value == "mm"
+        assert float(diameters[label].value) == pytest.approx(_brute_force_diameter(labels, k), abs=1e-3)
     assert set(_content_texts(sr, "Algorithm Name")) == {"hippocampus"}
     assert set(_content_texts(sr, "Algorithm Version")) == {__version__}
+
+
+def _brute_force_diameter(labels, value: int) -> float:
+    """The largest distance between two voxel centres of label ``value``, in world mm, over all pairs."""
+    from scipy.spatial.distance import pdist
+
+    return float(pdist(labels.voxel_to_world(np.argwhere(labels.array[0] == value).astype(float))).max())
 
 
 def _dciodvfy_errors(path: Path) -> list[str]:
