@@ -21,6 +21,7 @@ from .queue import (
     heartbeat,
     mark_cancelled,
     recover,
+    release,
     submit,
     worker_name,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "heartbeat",
     "mark_cancelled",
     "recover",
+    "release",
     "submit",
     "worker_name",
 ]

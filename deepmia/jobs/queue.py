@@ -39,6 +39,7 @@ __all__ = [
     "heartbeat",
     "mark_cancelled",
     "recover",
+    "release",
     "submit",
     "worker_name",
 ]
@@ -291,3 +292,14 @@ def recover(
         if done:
             changed.append((job_id, values["status"]))
     return changed
+
+
+def release(catalog: Catalog, workers: Iterable[str]) -> int:
+    """Put the running jobs of ``workers`` back in the queue uncounted (a server stopping on purpose)."""
+    names = list(workers)
+    if not names:
+        return 0
+    with catalog.session() as s:
+        return s.execute(update(Job).where(Job.status == "running", Job.worker.in_(names))
+                         .values(status="queued", worker=None, progress=0.0, attempts=Job.attempts - 1)
+                         .execution_options(synchronize_session=False)).rowcount
