@@ -19,6 +19,10 @@ def train_segment(
     override: list[str] = typer.Option([], "--set", help="Override a plan field: key=value, repeatable."),
     cache: Path = typer.Option(None, "--cache", help="Preprocessing cache folder (default ~/.cache/deepmia)."),
     workers: int = typer.Option(2, "--workers", min=1, help="Preprocessing processes."),
+    processes: int = typer.Option(
+        1, "--processes", min=1,
+        help="Train with this many processes together (DistributedDataParallel; gloo on CPU, NCCL on GPUs).",
+    ),
 ) -> None:
     """Plan (if needed), preprocess, train one fold, choose post-processing and score the validation cases."""
     from deepmia.cli._common import parse_duration
@@ -41,6 +45,7 @@ def train_segment(
             overrides=override,
             cache=cache,
             workers=workers,
+            processes=processes,
             progress=report,
             log=lambda m: console.print(m, soft_wrap=True),
         )

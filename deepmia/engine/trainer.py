@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from deepmia._validate import look_up_option
+from deepmia.engine.parallel import all_max, is_main, world_size, wrap
 from deepmia.engine.runtime import autocast
 from deepmia.errors import InvalidArgumentError
 
@@ -115,6 +116,11 @@ class Trainer:
         callbacks: Extra :class:`Callback` objects; CSV, TensorBoard and curve logging are always on.
         resume: Continue from ``out_dir/checkpoint_last.pt`` when it exists.
         extra_state: Picklable data saved in the checkpoint (e.g. the plan), returned by :meth:`load_checkpoint`.
+
+    Several processes (started by :func:`deepmia.engine.parallel.launch`) train one model together: the network
+    is wrapped in DistributedDataParallel (gradients averaged over the ranks' batches), the ranks agree on the
+    elapsed time after every step so they stop at the same step, and rank 0 alone validates, logs and writes
+    checkpoints.
     """
 
     def __init__(
@@ -147,6 +153,7 @@ class Trainer:
         if time_budget_s is not None and time_budget_s <= 0:
             raise InvalidArgumentError(f"time_budget_s must be > 0, got {time_budget_s}")
         self.model = model
+        self.net = wrap(model)  # what trains: the model itself, or in DistributedDataParallel across processes
         self.optimizer = optimizer
         self.train_step = train_step
         self.batches = batches
@@ -162,7 +169,7 @@ class Trainer:
         self.warmup = warmup
         self.precision = look_up_option(precision, ("fp32", "bf16"), what="precision")
         self.grad_clip = grad_clip
-        self.callbacks = [CSVLogger(), TensorBoardLogger(), CurvePlot(), *callbacks]
+        self.callbacks = [CSVLogger(), TensorBoardLogger(), CurvePlot(), *callbacks] if is_main() else []
         self.resume = resume
         self.extra_state = extra_state or {}
         self.state = TrainState()
@@ -175,7 +182,9 @@ class Trainer:
         return self.out_dir / CHECKPOINT
 
     def save_checkpoint(self) -> None:
-        """Write model, optimiser, progress and RNG states atomically (a kill never leaves a torn file)."""
+        """Write model, optimiser, progress and RNG states atomically (a kill never leaves a torn file); rank 0 only."""
+        if not is_main():
+            return
         _atomic_save(
             {
                 "model": self.model.state_dict(),
@@ -225,14 +234,15 @@ class Trainer:
         return value > best if self.mode == "max" else value < best
 
     def _epoch(self) -> dict[str, Any]:
-        self.model.train()
+        self.net.train()
         start = time.perf_counter()
         losses: list[float] = []
+        parallel = world_size() > 1
         for _ in range(self.steps_per_epoch):
             lr = self._set_lr()
             batch = next(self.batches)
             with autocast(self.precision):
-                loss = self.train_step(self.model, batch)
+                loss = self.train_step(self.net, batch)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"training loss is {loss.item()} at step {self.state.step}")
             self.optimizer.zero_grad(set_to_none=True)
@@ -243,6 +253,8 @@ class Trainer:
             losses.append(float(loss.detach()))
             self.state.step += 1
             self.state.elapsed_s += time.perf_counter() - start
+            if self.time_budget_s and parallel:
+                self.state.elapsed_s = all_max(self.state.elapsed_s)  # every rank stops at the same step
             start = time.perf_counter()
             if self.time_budget_s and self.state.elapsed_s >= self.time_budget_s:
                 break  # the budget ends mid-epoch: the poly rate is 0 from here on, so further steps change nothing
@@ -255,13 +267,17 @@ class Trainer:
             "seconds": round(self.state.elapsed_s, 2),
         }
         last = self.progress() >= 1.0
-        if self.validate is not None and (self.state.epoch % self.val_every == 0 or last):
+        if self.validate is not None and (self.state.epoch % self.val_every == 0 or last) and is_main():
             t = time.perf_counter()
             self.model.eval()
             with torch.no_grad(), autocast(self.precision):
                 row.update(self.validate(self.model))
             self.state.elapsed_s += time.perf_counter() - t
             row["seconds"] = round(self.state.elapsed_s, 2)
+        if parallel:  # the others waited for rank 0's validation: that time counts for them too
+            self.state.elapsed_s = all_max(self.state.elapsed_s)
+        if not is_main():
+            return row
         if self.monitor is None:
             self._save_best()
         elif self.monitor in row and self._improved(float(row[self.monitor])):
@@ -271,7 +287,8 @@ class Trainer:
         return row
 
     def _save_best(self) -> None:
-        _atomic_save(self.model.state_dict(), self.out_dir / BEST)
+        if is_main():
+            _atomic_save(self.model.state_dict(), self.out_dir / BEST)
 
     def fit(self) -> TrainState:
         """Train until ``max_epochs`` or the time budget; resumes from the last checkpoint if allowed."""

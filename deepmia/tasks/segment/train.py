@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from deepmia.data.dataset import Dataset
+from deepmia.engine.parallel import broadcast_object, is_main, launch, rank, world_size
 from deepmia.engine.runtime import choose_precision, configure_threads, machine, seed_everything
 from deepmia.engine.trainer import Callback, Trainer, build_optimizer
 from deepmia.errors import DatasetError, InvalidArgumentError
@@ -216,10 +217,14 @@ def train_fold(
     overrides: Sequence[str] = (),
     cache: str | os.PathLike[str] | None = None,
     workers: int = 2,
+    processes: int = 1,
     progress: Progress | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Train fold ``fold`` into ``out_dir/fold_<k>``; re-running resumes from the last checkpoint.
+
+    With ``processes`` > 1, processes train together (DDP; plan and preprocessing made once, here), each drawing
+    its own patches for a share of the plan's batch: global batch, steps and schedule are one process's.
 
     The model directory gets ``plan.json`` (the resolved plan), ``split.json`` and, per fold, the weights
     (``model_best.pt``), the last checkpoint, ``log.csv``, TensorBoard events and ``training_curve.png``.
@@ -242,30 +247,32 @@ def train_fold(
     resolved = _resolve_plan(dataset, plan, plan_path, time_budget_s=time_budget_s, overrides=overrides,
                              progress=progress)
     split = fold_split(dataset, resolved, fold)
+    cache_root = Path(cache) if cache else default_cache()
+    cache_dir = preprocess_dataset(dataset, resolved, cache_root, split["train"] + split["val"], workers=workers,
+                                   progress=(lambda d, t: progress("preprocess", d, t)) if progress else None)
     fold_dir = out / f"fold_{fold}"
+    if processes > 1 and world_size() == 1:
+        if not (fold_dir / "checkpoint_last.pt").exists():
+            resolved.save(plan_path)  # every process starts from this one plan
+        return launch(train_fold, processes, dataset_dir, out_dir, fold=fold, plan=plan_path,
+                      time_budget_s=time_budget_s, overrides=list(overrides), cache=cache, workers=workers)
+    world, main, log = world_size(), is_main(), (log if is_main() else _silent)
     fold_dir.mkdir(exist_ok=True)
     seed_everything(resolved.seed + fold, deterministic=resolved.deterministic)
-    threads = configure_threads()
+    threads = configure_threads(None if world == 1 else torch.get_num_threads())
 
-    cache_root = Path(cache) if cache else default_cache()
-    ids = split["train"] + split["val"]
-    cache_dir = preprocess_dataset(dataset, resolved, cache_root, ids, workers=workers,
-                                   progress=(lambda d, t: progress("preprocess", d, t)) if progress else None)
-    model = build_model(resolved)
-    loss_fn = build_loss(resolved.loss, **resolved.loss_params)
-    sampler = PatchSampler(cache_dir, split["train"], resolved, seed=resolved.seed + fold)
+    model, loss_fn = build_model(resolved), build_loss(resolved.loss, **resolved.loss_params)
+    share = resolved if world == 1 else apply_overrides(resolved, {"batch_size": max(1, resolved.batch_size // world)})
+    sampler = PatchSampler(cache_dir, split["train"], share, seed=resolved.seed + fold + 7919 * rank())
     checkpoint_exists = (fold_dir / "checkpoint_last.pt").exists()
     if not checkpoint_exists and resolved.schedule.precision == "auto":
-        choice = _measure_precision(model, loss_fn, sampler)
-        log(f"precision: bf16 step {choice['bf16_s']}, fp32 step {choice['fp32_s']} -> {choice['precision']}")
-        resolved = apply_overrides(resolved, {"schedule.precision": choice["precision"]})
-    rng = np.random.default_rng(resolved.seed + 1000 + fold)
+        resolved = _chosen_precision(resolved, model, loss_fn, sampler, log)
+    rng = np.random.default_rng(resolved.seed + 1000 + fold + 7919 * rank())
 
     def make_batch() -> tuple[torch.Tensor, torch.Tensor]:
         images, labels = sampler.batch()
-        return augment_batch(
-            images, labels, rng=rng, preset=resolved.augmentation, mirror_axes=resolved.inference.mirror_axes
-        )
+        return augment_batch(images, labels, rng=rng, preset=resolved.augmentation,
+                             mirror_axes=resolved.inference.mirror_axes)
 
     def train_step(net: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         images, labels = batch
@@ -274,11 +281,14 @@ def train_fold(
     validate = _validator(cache_dir, split["val"], resolved)
     train_budget = resolved.schedule.time_budget_s
     if train_budget is not None and not checkpoint_exists:
-        resolved, train_budget = _fit_epochs(
-            resolved, model, lambda: train_step(model, make_batch()), validate, started=t_start, log=log,
-            user_set={o.split("=", 1)[0].strip() for o in overrides})
-    resolved.save(plan_path)
-    _write_split(out / "split.json", split)
+        if main:
+            resolved, train_budget = _fit_epochs(
+                resolved, model, lambda: train_step(model, make_batch()), validate, started=t_start, log=log,
+                user_set={o.split("=", 1)[0].strip() for o in overrides})
+        resolved, train_budget = broadcast_object((resolved, train_budget))
+    if main:
+        resolved.save(plan_path)
+        _write_split(out / "split.json", split)
     s = resolved.schedule
     trainer = Trainer(
         model, build_optimizer(model, name=resolved.schedule.optimizer, lr=resolved.schedule.lr,
@@ -290,17 +300,38 @@ def train_fold(
     )
     t0 = time.perf_counter()
     state = trainer.fit()
-    log(
-        f"training stopped ({state.stopped}) after {state.epoch} epochs, {state.step} steps, "
-        f"{state.elapsed_s / 60:.1f} min; best val_dice {state.best_metric} at epoch {state.best_epoch}"
-    )
+    if not main:
+        return {}
+    log(f"training stopped ({state.stopped}) after {state.epoch} epochs, {state.step} steps, "
+        f"{state.elapsed_s / 60:.1f} min; best val_dice {state.best_metric} at epoch {state.best_epoch}")
+    record = _training_record(state, threads, resolved.schedule.precision, started=t0)
+    record.update(processes=world, batch_per_process=share.batch_size)
+    return _validated(dataset, out, fold, split["val"], record, progress=progress)
 
+
+def _chosen_precision(plan: SegmentPlan, model: torch.nn.Module, loss_fn: torch.nn.Module, sampler: PatchSampler,
+                      log: Callable[[str], None]) -> SegmentPlan:
+    """The plan with the faster precision of this machine (measured by rank 0; every process gets its choice)."""
+    if is_main():
+        choice = _measure_precision(model, loss_fn, sampler)
+        log(f"precision: bf16 step {choice['bf16_s']}, fp32 step {choice['fp32_s']} -> {choice['precision']}")
+        plan = apply_overrides(plan, {"schedule.precision": choice["precision"]})
+    return broadcast_object(plan)
+
+
+def _validated(dataset: Dataset, out: Path, fold: int, val_ids: Sequence[str], training: dict[str, Any], *,
+               progress: Progress | None) -> dict[str, Any]:
+    """Predict and score the fold's validation cases; writes and returns ``fold_<k>/metrics.json``'s summary."""
     from deepmia.tasks.segment.evaluate import validate_fold
 
-    summary = validate_fold(dataset, out, fold, split["val"], progress=progress)
-    summary["training"] = _training_record(state, threads, resolved.schedule.precision, started=t0)
-    (fold_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+    summary = validate_fold(dataset, out, fold, val_ids, progress=progress)
+    summary["training"] = training
+    (out / f"fold_{fold}" / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _silent(message: str) -> None:
+    """The log of the processes other than rank 0 (one process speaks)."""
 
 
 def _training_record(state: Any, threads: int, precision: str, *, started: float) -> dict[str, Any]:
