@@ -82,7 +82,7 @@ def test_cancel_a_queued_job_at_once_and_a_running_one_through_its_worker(catalo
 
 
 def test_per_user_limits(catalog):
-    a1, a2, b1 = submit(catalog, "quality", {}, "a"), submit(catalog, "quality", {}, "a"), submit(catalog, "quality", {}, "b")
+    a1, a2, b1 = (submit(catalog, "quality", {}, user) for user in ("a", "a", "b"))
     assert claim(catalog, "w", per_user_limit=1).id == a1
     assert claim(catalog, "w", per_user_limit=1).id == b1  # a's second waits while a1 runs
     assert claim(catalog, "w", per_user_limit=1) is None

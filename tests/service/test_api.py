@@ -1,0 +1,200 @@
+"""The service through HTTP with a real ``deepmia serve`` subprocess: a prediction equal to the CLI's, roles,
+authentication, path-traversal ids, upload limits, zip bombs, SQL metacharacters, CSRF."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import zipfile
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from .conftest import Server, fresh_database, wait_job
+
+pytestmark = pytest.mark.slow
+
+
+def _series_id(upload: dict, description: str) -> int:
+    return next(s["id"] for s in upload["series"] if s["description"] == description)
+
+
+@pytest.fixture(scope="session")
+def cli_label(tmp_path_factory, hcrop):
+    """``deepmia predict hippocampus`` on the HippoCrop series folder (no TTA): the label map array."""
+    out = tmp_path_factory.mktemp("cli")
+    subprocess.run([sys.executable, "-c", "from deepmia.cli.main import entry; entry()", "predict", "hippocampus",
+                    str(hcrop), str(out), "--no-tta"], check=True, capture_output=True)
+    image = nib.load(out / f"{hcrop.name}.nii.gz")
+    return np.asarray(image.dataobj), image.affine
+
+
+def _predict_through_api(client, series_id: int) -> tuple[np.ndarray, np.ndarray]:
+    r = client.post("/api/jobs", json={"kind": "predict", "model": "hippocampus", "series_id": series_id,
+                                       "options": {"tta": False}})
+    assert r.status_code == 201, r.text
+    job = wait_job(client, r.json()["id"])
+    assert job["state"] == "done", job
+    label = next(o for o in job["outputs"] if o["kind"] == "label_map")
+    measurements = next(o for o in job["outputs"] if o["kind"] == "measurements")
+    rows = client.get(f"/api/outputs/{measurements['id']}").json()
+    assert {"case", "target", "quantity", "value", "unit"} <= set(rows[0])
+    data = client.get(f"/api/outputs/{label['id']}")
+    assert data.status_code == 200
+    image = nib.Nifti1Image.from_bytes(__import__("gzip").decompress(data.content))
+    return np.asarray(image.dataobj), image.affine
+
+
+@pytest.mark.parametrize("db", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_prediction_through_the_api_equals_the_cli_voxel_for_voxel(db, server, cli_label, hcrop, tmp_path):
+    if db == "sqlite":
+        srv, token, series_id = server, server.tokens["annotator"], _series_id(server.upload, "HippoCrop")
+        run = srv
+    else:
+        url_gen = fresh_database("postgres", tmp_path)
+        url = next(url_gen)
+        run = Server(tmp_path / "pg", url, workers=1).start()
+        token = run.add_user("ann", "annotator")
+        files = [("files", (p.name, p.read_bytes(), "application/dicom")) for p in sorted(hcrop.iterdir())]
+        with run.client(token) as c:
+            r = c.post("/api/uploads", files=files)
+        assert r.status_code == 200, r.text
+        series_id = r.json()["series"][0]["id"]
+    try:
+        with run.client(token) as c:
+            labels, affine = _predict_through_api(c, series_id)
+            image = c.get(f"/api/series/{series_id}/image", params={"format": "nifti"})
+        assert image.status_code == 200
+        np.testing.assert_array_equal(labels, cli_label[0])
+        np.testing.assert_allclose(affine, cli_label[1], atol=1e-5)
+        assert labels.max() > 0
+    finally:
+        if run is not server:
+            run.stop()
+            url_gen.close()
+
+
+def test_roles_a_viewer_reads_but_cannot_run_upload_or_download_originals(server):
+    series_id = _series_id(server.upload, "HippoCrop")
+    with server.client(server.tokens["viewer"]) as c:
+        assert c.get("/api/studies").json()["total"] >= 1
+        assert c.get(f"/api/series/{series_id}/image").status_code == 200
+        assert c.post("/api/jobs", json={"kind": "quality", "series_id": series_id}).status_code == 403
+        assert c.get(f"/api/series/{series_id}/original").status_code == 403
+        assert c.post("/api/uploads", files={"files": ("a.nii.gz", b"x")}).status_code == 403
+        assert c.get("/api/audit").status_code == 403
+    with server.client(server.tokens["annotator"]) as c:
+        original = c.get(f"/api/series/{series_id}/original")
+        assert original.status_code == 200 and len(zipfile.ZipFile(io.BytesIO(original.content)).namelist()) == 40
+        assert c.get("/api/audit").status_code == 403
+    with server.client(server.tokens["admin"]) as c:
+        rows = c.get("/api/audit", params={"user": "annotator", "action": "download"}).json()
+        assert rows and rows[0]["object"] == f"series {series_id}"
+
+
+def test_every_endpoint_needs_a_token(server):
+    schema = server.client().get("/openapi.json").json()
+    with server.client() as anonymous, server.client("dm_1_forged") as forged:
+        for path, methods in schema["paths"].items():
+            url = path.replace("{study_id}", "1").replace("{series_id}", "1").replace("{job_id}", "1") \
+                .replace("{output_id}", "1").replace("{name}", "hippocampus")
+            for method in methods:
+                if path == "/api/auth/login":
+                    continue
+                assert anonymous.request(method.upper(), url).status_code == 401, (method, path)
+                assert forged.request(method.upper(), url).status_code == 401, (method, path)
+
+
+TRAVERSAL = "../../etc/passwd"
+
+
+def test_path_traversal_ids_get_404_or_422(server):
+    with server.client(server.tokens["admin"]) as c:
+        for template in ("/api/studies/{}", "/api/series/{}/image", "/api/series/{}/original", "/api/jobs/{}",
+                         "/api/jobs/{}/events", "/api/outputs/{}", "/api/models/{}"):
+            for value in (TRAVERSAL, TRAVERSAL.replace("/", "%2F"), "..%2F..%2Fetc%2Fpasswd", "%2e%2e"):
+                r = c.get(template.format(value))
+                assert r.status_code in (404, 422), (template, value, r.status_code)
+                assert "root:" not in r.text
+        for field in ("series_id", "moving_series_id", "model"):
+            body = {"kind": "register", "series_id": 1, "moving_series_id": 2, "model": "hippocampus", field: TRAVERSAL}
+            assert c.post("/api/jobs", json=body).status_code in (404, 422), field
+        assert c.post(f"/api/jobs/{TRAVERSAL}/cancel").status_code in (404, 422)
+
+
+def _data_files(server) -> set[str]:
+    return {str(p.relative_to(server.data)) for p in server.data.rglob("*") if "cache" not in p.parts}
+
+
+def test_oversized_upload_is_413_and_leaves_nothing(server):
+    before = _data_files(server)
+    big = b"\0" * (25 << 20)
+    with server.client(server.tokens["annotator"]) as c:
+        assert c.post("/api/uploads", files={"files": ("big.nii.gz", big)}).status_code == 413
+
+        def chunks():  # no Content-Length: the limit is counted while streaming
+            yield b"--b\r\nContent-Disposition: form-data; name=\"files\"; filename=\"x.dcm\"\r\n\r\n"
+            for _ in range(26):
+                yield b"\0" * (1 << 20)
+
+        r = c.post("/api/uploads", content=chunks(), headers={"content-type": "multipart/form-data; boundary=b"})
+        assert r.status_code == 413
+        assert c.post("/api/jobs", content=b"{" + b" " * (2 << 20) + b"}",
+                      headers={"content-type": "application/json"}).status_code == 413
+    assert _data_files(server) == before
+
+
+def test_zip_bombs_and_escaping_members_are_refused(server):
+    before = _data_files(server)
+    bomb = io.BytesIO()
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("a.dcm", b"\0" * (40 << 20))
+    escaping = io.BytesIO()
+    with zipfile.ZipFile(escaping, "w") as z:
+        z.writestr("../../evil.dcm", b"x" * 200)
+    with server.client(server.tokens["annotator"]) as c:
+        r = c.post("/api/uploads", files={"files": ("bomb.zip", bomb.getvalue(), "application/zip")})
+        assert r.status_code == 413 and "zip bomb" in r.text
+        r = c.post("/api/uploads", files={"files": ("evil.zip", escaping.getvalue(), "application/zip")})
+        assert r.status_code == 422 and "outside" in r.text
+    assert _data_files(server) == before
+    assert not (server.data.parent / "evil.dcm").exists()
+
+
+@pytest.mark.parametrize("value", ["'; DROP TABLE studies; --", "' OR '1'='1", "%", "_", "\\", "\"", "1; SELECT 1"])
+def test_sql_metacharacters_in_filters_are_harmless(server, value):
+    with server.client(server.tokens["viewer"]) as c:
+        total = c.get("/api/studies").json()["total"]
+        for key in ("q", "patient", "modality"):
+            r = c.get("/api/studies", params={key: value})
+            assert r.status_code == 200 and r.json()["total"] == 0, (key, value, r.text)
+        assert c.get("/api/studies", params={"sort": value}).status_code == 422
+        assert c.get("/api/studies").json()["total"] == total
+
+
+def test_browser_login_sets_safe_cookies_and_needs_csrf_for_changes(server):
+    series_id = _series_id(server.upload, "HippoCrop")
+    with server.client() as c:
+        assert c.post("/api/auth/login", data={"username": "annotator", "token": "dm_1_wrong"}).status_code == 401
+        r = c.post("/api/auth/login", data={"username": "annotator", "token": server.tokens["annotator"]})
+        assert r.status_code == 200 and r.json() == {"user": "annotator", "role": "annotator"}
+        cookies = r.headers.get_list("set-cookie")
+        session = next(h for h in cookies if h.startswith("deepmia_session="))
+        assert "HttpOnly" in session and "SameSite=strict" in session.replace("Strict", "strict")
+        assert c.get("/api/me").json()["user"] == "annotator"
+        body = {"kind": "quality", "series_id": series_id}
+        assert c.post("/api/jobs", json=body).status_code == 403  # no CSRF header
+        assert c.post("/api/jobs", json=body, headers={"X-CSRF-Token": "forged"}).status_code == 403
+        job = c.post("/api/jobs", json=body, headers={"X-CSRF-Token": c.cookies["deepmia_csrf"]})
+        assert job.status_code == 201
+        assert wait_job(c, job.json()["id"])["state"] == "done"
+        assert c.post("/api/auth/logout", headers={"X-CSRF-Token": c.cookies["deepmia_csrf"]}).status_code == 200
+        assert c.get("/api/me").status_code == 401
+
+
+def test_cors_is_closed_by_default(server):
+    with server.client(server.tokens["viewer"]) as c:
+        r = c.get("/api/studies", headers={"Origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in r.headers
