@@ -1,0 +1,156 @@
+"""The DICOM node without a model: who may send, corrupt instances, series completion, unrouted studies."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import time
+from pathlib import Path
+
+import pydicom
+import pytest
+from orthanc_server import free_port
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filewriter import write_file_meta_info
+from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+from pynetdicom.dsutils import split_dataset
+
+from deepmia.data.catalog import open_catalog
+from deepmia.pacs.config import Address, Destination, PacsConfig, Route
+from deepmia.pacs.network import DeliveryError, echo, send_dicom
+from deepmia.pacs.node import PacsNode
+from deepmia.tasks import resolve_model
+
+SENDER = "MODALITY1"
+
+
+def _instance(folder: Path, study: str, series: str, number: int, *, description: str = "T1 axial",
+              pixels: bytes | None = None) -> Path:
+    """A small, valid MR instance (8 x 8, 16 bit) written to ``folder``."""
+    sop = generate_uid()
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = MRImageStorage, sop
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, sop
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, generate_uid()
+    ds.PatientID, ds.PatientName, ds.Modality, ds.SeriesDescription = "P1", "Test^Patient", "MR", description
+    ds.InstanceNumber, ds.SeriesNumber = number, 3
+    ds.ImagePositionPatient, ds.ImageOrientationPatient = [0, 0, float(number)], [1, 0, 0, 0, 1, 0]
+    ds.PixelSpacing, ds.SliceThickness = [1, 1], 1
+    ds.Rows = ds.Columns = 8
+    ds.BitsAllocated = ds.BitsStored = 16
+    ds.HighBit, ds.PixelRepresentation, ds.SamplesPerPixel = 15, 0, 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.PixelData = bytes(8 * 8 * 2) if pixels is None else pixels
+    path = folder / f"{sop}.dcm"
+    folder.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def _element(group: int, element: int, vr: bytes, value: bytes) -> bytes:
+    return group.to_bytes(2, "little") + element.to_bytes(2, "little") + vr + len(value).to_bytes(2, "little") + value
+
+
+def _undecodable(folder: Path) -> Path:
+    """A file whose SOP class and instance UIDs read, followed by an element with no valid VR (patient name)."""
+    sop = generate_uid()
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = MRImageStorage, sop
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    buf = io.BytesIO()
+    buf.write(b"\0" * 128 + b"DICM")
+    write_file_meta_info(buf, meta)
+    even = [v.encode() + b"\0" * (len(v) % 2) for v in (MRImageStorage, sop)]
+    body = _element(8, 0x16, b"UI", even[0]) + _element(8, 0x18, b"UI", even[1]) + _element(0x10, 0x10, b"ZZ", b"abcd")
+    path = folder / "garbage.dcm"
+    folder.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(buf.getvalue() + body)
+    return path
+
+
+@pytest.fixture
+def node(tmp_path):
+    config = PacsConfig(
+        port=free_port(), host="127.0.0.1", accept_calling_ae=[SENDER], storage=tmp_path / "store",
+        settle_seconds=0.4, poll_seconds=0.05,
+        routes=[Route(name="hippo", model=str(resolve_model("hippocampus")), series_description="(?i)hippo")],
+        destinations=[Destination(name="pacs", dicom=f"PACS@127.0.0.1:{free_port()}")])
+    with open_catalog(tmp_path / "catalog.sqlite") as catalog:
+        node = PacsNode(config, catalog).start(warm_up=False)
+        try:
+            yield node
+        finally:
+            node.stop()
+
+
+def _address(node: PacsNode) -> Address:
+    return Address(node.config.ae_title, "127.0.0.1", node.port)
+
+
+def _wait(condition, timeout: float = 15.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting")
+
+
+def test_an_unknown_calling_ae_title_is_rejected_and_nothing_is_stored(node, tmp_path, caplog):
+    study, series = generate_uid(), generate_uid()
+    files = [_instance(tmp_path / "in", study, series, 1)]
+    with caplog.at_level(logging.WARNING, logger="deepmia.pacs"), pytest.raises(DeliveryError, match="rejected"):
+        send_dicom(files, _address(node), calling_ae="STRANGER", timeout=5)
+    assert not any(node.storage.incoming.rglob("*.dcm"))
+    assert "STRANGER" in caplog.text and "rejected" in caplog.text
+    assert echo(_address(node), calling_ae=SENDER)  # a known AE title is accepted
+
+
+def test_a_corrupt_instance_is_quarantined_with_its_reason_and_the_listener_keeps_running(node, tmp_path):
+    study, series = generate_uid(), generate_uid()
+    truncated = _instance(tmp_path / "bad", study, series, 1, pixels=bytes(10))
+    garbage = _undecodable(tmp_path / "bad")
+    report = send_dicom([truncated, garbage], _address(node), calling_ae=SENDER, timeout=5)
+    assert report.sent == [] and len(report.failed) == 2  # the sender learns they were refused
+    notes = node.storage.quarantined()
+    reasons = sorted(n["reason"] for n in notes)
+    assert len(notes) == 2 and all(n["calling_ae"] == SENDER for n in notes)
+    assert any("pixel data truncated: 10 bytes" in r for r in reasons), reasons
+    assert any("Value Representation 'ZZ'" in r for r in reasons), reasons
+    _, offset = split_dataset(truncated)
+    sent = truncated.read_bytes()[offset:]
+    assert any(Path(n["file"]).read_bytes().endswith(sent) for n in notes)  # the bytes are kept as they came
+    good = _instance(tmp_path / "good", study, series, 2)
+    assert send_dicom([good], _address(node), calling_ae=SENDER, timeout=5).sent == [good]
+    stored = node.storage.series_dir(study, series) / good.name
+    assert pydicom.dcmread(stored).SOPInstanceUID == pydicom.dcmread(good).SOPInstanceUID
+
+
+def test_an_unrouted_study_is_stored_and_logged_and_gets_no_job(node, tmp_path, caplog):
+    study, series = generate_uid(), generate_uid()
+    files = [_instance(tmp_path / "in", study, series, n, description="T1 axial post") for n in range(1, 4)]
+    with caplog.at_level(logging.INFO, logger="deepmia.pacs"):
+        assert len(send_dicom(files, _address(node), calling_ae=SENDER, timeout=5).sent) == 3
+        marker = node.storage.routing / f"{series}.json"
+        note = json.loads(_wait(lambda: marker.is_file() and marker.read_text()))
+    assert note["status"] == "unrouted" and note["instances"] == 3
+    assert sorted(p.name for p in node.storage.series_dir(study, series).glob("*.dcm")) == sorted(
+        f.name for f in files)
+    assert "no routing rule matches" in caplog.text and series in caplog.text
+    assert [j for j in node.catalog.jobs() if j.kind != "scan"] == []
+
+
+def test_a_series_settles_only_after_no_new_instance_for_the_settle_time(node, tmp_path):
+    study, series = generate_uid(), generate_uid()
+    marker = node.storage.routing / f"{series}.json"
+    for n in range(1, 4):  # instances 0.2 s apart: shorter than the 0.4 s settle time
+        send_dicom([_instance(tmp_path / "in", study, series, n)], _address(node), calling_ae=SENDER, timeout=5)
+        assert not marker.exists()
+        time.sleep(0.2)
+    _wait(marker.is_file, timeout=5)
+    assert json.loads(marker.read_text())["instances"] == 3
