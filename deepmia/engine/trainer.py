@@ -40,7 +40,8 @@ class TrainState:
     Attributes:
         epoch: Completed epochs.
         step: Completed optimiser steps.
-        elapsed_s: Training seconds so far, across resumed runs.
+        elapsed_s: Training seconds so far, across resumed runs (validation included).
+        validation_s: Of ``elapsed_s``, the seconds spent validating (other ranks: waiting for rank 0's).
         best_metric: Best value of the monitored metric (None before the first validation).
         best_epoch: Epoch of ``best_metric``.
         history: One row per epoch: epoch, step, lr, train_loss, seconds, and the validation metrics.
@@ -50,6 +51,7 @@ class TrainState:
     epoch: int = 0
     step: int = 0
     elapsed_s: float = 0.0
+    validation_s: float = 0.0
     best_metric: float | None = None
     best_epoch: int | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -273,9 +275,12 @@ class Trainer:
             with torch.no_grad(), autocast(self.precision):
                 row.update(self.validate(self.model))
             self.state.elapsed_s += time.perf_counter() - t
+            self.state.validation_s += time.perf_counter() - t
             row["seconds"] = round(self.state.elapsed_s, 2)
         if parallel:  # the others waited for rank 0's validation: that time counts for them too
+            waited = time.perf_counter()
             self.state.elapsed_s = all_max(self.state.elapsed_s)
+            self.state.validation_s += 0.0 if is_main() else time.perf_counter() - waited
         if not is_main():
             return row
         if self.monitor is None:

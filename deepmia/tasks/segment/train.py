@@ -340,6 +340,7 @@ def _training_record(state: Any, threads: int, precision: str, *, started: float
         "epochs": state.epoch,
         "steps": state.step,
         "minutes": round(state.elapsed_s / 60, 2),
+        "validation_minutes": round(state.validation_s / 60, 2),
         "stopped": state.stopped,
         "best_epoch": state.best_epoch,
         "best_val_dice_network_grid": state.best_metric,
