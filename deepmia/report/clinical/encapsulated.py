@@ -107,23 +107,35 @@ def _reference(source: Any) -> Any:
 
 
 def report_dicom(name: str, result: Any, out_dir: str | os.PathLike[str], *,
-                 model_dir: str | os.PathLike[str] | None = None, lang: str = "en",
-                 predictor: Any = None) -> Path:
-    """Write the report of one result as ``out_dir/dicom/<name>.report.dcm`` in its source's study.
+                 model_dir: str | os.PathLike[str] | None = None, lang: str = "en", predictor: Any = None,
+                 datasets: Sequence[Any] | None = None, subfolder: str = "dicom") -> Path:
+    """Write the report of one result as ``out_dir/<subfolder>/<name>.report.dcm`` in its source's study.
 
-    A writer for the batch loop (``deepmia predict ... --dicom``): the result must come from a DICOM input.
+    It has the shape of :func:`deepmia.report.dicom.dicom_outputs` (``deepmia predict ... --dicom``), which can
+    call it with the source datasets it already holds.
+
+    Args:
+        name: The case's output name.
+        result: A segmentation, classification or detection result holding its input image.
+        out_dir: The prediction's output folder.
+        model_dir: The model directory (its card goes into the report; a classifier's Grad-CAM needs it).
+        lang: Report language.
+        predictor: A classification predictor already loaded (else loaded from ``model_dir``).
+        datasets: The source series' datasets; default: read from the input image's DICOM source.
+        subfolder: The folder under ``out_dir`` for the DICOM objects.
 
     Raises:
-        InvalidArgumentError: The input was not read from DICOM.
+        InvalidArgumentError: No datasets given and the input was not read from DICOM.
         MissingDependencyError: A Chinese report with no CJK font.
     """
     from deepmia.io import image_stem
     from deepmia.report.clinical.render import results_report
     from deepmia.report.dicom import source_datasets
 
-    image = result.labels if result.task == "segment" else getattr(result, "image", None)
-    datasets = source_datasets(image.meta if image is not None else {})
+    if datasets is None:
+        image = result.labels if result.task == "segment" else getattr(result, "image", None)
+        datasets = source_datasets(image.meta if image is not None else {})
     pdf = results_report([(name, result)], model_dir=model_dir, lang=lang, fmt="pdf", predictor=predictor)
-    path = Path(out_dir) / "dicom" / f"{image_stem(name)}.report.dcm"
+    path = Path(out_dir) / subfolder / f"{image_stem(name)}.report.dcm"
     encapsulated_pdf(pdf, datasets, path, title=f"deepmia report {image_stem(name)}")
     return path
