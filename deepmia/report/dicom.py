@@ -459,8 +459,8 @@ def _needs_frame(result: Any) -> bool:
 
 def dicom_outputs(name: str, result: Any, out_dir: str | os.PathLike[str], *,
                   model_dir: str | os.PathLike[str] | None = None, identity: DicomIdentity | None = None,
-                  probabilities: bool = False) -> list[Path]:
-    """Write the DICOM objects of one result into ``out_dir/dicom/``.
+                  probabilities: bool = False, subfolder: str = "dicom") -> list[Path]:
+    """Write the DICOM objects of one result into ``out_dir/dicom/`` (``out_dir/<subfolder>``).
 
     ``<name>.seg.dcm`` for a segmentation (with ``probabilities`` also ``<name>.prob.seg.dcm``, a fractional SEG),
     ``<name>.sr.dcm`` for a segmentation, classification or detection. The source is the DICOM series or file the
@@ -477,7 +477,7 @@ def dicom_outputs(name: str, result: Any, out_dir: str | os.PathLike[str], *,
     if result.task not in ("segment", "classify", "detect"):
         raise InvalidArgumentError(f"no DICOM output for a {result.task} result", fix="leave out --dicom")
     stem = image_stem(name)
-    dst = Path(out_dir) / "dicom"
+    dst = Path(out_dir) / subfolder
     datasets, written = _source_of(result, dst / f"{stem}.source", identity)
     codes = load_codes(model_dir)
     model_name = Path(model_dir).name if model_dir is not None else ""

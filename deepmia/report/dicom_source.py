@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import datetime
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -93,7 +94,10 @@ class DicomIdentity:
                                        fix="give a DICOM file of the patient's study") from None
 
     def reference(self) -> Any:
-        """A header of only the patient and study attributes (what the made series copies), with this study."""
+        """A header of only the patient and study attributes (what the made series copies), with this study.
+
+        Without a template the patient name is left empty (Type 2) and the study is dated now.
+        """
         import pydicom
 
         ds = pydicom.Dataset()
@@ -104,10 +108,11 @@ class DicomIdentity:
                     ds[keyword] = template[keyword]
         if self.patient_id:
             ds.PatientID = self.patient_id
-            if "PatientName" not in ds:
-                ds.PatientName = self.patient_id
         if self.study_uid:
             ds.StudyInstanceUID = self.study_uid
+        if "StudyDate" not in ds:  # a new study: today (a PACS files studies by date)
+            now = datetime.datetime.now()
+            ds.StudyDate, ds.StudyTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
         return ds
 
 

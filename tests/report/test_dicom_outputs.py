@@ -18,10 +18,11 @@ import pytest
 
 from deepmia import __version__
 from deepmia.cli.main import main
-from deepmia.errors import GeometryError, InvalidArgumentError
+from deepmia.errors import GeometryError, InvalidArgumentError, SeriesError
 from deepmia.image import Image
 from deepmia.io import read_image, write_image
 from deepmia.report.dicom import dicom_outputs, load_codes, read_seg, source_datasets, write_seg, write_sr
+from deepmia.report.dicom_export import export_prediction
 from deepmia.tasks.segment.result import SegmentResult
 
 REPO = Path(__file__).resolve().parents[2]
@@ -42,9 +43,9 @@ def series(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def predicted(series, tmp_path_factory) -> Path:
-    """``deepmia predict models/hippocampus SERIES OUT --dicom``: the output folder."""
+    """``deepmia predict models/hippocampus SERIES OUT --dicom --probabilities``: the output folder."""
     out = tmp_path_factory.mktemp("out")
-    assert main(["predict", str(MODEL), str(series), str(out), "--dicom"]) == 0
+    assert main(["predict", str(MODEL), str(series), str(out), "--dicom", "--probabilities"]) == 0
     return out
 
 
@@ -134,10 +135,30 @@ def _dciodvfy_errors(path: Path) -> list[str]:
 
 @pytest.mark.slow
 def test_predict_dicom_writes_a_seg_equal_to_the_label_map_and_an_sr_of_its_volumes(predicted, series):
-    assert sorted(p.name for p in (predicted / "dicom").iterdir()) == ["hippo.seg.dcm", "hippo.sr.dcm"]
+    assert sorted(p.name for p in (predicted / "dicom").iterdir()) == ["hippo.prob.seg.dcm", "hippo.seg.dcm",
+                                                                      "hippo.sr.dcm"]
     _check_outputs(predicted, series, "hippo")
     record = json.loads((predicted / "run.json").read_text())
     assert "dicom/hippo.seg.dcm" in record["outputs"] and "dicom/hippo.sr.dcm" in record["outputs"]
+
+
+@pytest.mark.slow
+def test_predict_dicom_probabilities_writes_a_fractional_seg_of_the_probability_maps(predicted, series):
+    import highdicom as hd
+
+    path = predicted / "dicom" / "hippo.prob.seg.dcm"
+    seg = hd.seg.segread(path)
+    assert seg.segmentation_type == hd.seg.SegmentationTypeValues.FRACTIONAL
+    assert [s.SegmentLabel for s in seg.SegmentSequence] == ["anterior", "posterior"]
+    probs = read_image(predicted / "probabilities" / "hippo.nii.gz").array
+    own = read_seg(path, series)  # one probability channel per segment, on the source grid
+    assert own.shape == (2, *probs.shape[1:])
+    assert np.abs(own.array - probs[1:]).max() <= 0.5 / 255 + 1e-6  # 8-bit fractions: 0..255 = 0..1
+    datasets = _datasets(series)
+    frames = seg.get_pixels_by_source_instance([d.SOPInstanceUID for d in datasets], segment_numbers=[1])
+    ras = np.asarray(datasets[0].ImagePositionPatient, dtype=float) * [-1, -1, 1]
+    k = int(round((np.linalg.inv(read_image(series).affine)[:3] @ [*ras, 1])[2]))
+    assert np.abs(frames[0, :, :, 0].T - probs[1, :, :, k]).max() <= 0.5 / 255 + 1e-6
 
 
 @pytest.mark.slow
@@ -253,6 +274,11 @@ def _predict_on_dicom_copy(model: str, picture: Path, modality: str, folder: Pat
     return result
 
 
+def _meaning(name: str) -> str:
+    """The code meaning the shipped table gives class ``name`` (the name itself when it has no code)."""
+    return load_codes().get(name, {"type": ["", "", name]})["type"][2]
+
+
 def _sr_groups(path: Path, kind: str) -> list:
     import highdicom as hd
 
@@ -267,7 +293,7 @@ def test_classification_sr_holds_the_finding_and_the_calibrated_probabilities(tm
     assert written == [tmp_path / "out" / "dicom" / "case.sr.dcm"]
     groups = {g.tracking_identifier: g for g in _sr_groups(written[0], "image_measurement")}
     assert set(groups) == {"decision", *result.class_names}
-    assert groups["decision"].finding_type.meaning == result.label
+    assert groups["decision"].finding_type.meaning == _meaning(result.label)
     decided = result.class_names.index(result.label)
     assert groups["decision"].get_measurements()[0].value == pytest.approx(result.probabilities[decided], abs=1e-6)
     for name, p in zip(result.class_names, result.probabilities, strict=True):
@@ -292,7 +318,7 @@ def test_detection_sr_holds_one_planar_roi_with_its_score_per_detection(tmp_path
         assert np.allclose(corners[[0, 2]], [[x0, y0], [x1, y1]], atol=1e-3)
         assert corners[:, 0].max() <= source.Columns and corners[:, 1].max() <= source.Rows
         assert group.get_measurements()[0].value == pytest.approx(float(result.scores[i]), abs=1e-6)
-        assert group.finding_type.meaning == result.class_names[int(result.labels[i])]
+        assert group.finding_type.meaning == _meaning(result.class_names[int(result.labels[i])])
     assert _dciodvfy_errors(written[0]) == []
     other = _datasets(tmp_path / "src")
     other[0].Rows = 100  # a source image of another size than the detected one
@@ -321,3 +347,62 @@ def test_a_study_folder_gives_each_series_its_own_seg_on_its_own_series(series, 
         assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == _datasets(folder)[0].SeriesInstanceUID
         assert np.array_equal(_seg_on_source_grid(tmp_path / "out" / "dicom" / f"{name}.seg.dcm", folder),
                               read_image(tmp_path / "out" / f"{name}.nii.gz", kind="label").array[0])
+
+
+def _sr_volumes(path: Path) -> dict[str, float]:
+    import highdicom as hd
+
+    groups = hd.sr.Comprehensive3DSR.from_dataset(pydicom.dcmread(path)).content.get_volumetric_roi_measurement_groups()
+    return {g.tracking_identifier: float(g.get_measurements()[0].value) for g in groups}
+
+
+@pytest.mark.slow
+def test_export_dicom_writes_the_seg_and_sr_of_an_existing_prediction(predicted, series, tmp_path):
+    out = tmp_path / "exported"
+    assert main(["export", "dicom", str(predicted), str(series), str(out), "--probabilities"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["hippo.prob.seg.dcm", "hippo.seg.dcm", "hippo.sr.dcm"]
+    labels = read_image(predicted / "hippo.nii.gz", kind="label")
+    assert np.array_equal(read_seg(out / "hippo.seg.dcm", series).array, labels.array)
+    assert _sr_volumes(out / "hippo.sr.dcm") == pytest.approx(_sr_volumes(predicted / "dicom" / "hippo.sr.dcm"))
+    seg = pydicom.dcmread(out / "hippo.seg.dcm", stop_before_pixels=True)
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == _datasets(series)[0].SeriesInstanceUID
+    for path in sorted(out.iterdir()):
+        assert _dciodvfy_errors(path) == [], path.name
+
+
+def test_export_dicom_refuses_a_folder_that_is_not_a_prediction(series, tmp_path, capsys):
+    folder = tmp_path / "not_a_prediction"
+    folder.mkdir()
+    write_image(read_image(HIPPO), folder / "hippo.nii.gz")
+    assert main(["export", "dicom", str(folder), str(series), str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "not a prediction folder" in err and str(folder) in err and "run.json" in err
+    assert not (tmp_path / "out").exists()
+    (folder / "run.json").write_text("{broken")
+    with pytest.raises(InvalidArgumentError, match="run.json is not valid JSON"):
+        export_prediction(folder, series, tmp_path / "out")
+
+
+@pytest.mark.slow
+def test_export_dicom_refuses_a_source_of_another_grid_or_without_frame_of_reference(predicted, series, tmp_path):
+    image = read_image(HIPPO)
+    other = tmp_path / "cropped"
+    write_image(Image(image.array[:, 2:], image.affine, meta={"modality": "MR"}), other, format="dicom",
+                series_number=7)
+    with pytest.raises(GeometryError, match="does not match the source") as caught:
+        export_prediction(predicted, other, tmp_path / "out")
+    assert "hippo.seg.dcm" in str(caught.value)
+    no_frame = tmp_path / "no_frame"
+    no_frame.mkdir()
+    for p in sorted(series.iterdir()):
+        ds = pydicom.dcmread(p)
+        del ds.FrameOfReferenceUID
+        ds.save_as(no_frame / p.name)
+    with pytest.raises(GeometryError, match="no FrameOfReferenceUID"):
+        export_prediction(predicted, no_frame, tmp_path / "out")
+    two = tmp_path / "two"
+    shutil.copytree(other, two / "a")
+    write_image(image, two / "b", format="dicom", series_number=8)
+    with pytest.raises(SeriesError, match="holds no DICOM series"):
+        export_prediction(predicted, two, tmp_path / "out")  # two series, neither the predicted one
+    assert not list(tmp_path.glob("out/*.dcm"))

@@ -271,6 +271,8 @@ def _base_dataset(
     ds.SoftwareVersions = _software_version()
     if "PatientOrientation" not in ds:
         ds.PatientOrientation = ""
+    if "Laterality" not in ds:  # General Series, Type 2C: the writer cannot know it, so it is empty (unknown)
+        ds.Laterality = ""
     if sop_class == _SC:
         ds.ConversionType = "WSD"
     if sop_class == _MR:
