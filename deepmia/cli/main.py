@@ -54,6 +54,7 @@ def _add_commands() -> None:
     from deepmia.cli import (
         batch,
         catalog,
+        compress,
         dataset,
         deid,
         demo,
@@ -84,6 +85,7 @@ def _add_commands() -> None:
     pacs.add_commands(app)
     batch.add_commands(app)
     serve.add_commands(app)
+    compress.add_commands(app)
 
 
 _add_commands()
