@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -61,12 +62,13 @@ class DicomIdentity:
         Raises:
             InvalidArgumentError: A study UID without a patient, an invalid UID, or a template that is not DICOM.
         """
-        from pydicom.uid import UID, generate_uid
+        from pydicom.uid import generate_uid
 
         if self.study_uid and not self.given:
             raise InvalidArgumentError("--study-uid needs --patient-id or --template (whose patient is it?)",
                                        fix="add --patient-id ID or --template FILE.dcm")
-        if self.study_uid and not UID(self.study_uid).is_valid:
+        if self.study_uid and not (len(self.study_uid) <= 64 and re.fullmatch(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))+",
+                                                                             self.study_uid)):
             raise InvalidArgumentError(f"--study-uid {self.study_uid!r} is not a valid DICOM UID",
                                        fix="digits and dots, at most 64 characters (e.g. 1.2.826.0.1.3680043...)")
         template = self.template_dataset()
