@@ -23,6 +23,10 @@ def train_classify(
     positive_class: str = typer.Option(
         None, "--positive-class", help="The positive (disease) class the operating threshold applies to (default: "
         "dataset.json's positive_class, else the class whose name is not normal/benign/negative, else class 1)."),
+    processes: int = typer.Option(
+        1, "--processes", min=1,
+        help="Train with this many processes together (DistributedDataParallel; gloo on CPU, NCCL on GPUs).",
+    ),
 ) -> None:
     """Plan, train, calibrate and write a classification model directory."""
     from deepmia.cli._common import parse_duration
@@ -35,7 +39,8 @@ def train_classify(
     overrides = list(override) + ([f"fusion_mode={fusion}"] if fusion else [])
     metrics = train(dataset, out, time_budget_s=parse_duration(time_budget), overrides=overrides, clinical=clinical,
                     clinical_columns=clinical_columns.split(",") if clinical_columns else None, id_column=id_column,
-                    positive_class=positive_class, progress=lambda msg: err_console.print(msg, soft_wrap=True))
+                    positive_class=positive_class, processes=processes,
+                    progress=lambda msg: err_console.print(msg, soft_wrap=True))
     write_card(out, "classify", dataset)
     val = metrics["validation"]
     auc = val["auroc"]["macro"]["auc"]

@@ -303,7 +303,12 @@ def _train_member(
     plan: ClassifyPlan, k: int, member: dict[str, int], train_set: tuple[np.ndarray, np.ndarray, np.ndarray | None],
     val_set: tuple[np.ndarray, np.ndarray, np.ndarray | None], out: Path, time_budget_s: float | None,
 ) -> tuple[dict[str, Any], Any]:
-    """Train ensemble member ``k`` into ``out/fold_<k>`` (model selection on validation AUROC); its history row."""
+    """Train ensemble member ``k`` into ``out/fold_<k>`` (model selection on validation AUROC); its history row.
+
+    Run by several processes (:func:`deepmia.engine.parallel.launch`), each takes its share of the plan's batch
+    from its own shuffle of the training cases; the global batch and the steps stay those of one process.
+    """
+    from deepmia.engine.parallel import rank, world_size
     from deepmia.engine.runtime import seed_everything
     from deepmia.engine.trainer import Trainer
 
@@ -321,10 +326,12 @@ def _train_member(
         return {"val_auroc": _macro_auroc(yv, z, plan.multi_label), "val_loss": loss}
 
     bs = min(plan.schedule.batch_size, len(xt))
+    share = plan if world_size() == 1 else apply_overrides(
+        plan, {"schedule.batch_size": max(1, plan.schedule.batch_size // world_size())})
     trainer = Trainer(
         model, build_optimizer(model, name=plan.schedule.optimizer, lr=plan.schedule.lr,
                                weight_decay=plan.schedule.weight_decay),
-        step, batches(xt, yt, plan, seed=member["seed"], tabular=tt),
+        step, batches(xt, yt, share, seed=member["seed"] + 7919 * rank(), tabular=tt),
         out_dir=out / f"fold_{k}", steps_per_epoch=max(1, len(xt) // bs), max_epochs=plan.schedule.max_epochs,
         time_budget_s=time_budget_s, validate=validate, monitor="val_auroc", mode="max",
         precision=plan.schedule.precision, extra_state={"member": member},
@@ -344,6 +351,7 @@ def train(
     clinical_columns: Sequence[str] | None = None,
     id_column: str = "case_id",
     positive_class: str | None = None,
+    processes: int = 1,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Plan, train, calibrate and write a classification model directory.
@@ -358,6 +366,7 @@ def train(
         id_column: The case-id column of ``clinical``.
         positive_class: The positive (disease) class whose probability the operating threshold applies to;
             default ``dataset.json``'s ``positive_class``, else the documented rule (``plan.positive_class_of``).
+        processes: Processes training each member together (DistributedDataParallel; gloo on the CPU).
         progress: Called with one-line status messages.
 
     Returns:
@@ -366,6 +375,7 @@ def train(
     Raises:
         DatasetError: Not a classification dataset, no validation split, or a bad clinical table.
     """
+    from deepmia.engine.parallel import launch
     from deepmia.engine.runtime import configure_threads
 
     t_start = time.perf_counter()  # the budget covers the whole command, planning and calibration included
@@ -413,7 +423,9 @@ def train(
     for k, member in enumerate(members):
         fold = folds[member["fold"]]
         left = None if deadline is None else max(1.0, (deadline - time.perf_counter()) / (len(members) - k))
-        history, state = _train_member(plan, k, member, subset(fold["train"]), subset(fold["val"]), out, left)
+        history, state = launch(_train_member, processes, plan, k, member, subset(fold["train"]),
+                                subset(fold["val"]), out, left)
+        history["processes"] = processes
         histories.append(history)
         say(f"member {k}: {state.epoch} epochs in {state.elapsed_s:.0f} s, best val AUROC {state.best_metric:.4f} "
             f"(epoch {state.best_epoch})")
