@@ -106,7 +106,8 @@ class Route(_Strict):
 
     ``modality`` and ``body_part`` compare case-insensitively with the series' Modality and BodyPartExamined
     (a list: any of them); ``series_description`` is a regular expression searched in SeriesDescription. A
-    rule without criteria matches every series.
+    rule without criteria matches every series. ``tta`` turns the model's test-time augmentation on or off
+    (default: the model's own setting).
     """
 
     name: str = Field(min_length=1)
@@ -115,6 +116,7 @@ class Route(_Strict):
     body_part: list[str] | None = None
     series_description: str | None = None
     destinations: list[str] | None = None
+    tta: bool | None = None
 
     @field_validator("modality", "body_part", mode="before")
     @classmethod

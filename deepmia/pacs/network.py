@@ -84,11 +84,12 @@ def _association(address: Address, contexts: list[Any], calling_ae: str, timeout
     ae.requested_contexts = contexts
     assoc = ae.associate(address.host, address.port, ae_title=address.ae_title, **kwargs)
     if not assoc.is_established:
-        why = "rejected the association" if assoc.is_rejected else (
-            "aborted the association" if assoc.is_aborted else "could not be reached")
-        raise DeliveryError(f"{address.ae_title}@{address.host}:{address.port} {why}",
-                            fix="check that it runs and that it knows this AE title "
-                                f"({calling_ae}) with this host")
+        if assoc.is_rejected:
+            why = "rejected the association"
+            fix = f"ask its administrator to accept AE title {calling_ae} from this host"
+        else:  # pynetdicom reports a refused connection as an abort
+            why, fix = "could not be reached (or closed the connection)", "check that it runs at this host and port"
+        raise DeliveryError(f"{address.ae_title}@{address.host}:{address.port} {why}", fix=fix)
     return assoc
 
 

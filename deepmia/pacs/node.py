@@ -41,6 +41,8 @@ __all__ = ["PacsNode"]
 
 log = logging.getLogger("deepmia.pacs")
 _REFUSED = 0xC000  # "Error: cannot understand": the instance is kept in quarantine
+#: Series that are never routed: results and documents, not images (deepmia's own outputs coming back included).
+NOT_IMAGES = frozenset({"SEG", "SR", "DOC", "KO", "PR", "RTSTRUCT", "REG", "PLAN"})
 
 
 @dataclass
@@ -51,6 +53,7 @@ class _Arriving:
     last: float  # monotonic time of the last new instance
     last_wall: float  # the same, as epoch seconds (recorded in the job)
     count: int
+    settled_wall: float = 0.0  # when the series was found complete, epoch seconds
 
 
 class PacsNode:
@@ -70,8 +73,9 @@ class PacsNode:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._server: Any = None
-        self._predictors: dict[str, Any] = {}
+        self._predictors: dict[tuple[str, bool | None], Any] = {}
         self.outbox = Outbox(self.storage.outbox)
+        self.ready = threading.Event()  # set once the routes' models are loaded (at once without warm-up)
         self.worker = ""
         self.port: int | None = None
 
@@ -89,9 +93,12 @@ class PacsNode:
         for job_id, state in recover(self.catalog):
             log.info("job %d, left running by a stopped node: %s", job_id, state)
         self._recover_series()
+        self._recover_outbox()
         self._server = self._application_entity().start_server(
             (self.config.host, self.config.port), block=False, evt_handlers=self._handlers())
         self.port = int(self._server.server_address[1])
+        if not warm_up:
+            self.ready.set()
         for name, target, first in (("pacs-worker", self._work, self.warm_up if warm_up else None),
                                     ("pacs-courier", self._deliver, None)):
             thread = threading.Thread(target=self._loop, args=(target, first), name=name, daemon=True)
@@ -229,7 +236,10 @@ class PacsNode:
         moment = time.monotonic()
         with self._lock:
             done = [uid for uid, e in self._arriving.items() if moment - e.last >= self.config.settle_seconds]
-            return [self._arriving.pop(uid) for uid in done]
+            settled = [self._arriving.pop(uid) for uid in done]
+        for entry in settled:
+            entry.settled_wall = time.time()
+        return settled
 
     def _marker(self, series_uid: str) -> Path:
         return self.storage.routing / f"{series_uid}.json"
@@ -239,14 +249,16 @@ class PacsNode:
         from deepmia.jobs import submit
 
         attrs = entry.attributes
-        route = self.config.route_for(attrs)
+        own = attrs.get("Modality", "").upper() in NOT_IMAGES or attrs.get("Manufacturer") == "deepmia"
+        route = None if own else self.config.route_for(attrs)
         described = (f"series {attrs['SeriesInstanceUID']} ({attrs['Modality'] or '?'}, "
                      f"{attrs['SeriesDescription']!r}, {entry.count} instance(s)) of study {attrs['StudyInstanceUID']}")
         note: dict[str, Any] = {"attributes": attrs, "folder": str(entry.folder), "instances": entry.count}
         if route is None:
-            log.info("no routing rule matches %s: stored in %s, no job", described, entry.folder)
+            why = "not an image series (results are never routed)" if own else "no routing rule matches"
+            log.info("%s: %s: stored in %s, no job", why, described, entry.folder)
             self._marker(attrs["SeriesInstanceUID"]).write_text(
-                json.dumps({"status": "unrouted", **note}, indent=1) + "\n", encoding="utf-8")
+                json.dumps({"status": "unrouted", "reason": why, **note}, indent=1) + "\n", encoding="utf-8")
             return None
         scan(self.catalog, entry.folder, workers=1)  # the job and its prediction point at the indexed series
         job_id = submit(self.catalog, KIND, self._params(entry, route), USER,
@@ -260,25 +272,27 @@ class PacsNode:
     def _params(self, entry: _Arriving, route: Route) -> dict[str, Any]:
         return {
             "study_uid": entry.attributes["StudyInstanceUID"], "series_uid": entry.attributes["SeriesInstanceUID"],
-            "series_dir": str(entry.folder), "route": route.name, "model": route.model,
+            "series_dir": str(entry.folder), "route": route.name, "model": route.model, "tta": route.tta,
             "destinations": [d.name for d in self.config.destinations_of(route)], "calling_ae": entry.calling_ae,
-            "instances": entry.count, "last_instance_at": entry.last_wall, "settled_at": time.time(),
+            "instances": entry.count, "last_instance_at": entry.last_wall, "settled_at": entry.settled_wall,
         }
 
-    def _predictor(self, model: str) -> Any:
-        if model not in self._predictors:
+    def _predictor(self, model: str, tta: bool | None) -> Any:
+        if (model, tta) not in self._predictors:
             from deepmia.tasks import load_predictor
 
-            self._predictors[model] = load_predictor(model, device=self.config.device)
-        return self._predictors[model]
+            options = {"tta": tta} if tta is not None else {}
+            self._predictors[model, tta] = load_predictor(model, device=self.config.device, **options)
+        return self._predictors[model, tta]
 
     def warm_up(self) -> None:
         """Load every route's model now (a model that fails to load is logged; its jobs fail with the reason)."""
         for route in self.config.routes:
             try:
-                self._predictor(route.model)
+                self._predictor(route.model, route.tta)
             except DeepmiaError as exc:
                 log.warning("route %r: model not loaded: %s", route.name, exc)
+        self.ready.set()
 
     def _run_job(self, job: Any) -> None:
         from deepmia.jobs import fail, finish, heartbeat
@@ -302,8 +316,6 @@ class PacsNode:
         finally:
             beating.set()
         deliveries = [Delivery(job.id, name, result["files"]) for name in job.params["destinations"]]
-        for delivery in deliveries:  # queued before the job is recorded done: a crash in between re-sends
-            self.outbox.put(delivery)
         result["deliveries"] = {d.destination: {"status": d.status, "attempts": 0} for d in deliveries}
 
         def add_prediction(session: Any, job_id: int) -> None:
@@ -312,7 +324,24 @@ class PacsNode:
             if job.series_id is not None:
                 session.add(Prediction(series_id=job.series_id, job_id=job_id, created_at=_utcnow(), **prediction))
 
-        finish(self.catalog, job.id, job.attempt, outputs=outputs, result=result, also=add_prediction)
+        if finish(self.catalog, job.id, job.attempt, outputs=outputs, result=result, also=add_prediction):
+            for delivery in deliveries:  # after the job is recorded: a crash in between is mended by start()
+                self.outbox.put(delivery)
+
+    def _recover_outbox(self) -> None:
+        """Queue the deliveries a done job lists as queued but the outbox lacks (a stop between the two writes)."""
+        from sqlalchemy import select
+
+        from deepmia.data.catalog.models import Job
+
+        have = {(d.job, d.destination) for d in self.outbox.all()}
+        with self.catalog.session() as s:
+            done = s.execute(select(Job.id, Job.result).where(Job.kind == KIND, Job.status == "done")).all()
+        for job_id, result in done:
+            for name, state in (result or {}).get("deliveries", {}).items():
+                if state.get("status") == "queued" and (job_id, name) not in have:
+                    self.outbox.put(Delivery(job_id, name, list(result.get("files", []))))
+                    log.info("job %d -> %s: delivery queued again after a stop", job_id, name)
 
     def _predict(self, job_id: int, params: dict[str, Any]) -> tuple[list[dict], dict[str, Any], dict[str, Any]]:
         """Predict a job's series; its outputs (queue rows), result summary and predictions row values."""
@@ -321,7 +350,7 @@ class PacsNode:
 
         started = time.time()
         out = self.storage.results / f"job-{job_id}"
-        predictor = self._predictor(params["model"])
+        predictor = self._predictor(params["model"], params.get("tta"))
         report = run_batch(predictor, params["series_dir"], out, writers=[dicom_writer(params["model"])],
                            options={"pacs_job": job_id})
         record = json.loads(report.record.read_text(encoding="utf-8"))

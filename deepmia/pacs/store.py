@@ -31,7 +31,8 @@ __all__ = ["Storage", "check_instance", "series_attributes", "UID_PATTERN"]
 UID_PATTERN = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 _UNCOMPRESSED = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"}
 #: The series attributes routing rules look at.
-ROUTING_KEYS = ("Modality", "BodyPartExamined", "SeriesDescription", "StudyInstanceUID", "SeriesInstanceUID")
+ROUTING_KEYS = ("Modality", "BodyPartExamined", "SeriesDescription", "StudyInstanceUID", "SeriesInstanceUID",
+                "Manufacturer")
 
 
 def _uid(ds: Any, keyword: str) -> str:

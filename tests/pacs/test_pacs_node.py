@@ -26,7 +26,7 @@ SENDER = "MODALITY1"
 
 
 def _instance(folder: Path, study: str, series: str, number: int, *, description: str = "T1 axial",
-              pixels: bytes | None = None) -> Path:
+              pixels: bytes | None = None, modality: str = "MR") -> Path:
     """A small, valid MR instance (8 x 8, 16 bit) written to ``folder``."""
     sop = generate_uid()
     meta = FileMetaDataset()
@@ -36,7 +36,7 @@ def _instance(folder: Path, study: str, series: str, number: int, *, description
     ds.file_meta = meta
     ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, sop
     ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, generate_uid()
-    ds.PatientID, ds.PatientName, ds.Modality, ds.SeriesDescription = "P1", "Test^Patient", "MR", description
+    ds.PatientID, ds.PatientName, ds.Modality, ds.SeriesDescription = "P1", "Test^Patient", modality, description
     ds.InstanceNumber, ds.SeriesNumber = number, 3
     ds.ImagePositionPatient, ds.ImageOrientationPatient = [0, 0, float(number)], [1, 0, 0, 0, 1, 0]
     ds.PixelSpacing, ds.SliceThickness = [1, 1], 1
@@ -73,18 +73,29 @@ def _undecodable(folder: Path) -> Path:
 
 
 @pytest.fixture
-def node(tmp_path):
-    config = PacsConfig(
-        port=free_port(), host="127.0.0.1", accept_calling_ae=[SENDER], storage=tmp_path / "store",
-        settle_seconds=0.4, poll_seconds=0.05,
-        routes=[Route(name="hippo", model=str(resolve_model("hippocampus")), series_description="(?i)hippo")],
-        destinations=[Destination(name="pacs", dicom=f"PACS@127.0.0.1:{free_port()}")])
-    with open_catalog(tmp_path / "catalog.sqlite") as catalog:
-        node = PacsNode(config, catalog).start(warm_up=False)
-        try:
-            yield node
-        finally:
-            node.stop()
+def make_node(tmp_path):
+    """Start a node (no model loaded) with the test configuration, ``settle_seconds`` as given."""
+    started = []
+
+    def make(settle_seconds: float = 0.4) -> PacsNode:
+        config = PacsConfig(
+            port=free_port(), host="127.0.0.1", accept_calling_ae=[SENDER], storage=tmp_path / "store",
+            settle_seconds=settle_seconds, poll_seconds=0.05,
+            routes=[Route(name="hippo", model=str(resolve_model("hippocampus")), series_description="(?i)hippo")],
+            destinations=[Destination(name="pacs", dicom=f"PACS@127.0.0.1:{free_port()}")])
+        catalog = open_catalog(tmp_path / "catalog.sqlite")
+        started.append((PacsNode(config, catalog).start(warm_up=False), catalog))
+        return started[-1][0]
+
+    yield make
+    for node, catalog in started:
+        node.stop()
+        catalog.close()
+
+
+@pytest.fixture
+def node(make_node):
+    return make_node()
 
 
 def _address(node: PacsNode) -> Address:
@@ -145,12 +156,27 @@ def test_an_unrouted_study_is_stored_and_logged_and_gets_no_job(node, tmp_path, 
     assert [j for j in node.catalog.jobs() if j.kind != "scan"] == []
 
 
-def test_a_series_settles_only_after_no_new_instance_for_the_settle_time(node, tmp_path):
+@pytest.mark.parametrize("modality", ["SEG", "SR"])
+def test_results_sent_back_to_the_node_are_stored_but_never_routed(node, tmp_path, modality):
+    study, series = generate_uid(), generate_uid()
+    # a description the hippocampus rule matches: deepmia's own SEG/SR forwarded back must not loop
+    files = [_instance(tmp_path / "in", study, series, 1, description="deepmia SEG hippocampus", modality=modality)]
+    assert send_dicom(files, _address(node), calling_ae=SENDER, timeout=5).sent == files
+    marker = node.storage.routing / f"{series}.json"
+    note = json.loads(_wait(lambda: marker.is_file() and marker.read_text()))
+    assert note["status"] == "unrouted" and "not an image series" in note["reason"]
+    assert [j for j in node.catalog.jobs() if j.kind != "scan"] == []
+
+
+def test_a_series_settles_only_after_no_new_instance_for_the_settle_time(make_node, tmp_path):
+    node = make_node(settle_seconds=2.0)
     study, series = generate_uid(), generate_uid()
     marker = node.storage.routing / f"{series}.json"
-    for n in range(1, 4):  # instances 0.2 s apart: shorter than the 0.4 s settle time
+    for n in range(1, 4):  # one association per instance, about 0.5 s apart: each gap shorter than the settle time
         send_dicom([_instance(tmp_path / "in", study, series, n)], _address(node), calling_ae=SENDER, timeout=5)
+        last = time.monotonic()
         assert not marker.exists()
-        time.sleep(0.2)
-    _wait(marker.is_file, timeout=5)
+        time.sleep(0.5)
+    _wait(marker.is_file, timeout=10)
+    assert time.monotonic() - last >= 2.0
     assert json.loads(marker.read_text())["instances"] == 3
