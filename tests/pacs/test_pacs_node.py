@@ -180,3 +180,28 @@ def test_a_series_settles_only_after_no_new_instance_for_the_settle_time(make_no
     _wait(marker.is_file, timeout=10)
     assert time.monotonic() - last >= 2.0
     assert json.loads(marker.read_text())["instances"] == 3
+
+
+def test_listen_runs_as_a_command_until_interrupted(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    import yaml
+
+    port = free_port()
+    config = tmp_path / "pacs.yaml"
+    config.write_text(yaml.safe_dump({"ae_title": "DEEPMIA", "host": "127.0.0.1", "port": port,
+                                      "accept_calling_ae": [SENDER], "storage": "store", "routes": []}))
+    command = [sys.executable, "-c", "from deepmia.cli.main import entry; entry()", "pacs", "listen",
+               "--config", str(config), "--db", str(tmp_path / "catalog.sqlite")]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait(lambda: echo(Address("DEEPMIA", "127.0.0.1", port), calling_ae=SENDER, timeout=2), timeout=120)
+        assert not echo(Address("DEEPMIA", "127.0.0.1", port), calling_ae="STRANGER", timeout=2)
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    assert f"listening as DEEPMIA on 127.0.0.1:{port}" in err and "STRANGER" in err
+    assert (tmp_path / "store" / "incoming").is_dir()
