@@ -173,6 +173,8 @@ def saliency_of(result: Any, predictor: Any) -> Image | None:
 
 
 def _classify_page(result: Any, page: dict[str, Any], _: Gettext, predictor: Any) -> None:
+    from deepmia.report.figures import geometry_notes
+
     probs = np.asarray(result.probabilities, float)
     top = int(np.argmax(probs))
     threshold = result.threshold or {}
@@ -190,7 +192,7 @@ def _classify_page(result: Any, page: dict[str, Any], _: Gettext, predictor: Any
         if saliency is None and predictor is not None:
             saliency = saliency_of(result, predictor)
         caption = f"{result.label} (p = {probs[top]:.3f})"
-        page["images"] = [keyimages.classification_image(result.image, saliency, caption)]
+        page["images"] = [keyimages.classification_image(result.image, saliency, caption, notes=geometry_notes)]
         page["images"][0]["caption"] = (_("Grad-CAM saliency map: the regions that drove the decision (red: most).")
                                         if saliency is not None else _("The classified image."))
     page["findings"] = findings.classification_findings(result.label, float(probs[top]), threshold, statement, _=_)

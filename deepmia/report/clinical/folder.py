@@ -163,7 +163,22 @@ def _classify(folder: Path, name: str, image: Image, threshold: dict[str, Any] |
     decision = classes.index(row["label"]) if row["label"] in classes else None
     warnings = [w for w in (row.get("input_warnings") or "").split("; ") if w]
     return ClassifyResult(image_stem(name), classes, probs, decision, row["label"], float(row["uncertainty"]),
-                          bool(int(row["low_confidence"])), threshold=threshold, image=image, warnings=warnings)
+                          bool(int(row["low_confidence"])), threshold=threshold, image=image,
+                          saliency=_stored_saliency(folder, image_stem(name), image), warnings=warnings)
+
+
+def _stored_saliency(folder: Path, stem: str, image: Image) -> Image | None:
+    """The Grad-CAM map ``deepmia explain`` stored for a volume (``<stem>_gradcam.nii.gz``) on the image's grid.
+
+    A 2D explanation is stored as an overlay picture only, so its map is computed again.
+    """
+    from deepmia.io import read_image
+
+    path = folder / f"{stem}_gradcam.nii.gz"
+    if image.spatial_dims != 3 or not path.is_file():
+        return None
+    saliency = read_image(path)
+    return saliency if saliency.spatial_shape == image.spatial_shape else None
 
 
 def _detect(folder: Path, name: str, image: Image, min_score: float) -> Any:

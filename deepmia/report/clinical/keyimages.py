@@ -127,12 +127,31 @@ def detection_images(image: Image, result: Any, *, notes: Callable[[Image], list
     return out
 
 
-def classification_image(image: Image, saliency: Any, caption: str) -> dict[str, str]:
-    """The image with its saliency map blended over it (red: the regions that drove the decision)."""
+def classification_image(image: Image, saliency: Image | None, caption: str, *,
+                         notes: Callable[[Image], list[str]]) -> dict[str, str]:
+    """The image with its saliency map blended over it (red: the regions that drove the decision).
+
+    A volume with a map shows the three planes through the map's peak.
+    """
     from deepmia.report.figures import classification_figure
 
-    return {"kind": "saliency", "title": caption, "uri": _drawn(lambda p: classification_figure(image, p, title=caption,
-                                                                            saliency=saliency))}
+    if image.spatial_dims != 3 or saliency is None:
+        return {"kind": "saliency", "title": caption,
+                "uri": _drawn(lambda p: classification_figure(image, p, title=caption, saliency=saliency))}
+    from deepmia.display import blend_heatmap, slice_for_display, to_ras_axes, to_rgb
+    from deepmia.report.figures import montage, panel, plane_geometry
+
+    ras = to_ras_axes(saliency)[0][0]
+    peak = np.unravel_index(int(np.argmax(ras)), ras.shape)  # x (R), y (A), z (S) indices
+    window, panels = _window(image), []
+    for plane, axis in zip(PLANES, (2, 1, 0), strict=True):
+        sl, aspect = slice_for_display(image, plane, int(peak[axis]))
+        heat = slice_for_display(saliency, plane, int(peak[axis]))[0][0]
+        col_mm, letters = plane_geometry(image, plane)
+        panels.append(panel(blend_heatmap(to_rgb(sl, window), heat), aspect=aspect, col_mm=col_mm, letters=letters,
+                            min_size=_PANEL_PX))
+    footer = [caption, "Heat map: regions that drove the prediction (red: most).", *notes(image)]
+    return {"kind": "saliency", "title": caption, "uri": png_uri(montage(panels, titles=list(PLANES), footer=footer))}
 
 
 def checkerboard_image(fixed: Image, before: Image, after: Image, *, notes: list[str]) -> dict[str, str]:
