@@ -222,10 +222,13 @@ def pull_dicom(study_uid: str, address: Address, out: str | os.PathLike[str], *,
     finally:
         if assoc.is_established:
             assoc.release()
-    if last not in (0x0000, 0xB000) or not written:
+    if last not in (0x0000, 0xB000):
         raise DeliveryError(f"C-GET of study {study_uid} from {address.ae_title} ended with "
                             f"{'no answer' if last is None else f'status 0x{last:04X}'} ({len(written)} received)",
-                            fix="check the study UID and that the node allows C-GET for this AE title")
+                            fix=f"check the study UID, and that {address.ae_title} allows C-GET by {calling_ae}")
+    if not written:
+        raise DeliveryError(f"{address.ae_title} sent no instance of study {study_uid}",
+                            fix="check the study UID (deepmia pacs pull takes the StudyInstanceUID)")
     return written
 
 
@@ -241,7 +244,7 @@ def pull_dicomweb(study_uid: str, url: str, out: str | os.PathLike[str], *, time
     try:
         found = client.search_for_series(study_instance_uid=study_uid)
         if not found:
-            raise DeliveryError(f"{url} has no study {study_uid}", fix="check the study UID")
+            raise DeliveryError(f"{url} holds no instance of study {study_uid}", fix="check the study UID")
         datasets = client.retrieve_study(study_uid)
     except requests.RequestException as exc:
         raise DeliveryError(f"DICOMweb retrieve from {url} failed: {exc}") from None

@@ -49,6 +49,11 @@ def test_send_then_pull_by_c_get_and_by_dicomweb(orthanc, hippo_series, tmp_path
     for source, out in ((orthanc.address, tmp_path / "cget"), (orthanc.dicomweb, tmp_path / "wado")):
         assert main(["pacs", "pull", "--from", source, "--study", study, "--out", str(out)]) == 0
         assert _uids(out) == _uids(hippo_series), source
+    capsys.readouterr()
+    for source in (orthanc.address, orthanc.dicomweb):  # a study the PACS does not hold: one clear line, exit 2
+        assert main(["pacs", "pull", "--from", source, "--study", "1.2.3.4", "--out", str(tmp_path / "x")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "study 1.2.3.4" in err[0] and "check the study UID" in err[0], err
 
 
 def test_send_to_a_node_that_is_down_is_a_clear_error(tmp_path, hippo_series, capsys):
