@@ -14,7 +14,7 @@ from .security import CSRF_COOKIE, SESSION_COOKIE, csrf_token_for, principal, re
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/api")
+router = APIRouter(prefix="/api", responses=schemas.ERRORS)
 
 
 @router.post("/auth/login", response_model=schemas.Me, tags=["auth"])

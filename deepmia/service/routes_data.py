@@ -25,7 +25,7 @@ from .uploads import ingest, stage
 
 __all__ = ["Id", "Text", "router"]
 
-router = APIRouter(prefix="/api")
+router = APIRouter(prefix="/api", responses=schemas.ERRORS)
 Id = Annotated[int, PathParam(ge=1, le=2**62)]
 Text = Annotated[str | None, Query(max_length=200, pattern=r"^[^\x00]*$")]
 Viewer = Annotated[Principal, Depends(require("viewer"))]

@@ -24,12 +24,11 @@ from .security import require
 
 __all__ = ["SERVICE_KINDS", "job_view", "router"]
 
-router = APIRouter(prefix="/api")
+router = APIRouter(prefix="/api", responses=schemas.ERRORS)
 Viewer = Annotated[Principal, Depends(require("viewer"))]
 Annotator = Annotated[Principal, Depends(require("annotator"))]
 SERVICE_KINDS = ("predict", "quality", "process", "register")
 OUTPUT_KINDS = set(schemas.OutputKind.__args__)
-OPTION_TYPES: dict[str, Any] = {"tta": bool, "bias": bool, "device": str, "steps": list}
 
 
 def _catalog(request: Request):
@@ -60,17 +59,11 @@ def job_view(catalog: Any, job_id: int) -> schemas.Job:
     return job_views(catalog, [job])[0]
 
 
-def _options(kind: str, options: dict[str, Any] | None) -> dict[str, Any]:
-    options = dict(options or {})
-    for key, value in options.items():
-        if key not in OPTION_TYPES or not isinstance(value, OPTION_TYPES[key]):
-            raise HTTPException(status_code=422, detail=f"option {key!r} is unknown or of the wrong type "
-                                                        f"(known: {', '.join(OPTION_TYPES)})")
-    if options.get("device", "cpu") not in ("cpu", "cuda", "auto"):
-        raise HTTPException(status_code=422, detail="option device must be cpu, cuda or auto")
+def _options(kind: str, options: schemas.JobOptions | None) -> dict[str, Any]:
+    options_dict = options.model_dump(exclude_none=True) if options is not None else {}
     if kind == "process":
-        steps = options.get("steps")
-        if not steps or not all(isinstance(x, str) and len(x) < 500 for x in steps):
+        steps = options_dict.get("steps")
+        if not steps:
             raise HTTPException(status_code=422, detail="a process job needs options.steps, e.g. ['gaussian:sigma=1']")
         from deepmia.processing import resolve_steps
 
@@ -78,7 +71,7 @@ def _options(kind: str, options: dict[str, Any] | None) -> dict[str, Any]:
             resolve_steps(steps)
         except DeepmiaError as exc:
             raise HTTPException(status_code=422, detail=str(exc)) from None
-    return options
+    return options_dict
 
 
 def _series_exists(request: Request, series_id: int | None, field: str) -> int:

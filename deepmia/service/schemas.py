@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
-from typing import Any, Literal
+from datetime import UTC, date, datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-__all__ = ["AuditRow", "Job", "JobList", "JobRequest", "Me", "ModelInfo", "Output", "Series", "Study",
-           "StudyDetail", "StudyPage", "UploadResult"]
+__all__ = ["ERRORS", "AuditRow", "Error", "Job", "JobList", "JobOptions", "JobRequest", "Me", "ModelInfo", "Output",
+           "Series", "Study", "StudyDetail", "StudyPage", "UploadResult"]
 
+#: Times are stored as naive UTC; the API states the zone (RFC 3339).
+UTCTime = Annotated[datetime, AfterValidator(lambda t: t.replace(tzinfo=UTC) if t.tzinfo is None else t)]
 JobKind = Literal["predict", "quality", "process", "register"]
 JobState = Literal["queued", "running", "done", "failed", "cancelled"]
 OutputKind = Literal["label_map", "probabilities", "detections", "saliency", "measurements", "warped",
@@ -82,6 +84,17 @@ class ModelInfo(BaseModel):
     metrics: dict[str, Any] | list[Any] | None = None
 
 
+class JobOptions(BaseModel):
+    """Options of a job: ``tta`` and ``device`` (predict, register), ``bias`` (quality), ``steps`` (process)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tta: bool | None = None
+    device: Literal["cpu", "cuda", "auto"] | None = None
+    bias: bool | None = None
+    steps: list[Annotated[str, Field(max_length=500)]] | None = Field(default=None, max_length=100)
+
+
 class JobRequest(BaseModel):
     """A job to run: its kind, model and series (``options`` per kind, e.g. ``{"steps": [...]}`` for process)."""
 
@@ -91,7 +104,7 @@ class JobRequest(BaseModel):
     model: str | None = Field(default=None, max_length=256)
     series_id: int | None = Field(default=None, ge=1, le=2**62)
     moving_series_id: int | None = Field(default=None, ge=1, le=2**62)
-    options: dict[str, Any] | None = None
+    options: JobOptions | None = None
 
 
 class Output(BaseModel):
@@ -116,9 +129,9 @@ class Job(BaseModel):
     series_id: int | None = None
     user: str | None = None
     model: str | None = None
-    created_at: datetime
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
+    created_at: UTCTime
+    started_at: UTCTime | None = None
+    finished_at: UTCTime | None = None
     outputs: list[Output]
 
 
@@ -132,8 +145,22 @@ class JobList(BaseModel):
 class AuditRow(BaseModel):
     """One audit log entry."""
 
-    time: datetime
+    time: UTCTime
     user: str | None = None
     action: str
     object: str | None = None
     detail: str | None = None
+
+
+class Error(BaseModel):
+    """An error: a message, or (422 from request validation) the list of problems."""
+
+    detail: str | list[dict[str, Any]]
+
+
+#: The error responses every endpoint may give (declared so the OpenAPI describes them).
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": Error, "description": text} for code, text in (
+        (401, "not authenticated"), (403, "role too low, or CSRF token missing"), (404, "unknown id"),
+        (413, "request too large"), (422, "invalid request"), (429, "too many jobs queued"))
+}

@@ -198,3 +198,25 @@ def test_cors_is_closed_by_default(server):
     with server.client(server.tokens["viewer"]) as c:
         r = c.get("/api/studies", headers={"Origin": "https://evil.example"})
         assert "access-control-allow-origin" not in r.headers
+
+
+def test_job_events_stream_until_the_job_ends_and_cancel(server):
+    import json
+
+    series_id = _series_id(server.upload, "HippoCrop")
+    with server.client(server.tokens["annotator"]) as c:
+        job_id = c.post("/api/jobs", json={"kind": "quality", "series_id": series_id}).json()["id"]
+        with c.stream("GET", f"/api/jobs/{job_id}/events") as r:
+            assert r.headers["content-type"].startswith("text/event-stream")
+            states = [json.loads(line[5:])["state"] for line in r.iter_lines() if line.startswith("data:")]
+        assert states[-1] == "done" and states.count("done") == 1
+        # a queued job is cancelled at once; cancelling is refused to a viewer and to another annotator
+        process = {"kind": "process", "series_id": series_id, "options": {"steps": ["gaussian:sigma=1"]}}
+        assert c.post("/api/jobs", json={**process, "options": {"steps": ["no_such_step"]}}).status_code == 422
+        ids = [c.post("/api/jobs", json=process).json()["id"] for _ in range(3)]
+    with server.client(server.tokens["viewer"]) as v:
+        assert v.post(f"/api/jobs/{ids[-1]}/cancel").status_code == 403
+    with server.client(server.tokens["annotator"]) as c:
+        assert c.post(f"/api/jobs/{ids[-1]}/cancel").json()["state"] in ("cancelled", "running", "done")
+        assert wait_job(c, ids[-1])["state"] in ("cancelled", "done")
+        assert wait_job(c, ids[0])["state"] == "done"

@@ -39,12 +39,22 @@ function zerosOnGrid(base) {
   return vol
 }
 
+// native voxel position (the order of img) of a world position: NiiVue's mm2vox answers in its RAS-reordered
+// voxel space, toRASvox maps that back to the stored order (as NiiVue's own getValue does)
+export function nativeVox(vol, mm) {
+  const v = vol.mm2vox(mm, true)
+  const p = vol.permRAS
+  if (p[0] === 1 && p[1] === 2 && p[2] === 3) return [v[0], v[1], v[2]]
+  const m = vol.toRASvox // gl-matrix mat4, column-major
+  return [0, 1, 2].map((r) => m[r] * v[0] + m[4 + r] * v[1] + m[8 + r] * v[2] + m[12 + r])
+}
+
 // voxel index box of a world-mm box on the base grid: [[i0, j0, k0], [i1, j1, k1]], clamped to the grid
 export function voxelBox(base, boxMM) {
   const [x0, y0, z0, x1, y1, z1] = boxMM
   const zs = [z0 ?? 0, z1 ?? 0]
   const corners = []
-  for (const x of [x0, x1]) for (const y of [y0, y1]) for (const z of zs) corners.push(base.mm2vox([x, y, z]))
+  for (const x of [x0, x1]) for (const y of [y0, y1]) for (const z of zs) corners.push(nativeVox(base, [x, y, z]))
   const dims = base.hdr.dims
   const lo = [0, 1, 2].map((a) => Math.max(0, Math.min(...corners.map((c) => c[a]))))
   const hi = [0, 1, 2].map((a) => Math.min(Math.max(1, dims[a + 1]) - 1, Math.max(...corners.map((c) => c[a]))))

@@ -51,9 +51,13 @@ export async function renderResults(job, panel) {
   const html = outputs.find((o) => o.kind === 'report_html')
   const pdf = outputs.find((o) => o.kind === 'report_pdf')
   if (html || pdf) {
+    // the API forbids framing its responses (X-Frame-Options: DENY), so the report's HTML is fetched and shown
+    // as srcdoc of a sandboxed frame: no script runs in it, and this page's CSP still applies
+    const frame = html ? el('iframe', { class: 'report', title: 'report', sandbox: '' }) : null
+    if (frame) frame.srcdoc = await api(`/api/outputs/${html.id}`, { as: 'text' })
     panel.append(section('report', 'Report',
       pdf ? el('p', {}, el('a', { href: `/api/outputs/${pdf.id}`, download: pdf.name || 'report.pdf', id: 'report-pdf' }, 'Download PDF')) : null,
-      html ? el('iframe', { src: `/api/outputs/${html.id}`, class: 'report', title: 'report', sandbox: '' }) : null))
+      frame))
   }
   if (job.log) panel.append(section('job-log', 'Log', el('details', {}, el('summary', {}, 'show'), el('pre', {}, job.log))))
 }

@@ -59,8 +59,18 @@ async function openJob(job) {
   if (series && view.series?.id !== series.id) await openSeries(series)
   overlays.clear()
   $('detections-box').hidden = true
-  for (const out of job.outputs || []) await overlays.add(out)
+  const labels = await labelNames(job.model)
+  for (const out of job.outputs || []) await overlays.add({ ...out, labels })
   await renderResults(job, $('results'))
+}
+
+// names of a segmentation model's labels from its plan ({"0": "background", "1": ...}), by label value
+async function labelNames(model) {
+  if (!model) return []
+  const info = await api(`/api/models/${encodeURIComponent(model)}`).catch(() => null)
+  const names = []
+  for (const [value, name] of Object.entries(info?.plan?.labels || {})) names[Number(value)] = name
+  return names
 }
 
 function jobItem(job) {
@@ -121,7 +131,7 @@ async function main() {
   $('series').replaceChildren(...study.series.map((s) => el('li', {
     dataset: { series: s.id }, class: 'link',
     onclick: () => openSeries(s).catch((e) => showError(error, e)),
-  }, `${s.number ?? ''} ${s.description || s.modality} (${s.columns ?? '?'}x${s.rows ?? '?'}x${s.n_instances ?? '?'})`)))
+  }, `${s.number ?? ''} ${s.description || s.modality}${s.rows ? ` (${s.columns}x${s.rows}x${s.n_instances})` : ''}`)))
   wireToolbar()
   await view.attach()
   const wanted = Number(new URLSearchParams(location.search).get('series'))
