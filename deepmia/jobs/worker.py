@@ -99,13 +99,15 @@ def run_one(catalog: Any, job: Claimed, data_dir: Path, models_dir: Path | None)
 
         def record_prediction(session: Any, job_id: int) -> None:
             if outcome.prediction is not None and job.series_id is not None:
+                from datetime import UTC, datetime
+
                 from deepmia.data.catalog.models import Prediction
-                from deepmia.jobs.queue import _now
 
                 path = outcome.prediction.get("path")
                 session.add(Prediction(
                     series_id=job.series_id, job_id=job_id, task=outcome.prediction["task"],
-                    model=outcome.prediction["model"], created_at=_now(), scores=outcome.prediction.get("scores"),
+                    model=outcome.prediction["model"], created_at=datetime.now(UTC).replace(tzinfo=None),
+                    scores=outcome.prediction.get("scores"),
                     path=str(final / Path(path).relative_to(partial)) if path else None))
 
         beat.log("done")
