@@ -54,9 +54,17 @@ def hippo(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def hippo_pdf(hippo) -> dict[str, bytes]:
-    """The hippocampus report as PDF in English and in Chinese."""
-    return {lang: render_report(hippo, lang=lang, fmt="pdf") for lang in ("en", "zh")}
+def hippo_html(hippo) -> dict[str, str]:
+    """The hippocampus report as HTML in English and in Chinese."""
+    return {lang: render_report(hippo, lang=lang, fmt="html").decode() for lang in ("en", "zh")}
+
+
+@pytest.fixture(scope="module")
+def hippo_pdf(hippo_html) -> dict[str, bytes]:
+    """The same reports as PDF (the template's HTML through WeasyPrint, as ``render_report(fmt="pdf")`` does)."""
+    from deepmia.report.clinical.render import html_to_pdf
+
+    return {lang: html_to_pdf(html) for lang, html in hippo_html.items()}
 
 
 def _page(pdf: bytes, tmp: Path, name: str) -> np.ndarray:
@@ -89,11 +97,11 @@ def _no_cjk_fontconfig(tmp: Path) -> Path:
 
 
 @needs_poppler
-def test_chinese_glyphs_are_drawn_by_a_cjk_font_not_as_boxes(hippo_pdf, hippo, tmp_path):
-    fonts = subprocess.run(["pdffonts", "-"], input=hippo_pdf["zh"], capture_output=True, timeout=60).stdout.decode()
+def test_chinese_glyphs_are_drawn_by_a_cjk_font_not_as_boxes(hippo_pdf, hippo_html, hippo, tmp_path):
+    pdf = render_report(hippo, lang="zh", fmt="pdf")  # the public path once; the fixtures reuse the HTML
+    fonts = subprocess.run(["pdffonts", "-"], input=pdf, capture_output=True, timeout=60).stdout.decode()
     assert "Noto-Sans-CJK-SC" in fonts
-    html = render_report(hippo, lang="zh", fmt="html").decode()
-    (tmp_path / "zh.html").write_text(html, encoding="utf-8")
+    (tmp_path / "zh.html").write_text(hippo_html["zh"], encoding="utf-8")
     script = ("import sys; from pathlib import Path; from deepmia.report.clinical import i18n, render\n"
               "try:\n    i18n.check_fonts('zh'); print('fonts found')\n"
               "except Exception as exc:\n    print(type(exc).__name__)\n"
@@ -113,19 +121,18 @@ def test_chinese_glyphs_are_drawn_by_a_cjk_font_not_as_boxes(hippo_pdf, hippo, t
 
 
 @needs_poppler
-def test_the_key_image_is_on_the_page(hippo_pdf, hippo, tmp_path):
+def test_the_key_image_is_on_the_page(hippo_pdf, hippo_html, tmp_path):
     page = _page(hippo_pdf["en"], tmp_path, "en")
     assert _image_like_blocks(page) >= 4
-    html = render_report(hippo, lang="en", fmt="html").decode()
-    bare = re.sub(r'src="data:image/png;base64,[^"]+"', 'src=""', html)
+    bare = re.sub(r'src="data:image/png;base64,[^"]+"', 'src=""', hippo_html["en"])
     from deepmia.report.clinical.render import html_to_pdf
 
     assert _image_like_blocks(_page(html_to_pdf(bare), tmp_path, "bare")) == 0  # the detector sees pictures only
 
 
-def test_the_hippocampus_page_holds_header_measurements_findings_and_card(hippo):
-    html = render_report(hippo, lang="en", fmt="html").decode()
-    assert "PSEUDO-7" in html and "2024-01-31" in html and ">MR<" in html and "T1 crop" in html
+def test_the_hippocampus_page_holds_header_measurements_findings_and_card(hippo, hippo_html):
+    html = hippo_html["en"]
+    assert "PSEUDO-7" in html and "2024-01-31" in html and ">MR<" in html and "3 T1 crop" in html
     labels = read_image(hippo / "series.nii.gz", kind="label")
     voxel_ml = float(np.prod(labels.spacing)) / 1000
     for k, name in ((1, "anterior"), (2, "posterior")):
@@ -134,8 +141,35 @@ def test_the_hippocampus_page_holds_header_measurements_findings_and_card(hippo)
         assert f"{name}: volume {volume:.2f} mL, largest diameter" in html
     assert html.count('<img class="structure"') == 2 and "Image quality" in html
     assert "Dice" in html and "[0.883, 0.898]" in html and "Research use only" in html  # the card, with intervals
-    zh = render_report(hippo, lang="zh", fmt="html").decode()
+    zh = hippo_html["zh"]
     assert "测量结果" in zh and "体积（mL）" in zh and "所见" in zh
+
+
+def test_several_cases_get_one_page_each(hippo):
+    from deepmia.report.clinical import results_report
+
+    name, result = read_prediction_folder(hippo).cases[0]
+    html = results_report([(name, result), ("again.nii.gz", result)], fmt="html", quality=False).decode()
+    assert html.count('<section class="case') == 2 and "Clinical report: again<" in html
+    assert "page-break-before: always" in html
+
+
+def test_a_classified_volume_shows_three_planes_through_the_saliency_peak():
+    from PIL import Image as PILImage
+
+    from deepmia.image import Image
+    from deepmia.report.clinical.keyimages import classification_image
+
+    rng = np.random.default_rng(0)
+    image = Image(rng.uniform(0, 100, (1, 24, 24, 24)).astype(np.float32), np.diag([1.0, 1.0, 2.0, 1.0]))
+    heat = np.zeros((1, 24, 24, 24), np.float32)
+    heat[0, 5:9, 5:9, 15:19] = 1.0
+    found = classification_image(image, image.with_array(heat), "yes (p = 0.9)", notes=lambda im: [])
+    rgb = np.asarray(PILImage.open(io.BytesIO(base64.b64decode(found["uri"].split(",")[1]))).convert("RGB"), int)
+    red = (rgb[..., 0] > rgb[..., 1] + 40) & (rgb[..., 0] > rgb[..., 2] + 40)  # the map's peak (letters: yellow)
+    columns = np.flatnonzero(red.any(axis=0))
+    assert found["kind"] == "saliency" and columns.size
+    assert (np.diff(columns) > 20).sum() == 2  # the hot spot in each of three panels side by side
 
 
 def test_pneumoniamnist_report_has_the_grad_cam_key_image(tmp_path):

@@ -29,6 +29,8 @@ def header(image: Image | None, name: str, *, _: Gettext) -> list[tuple[str, str
     meta = image.meta if image is not None else {}
     missing = _("not stated")
     series = meta.get("series_description")
+    if meta.get("series_number") is not None:
+        series = f"{meta['series_number']} {series or ''}".strip()
     uid = meta.get("series_uid")
     if uid:
         series = f"{series or missing} (UID …{str(uid)[-12:]})"

@@ -114,7 +114,10 @@ def read_input(entry: dict[str, Any]) -> Image:
     info = next((s for s in list_series(path, recursive=True) if s.series_uid == uid), None)
     if info is None:
         raise ReadError(f"the folder no longer holds the series {uid}", path=path)
-    return InputItem(path, entry["name"], series_uid=uid, files=list(info.files)).read()
+    image = InputItem(path, entry["name"], series_uid=uid, files=list(info.files)).read()
+    if info.series_number is not None:
+        image.meta.setdefault("series_number", info.series_number)
+    return image
 
 
 def _entries(record: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
