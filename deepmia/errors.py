@@ -22,6 +22,7 @@ __all__ = [
     "DatasetError",
     "SplitLeakageError",
     "CatalogError",
+    "ExportError",
 ]
 
 
@@ -100,3 +101,7 @@ class SplitLeakageError(DatasetError):
 
 class CatalogError(DeepmiaError):
     """The catalog database could not be opened, migrated or updated."""
+
+
+class ExportError(DeepmiaError):
+    """A network could not be exported to a portable format (e.g. an operator ONNX cannot express)."""

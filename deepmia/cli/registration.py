@@ -217,7 +217,8 @@ def predict(model_dir: Path, src: Path, dst: Path, *, options: dict[str, Any]) -
                 path=src, fix="e.g. deepmia predict MODEL fixed.nii.gz,moving.nii.gz OUT",
             )
         fixed_path, moving_path = found["fixed"], found["moving"]
-    predictor = Predictor(model_dir, device=options.get("device", "cpu"))
+    predictor = Predictor(model_dir, device=options.get("device", "cpu"), runtime=options.get("runtime") or "torch",
+                          precision=options.get("precision"))
     result = predictor.predict((_read(fixed_path), _read(moving_path)))
     outputs = result.write(dst, "")
     if options.get("figure"):

@@ -53,11 +53,21 @@ def voxelmorph(
         )
 
 
-@functools.lru_cache(maxsize=8)
 def voxel_grid(
     shape: tuple[int, ...], dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"
 ) -> torch.Tensor:
-    """Voxel indices ``(D, *shape)`` along the array axes (cached: never modify the result in place)."""
+    """Voxel indices ``(D, *shape)`` along the array axes (cached: never modify the result in place).
+
+    While ``torch.export`` traces the network (ONNX export) the grid is computed, not cached: its sizes may be
+    symbolic and its tensor is a tracing placeholder.
+    """
+    if not torch.compiler.is_compiling() and all(isinstance(n, int) for n in shape):
+        return _cached_grid(tuple(shape), dtype, device)
+    return torch.stack(torch.meshgrid(*[torch.arange(n, dtype=dtype, device=device) for n in shape], indexing="ij"))
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_grid(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device | str) -> torch.Tensor:
     axes = [torch.arange(int(n), dtype=dtype, device=device) for n in shape]
     return torch.stack(torch.meshgrid(*axes, indexing="ij"))
 

@@ -223,7 +223,8 @@ class Result(ABC):
 class Predictor(ABC):
     """A trained model (or a configured classical method) that predicts in memory.
 
-    Every task's predictor is built as ``Predictor(model_dir, *, device="cpu", **options)``, predicts with
+    Every task's predictor is built as ``Predictor(model_dir, *, device="cpu", runtime="torch", **options)``
+    (``runtime``: ``torch``, ``onnx`` or ``openvino``, see :mod:`deepmia.engine.runners`), predicts with
     ``predict(image) -> Result`` (registration: ``predict((fixed, moving))``), and pickles (its networks and
     settings travel to a worker process or a Ray actor).
     """
@@ -288,3 +289,11 @@ class Predictor(ABC):
     def options(self) -> dict[str, Any]:
         """The options this predictor runs with (recorded in ``run.json``)."""
         return {}
+
+    def onnx_networks(self) -> list[Any]:
+        """The networks ``deepmia export onnx`` exports and ``runtime="onnx"`` replaces (``NetworkSpec`` objects).
+
+        Raises:
+            InvalidArgumentError: The predictor has no network to export.
+        """
+        raise InvalidArgumentError(f"a {self.task} predictor has no network to export", path=self.model_dir)

@@ -14,12 +14,14 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
 import torch
 
+from deepmia.engine.runners import NetworkSpec, resolve_precision, runtime_info, use_runtime
 from deepmia.engine.runtime import resolve_device
 from deepmia.engine.uncertainty import sample_logits, summarise_samples
 from deepmia.errors import DatasetError, InvalidArgumentError
@@ -57,9 +59,12 @@ class Predictor(TaskPredictor):
         folds: Ensemble members to use (default: all).
         clinical: The clinical table (CSV) of a fusion model; rows are joined on ``image.meta["case_id"]``.
         device: ``cpu`` (default), ``cuda`` or ``auto``.
+        runtime: ``torch`` (default), ``onnx`` or ``openvino`` (the ONNX export: ``deepmia export onnx``).
+        precision: Outside torch, ``fp32`` (default), ``fp16``, ``int8`` (ONNX Runtime) or ``bf16`` (OpenVINO).
 
     Raises:
-        InvalidArgumentError: The directory is not a classification model directory, or a member does not exist.
+        InvalidArgumentError: The directory is not a classification model directory, a member does not exist, or
+            MC dropout outside torch (an exported network has no dropout).
     """
 
     task = "classify"
@@ -68,7 +73,7 @@ class Predictor(TaskPredictor):
     def __init__(
         self, model_dir: str | Path, *, tta: bool | None = None, mc_dropout: int | None = None,
         calibrated: bool = True, folds: Sequence[int] | None = None, clinical: str | Path | None = None,
-        device: str | None = "cpu",
+        device: str | None = "cpu", runtime: str = "torch", precision: str | None = None,
     ) -> None:
         self.model_dir = Path(model_dir)
         self.plan: ClassifyPlan = load_plan(self.model_dir / "plan.json")
@@ -90,6 +95,12 @@ class Predictor(TaskPredictor):
             model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
             self.models.append(model.to(self.device).eval())
         self.members = [self.members[k] for k in chosen]
+        self.folds = chosen
+        self.runtime, self.precision = resolve_precision(runtime, precision, "fp32")
+        if self.runtime != "torch" and self.mc_samples:
+            raise InvalidArgumentError(f"MC dropout ({self.mc_samples} passes) needs the torch runtime: an exported "
+                                       "network has no dropout", path=self.model_dir, fix="pass mc_dropout=0")
+        self.runners = use_runtime(self.onnx_networks, self.model_dir, self.runtime, self.precision)
         cal = self._json("calibration.json") if calibrated else {}
         self.calibration = cal
         self.temperature = float(cal.get("temperature", 1.0))
@@ -102,7 +113,18 @@ class Predictor(TaskPredictor):
         """TTA, MC dropout, members, calibration and the clinical table (recorded in run.json)."""
         return {"tta": self.tta, "mc_dropout": self.mc_samples, "members": self.members,
                 "temperature": self.temperature, "threshold": self.threshold,
-                "clinical": None if self.clinical is None else str(self.clinical)}
+                "clinical": None if self.clinical is None else str(self.clinical),
+                **runtime_info(self.runtime, self.precision, self.runners)}
+
+    def onnx_networks(self) -> list[NetworkSpec]:
+        """Each member's network (with the clinical features of a fusion model), exported with a dynamic batch."""
+        shape = (2, len(self.plan.channels), *self.plan.input_size)
+        spec = self.plan.tabular
+        example = (torch.zeros(shape),) if spec is None else (torch.zeros(shape), torch.zeros((2, spec.width)))
+        names = ("image",) if spec is None else ("image", "clinical")
+        return [NetworkSpec(f"fold_{k}", net, example, names, ("logits",), {n: {0: "batch"} for n in names},
+                            self.model_dir / f"fold_{k}" / "model_best.pt", partial(self.models.__setitem__, i))
+                for i, (k, net) in enumerate(zip(self.folds, self.models, strict=True))]
 
     def check(self, image: Image, *, path: Any = None) -> list[str]:
         """Refuse an image of the wrong dimensionality or channels, or (fusion) without a clinical row."""

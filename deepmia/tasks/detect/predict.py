@@ -15,12 +15,14 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from deepmia.engine.runners import NetworkSpec, resolve_precision, runtime_info, use_runtime
 from deepmia.engine.runtime import autocast, configure_threads, resolve_device
 from deepmia.errors import InvalidArgumentError
 from deepmia.image import Image
@@ -188,6 +190,8 @@ class Predictor(TaskPredictor):
         min_score: Detections below this score are left out of figures, counts and summaries (the COCO results keep
             every box for scoring).
         device: ``cpu`` (default), ``cuda`` or ``auto``.
+        runtime: ``torch`` (default), ``onnx`` or ``openvino``: where the network (backbone and heads) runs; anchors,
+            box decoding and NMS stay in torch.
 
     Raises:
         InvalidArgumentError: Not a detection model directory, or no weights for a requested fold.
@@ -198,24 +202,41 @@ class Predictor(TaskPredictor):
 
     def __init__(
         self, model_dir: str | os.PathLike[str], *, folds: Sequence[int] | None = None, tta: bool | None = None,
-        precision: str | None = None, min_score: float = 0.3, device: str | None = "cpu",
+        precision: str | None = None, min_score: float = 0.3, device: str | None = "cpu", runtime: str = "torch",
     ) -> None:
         self.model_dir = Path(model_dir)
         self.plan: DetectPlan = load_plan(self.model_dir / "plan.json")
         self.folds = resolve_folds(self.model_dir, folds, task=self.task)
         configure_threads(self.plan.schedule.threads)
         self.tta = self.plan.inference.tta and tta is not False
-        self.precision = precision or self.plan.schedule.precision
+        self.runtime, self.precision = resolve_precision(runtime, precision, self.plan.schedule.precision)
         if not 0 <= min_score <= 1:
             raise InvalidArgumentError(f"min_score must be in [0, 1], got {min_score}")
         self.min_score = float(min_score)
         self.device = resolve_device(device)
         self.detectors = load_fold_models(self.model_dir, self.folds, lambda: build_detector(self.plan),
                                           device=self.device)
+        self.runners = use_runtime(self.onnx_networks, self.model_dir, self.runtime, self.precision)
 
     def options(self) -> dict[str, Any]:
         """Folds, TTA, precision and the figure/count score cut (recorded in run.json)."""
-        return {"folds": self.folds, "tta": self.tta, "precision": self.precision, "min_score": self.min_score}
+        return {"folds": self.folds, "tta": self.tta, "precision": self.precision, "min_score": self.min_score,
+                **runtime_info(self.runtime, self.precision, self.runners)}
+
+    def onnx_networks(self) -> list[NetworkSpec]:
+        """Each fold's network: backbone, pyramid and heads (one output per level and head), dynamic axes."""
+        size = [n + (-n) % self.plan.stride for n in self.plan.input_size]  # the detector pads to its stride
+        example = torch.zeros((1, self.plan.in_channels, *size))
+        axes = {0: "batch", **{2 + i: f"s{i}" for i in range(self.plan.spatial_dims)}}
+        specs = []
+        for k, det in zip(self.folds, self.detectors, strict=True):
+            with torch.no_grad():
+                levels = len(det.network.eval()(example)[det.cls_key])
+            names = tuple(f"{h}_{i}" for h in ("cls", "box") for i in range(levels))
+            specs.append(NetworkSpec(f"fold_{k}", det.network, (example,), ("image",), names, {"image": axes},
+                                     self.model_dir / f"fold_{k}" / "model_best.pt", partial(setattr, det, "network"),
+                                     groups={det.cls_key: levels, det.box_reg_key: levels}))
+        return specs
 
     def check(self, image: Image, *, path: Any = None) -> None:
         """Refuse an image whose channels or dimensionality do not fit the model."""
@@ -245,7 +266,8 @@ class Predictor(TaskPredictor):
 
     def predict_arrays(self, arrays: Sequence[np.ndarray], shapes: Sequence[Sequence[int]]) -> list[Found]:
         """Boxes in image pixels (clipped to each image's ``shapes``), scores and class indices per prepared array."""
-        found = detect_arrays(self.detectors, arrays, self.plan, tta=self.tta, precision=self.precision)
+        found = detect_arrays(self.detectors, arrays, self.plan, tta=self.tta,
+                              precision=self.precision if self.runtime == "torch" else "fp32")
         out = []
         for (boxes, scores, labels), shape in zip(found, shapes, strict=True):
             d = len(shape)

@@ -156,7 +156,8 @@ class LearnedRegistration:
         moved = sample(moving, map_points(initial, grid))
         dev = next(self.network.parameters()).device
         with torch.inference_mode(), autocast(precision or self.plan.inference_precision, dev.type):
-            ddf = self.network.field(moved.to(dev), fixed.to(dev))
+            field = getattr(self.network, "field", self.network)  # an exported network's runner is the field
+            ddf = field(moved.to(dev), fixed.to(dev))
         return map_points(initial, grid + ddf.float().cpu())
 
     def register(

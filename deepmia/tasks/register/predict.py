@@ -10,6 +10,7 @@ grid, ITK convention), ``warped_label.nii.gz`` (with a moving label map), ``regi
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,21 @@ from deepmia.tasks.register.result import RegisterResult
 
 __all__ = ["Predictor", "PREDICT_METHODS"]
 
+
+def _Field(network: Any) -> Any:
+    """A module whose forward is ``network.field`` (the call a learned registration makes), for export."""
+    import torch
+
+    class Field(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.network = network
+
+        def forward(self, moving: Any, fixed: Any) -> Any:
+            return self.network.field(moving, fixed)
+
+    return Field()
+
 PREDICT_METHODS = ("rigid", "affine", "deformable", "learned")
 _PAIR_KEYS = ("fixed", "moving", "moving_label", "fixed_mask", "moving_mask")
 
@@ -36,6 +52,8 @@ class Predictor(TaskPredictor):
         method: ``"rigid"``, ``"affine"``, ``"deformable"`` or ``"learned"`` (default: ``learned`` with a model
             folder, else ``deformable``).
         device: ``cpu`` (default), ``cuda`` or ``auto`` (the learned network's device).
+        runtime: ``torch`` (default), ``onnx`` or ``openvino``: where a learned model's network runs.
+        precision: Outside torch, ``fp32`` (default), ``fp16`` or ``int8`` (ONNX Runtime), ``bf16`` (OpenVINO).
         **options: Options of :func:`~deepmia.tasks.register.classical.register_images` (metric, deformable,
             levels, iterations, ...); a learned model takes ``metric`` (its divergence check) only.
 
@@ -47,8 +65,9 @@ class Predictor(TaskPredictor):
 
     def __init__(
         self, model_dir: str | PathLike[str] | None = None, *, method: str | None = None, device: str | None = "cpu",
-        **options: Any,
+        runtime: str = "torch", precision: str | None = None, **options: Any,
     ) -> None:
+        from deepmia.engine.runners import resolve_precision, use_runtime
         from deepmia.engine.runtime import resolve_device
 
         method = method or ("learned" if model_dir is not None else "deformable")
@@ -65,10 +84,42 @@ class Predictor(TaskPredictor):
             self.model = LearnedRegistration.load(model_dir, device=self.device)
         elif model_dir is not None:
             raise InvalidArgumentError(f"--model is only used with --method learned, not {self.method}")
+        default = self.model.plan.inference_precision if self.model is not None else "fp32"
+        self.runtime, self.precision = resolve_precision(runtime, precision, default)
+        if self.runtime != "torch" and self.model is None:
+            raise InvalidArgumentError(f"--runtime {self.runtime} runs a learned model's network; {self.method} "
+                                       "registration has none", fix="leave out --runtime")
+        self.runners = use_runtime(self.onnx_networks, self.model_dir, self.runtime, self.precision)
 
     def options(self) -> dict[str, Any]:
         """The method and its options (recorded in run.json)."""
-        return {"method": self.method, **self.method_options}
+        from deepmia.engine.runners import runtime_info
+
+        return {"method": self.method, **self.method_options,
+                **runtime_info(self.runtime, self.precision, self.runners)}
+
+    def onnx_networks(self) -> list[Any]:
+        """The learned model's network: ``(moving, fixed)`` on the padded fixed grid -> displacement, dynamic axes.
+
+        The trace example and the check are smooth images in [0, 1] like real inputs: traced on zeros, the exported
+        displacement differed from torch's by up to 0.7 voxel.
+        """
+        from deepmia.engine.runners import NetworkSpec
+
+        if self.model is None or self.model_dir is None:
+            raise InvalidArgumentError(f"{self.method} registration has no network to export",
+                                       fix="export a trained registration model (deepmia train register)")
+        import torch
+
+        plan = self.model.plan
+        example = torch.zeros((1, 1, *plan.grid_shape))
+        gen = torch.Generator().manual_seed(0)  # the check: smooth images in [0, 1], like rescaled intensities
+        smooth = [torch.nn.functional.avg_pool3d(torch.rand(example.shape, generator=gen), 5, 1, 2) for _ in "mf"]
+        axes = {2 + i: f"s{i}" for i in range(plan.spatial_dims)}
+        return [NetworkSpec("fold_0", _Field(self.model.network), tuple(smooth), ("moving", "fixed"),
+                            ("displacement",), {"moving": axes, "fixed": axes},
+                            self.model_dir / "fold_0" / "model_best.pt", partial(setattr, self.model, "network"),
+                            check=tuple(smooth))]
 
     def register(
         self, fixed: Image, moving: Image, *, fixed_mask: Image | None = None, moving_mask: Image | None = None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import numpy as np
 import torch
 
 from deepmia.engine.inference import sliding_window
+from deepmia.engine.runners import NetworkSpec, resolve_precision, runtime_info, use_runtime
 from deepmia.engine.runtime import configure_threads, resolve_device
 from deepmia.errors import InvalidArgumentError
 from deepmia.image import Image
@@ -51,6 +53,7 @@ class Predictor(TaskPredictor):
         overlap: Override the sliding-window overlap.
         probabilities: Also return class probabilities (one float32 channel per class) in each result.
         device: ``cpu`` (default), ``cuda`` or ``auto``.
+        runtime: ``torch`` (default), ``onnx`` or ``openvino`` (the ONNX export: ``deepmia export onnx``).
 
     Example:
         >>> p = Predictor("models/hippocampus")                                   # doctest: +SKIP
@@ -72,6 +75,7 @@ class Predictor(TaskPredictor):
         overlap: float | None = None,
         probabilities: bool = False,
         device: str | None = "cpu",
+        runtime: str = "torch",
     ) -> None:
         self.model_dir = Path(model_dir)
         self.plan: SegmentPlan = load_plan(self.model_dir / "plan.json")
@@ -83,14 +87,24 @@ class Predictor(TaskPredictor):
         self.probabilities = probabilities
         self.tta = tta
         planned = self.plan.schedule.precision
-        self.precision = precision or ("bf16" if planned == "auto" else planned)
+        self.runtime, self.precision = resolve_precision(runtime, precision, "bf16" if planned == "auto" else planned)
+        self.runners = use_runtime(self.onnx_networks, self.model_dir, self.runtime, self.precision)
         self.postprocess = postprocess
         self.overlap = self.plan.inference.overlap if overlap is None else overlap
 
     def options(self) -> dict[str, Any]:
         """Folds, TTA, precision, post-processing, overlap and probabilities (recorded in run.json)."""
         return {"folds": self.folds, "tta": self.tta, "precision": self.precision, "postprocess": self.postprocess,
-                "overlap": self.overlap, "probabilities": self.probabilities}
+                "overlap": self.overlap, "probabilities": self.probabilities,
+                **runtime_info(self.runtime, self.precision, self.runners)}
+
+    def onnx_networks(self) -> list[NetworkSpec]:
+        """Each fold's network, exported with dynamic batch and spatial axes."""
+        axes = {0: "batch", **{2 + i: f"s{i}" for i in range(self.plan.spatial_dims)}}
+        example = torch.zeros((2, self.plan.in_channels, *self.plan.patch_size))
+        return [NetworkSpec(f"fold_{k}", net, (example,), ("image",), ("logits",), {"image": axes},
+                            self.model_dir / f"fold_{k}" / "model_best.pt", partial(self.models.__setitem__, i))
+                for i, (k, net) in enumerate(zip(self.folds, self.models, strict=True))]
 
     def _scores(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.device)
@@ -143,7 +157,7 @@ class Predictor(TaskPredictor):
             overlap=self.overlap,
             batch_size=self.plan.inference.batch_size,
             mirror_axes=mirror,
-            precision=self.precision,
+            precision=self.precision if self.runtime == "torch" else "fp32",
             out=out,
             device_type=self.device.type,
         ), grid
