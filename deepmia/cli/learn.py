@@ -72,6 +72,11 @@ def predict(
     ),
     min_score: float = typer.Option(None, "--min-score", help="Detection: draw and count boxes from this score."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto (the GPU when there is one)."),
+    runtime: str = typer.Option(
+        "torch", "--runtime", help="Where the network runs: torch, onnx or openvino (needs `deepmia export onnx`)."),
+    precision: str = typer.Option(
+        None, "--precision", help="torch: fp32 or bf16 (default: the plan's); onnx: fp32, fp16 or int8; openvino: "
+                                  "fp32, bf16, fp16 or int8 (default fp32)."),
 ) -> None:
     """Predict with a trained model: the task comes from MODEL_DIR/plan.json.
 
@@ -89,7 +94,7 @@ def predict(
         raise InvalidArgumentError(f"--folds {folds!r} is not a comma-separated list of integers") from None
     options = _predictor_options(task, {
         "tta": tta, "folds": fold_list, "clinical": clinical, "probabilities": probabilities or None,
-        "min_score": min_score, "device": device,
+        "min_score": min_score, "device": device, "runtime": runtime, "precision": precision,
     })
     formats = ["probabilities"] if probabilities else []
     if dicom and task.name == "register":
@@ -97,7 +102,8 @@ def predict(
                                    fix="leave out --dicom")
     identity = _dicom_identity(src, dicom, patient_id, study_uid, template)
     if task.name == "register":
-        _task_module("registration").predict(model_dir, src, dst, options={"figure": figure, "device": device})
+        _task_module("registration").predict(model_dir, src, dst, options={"figure": figure, "device": device,
+                                                                            "runtime": runtime, "precision": precision})
         return
     predictor = task.predictor()(model_dir, **options)
     if figure and task.name == "detect" and predictor.plan.spatial_dims != 2:
