@@ -10,7 +10,8 @@ from deepmia.cli._common import console, err_console
 
 pacs_app = typer.Typer(
     name="pacs",
-    help="DICOM node: receive studies and send SEG/SR back (listen), send files (send), pull a study (pull).",
+    help="DICOM node: receive studies and send SEG/SR back (listen), send files (send), pull a study (pull), "
+    "what a node holds (status).",
     no_args_is_help=True,
 )
 DB_HELP = ("Catalog database where jobs and predictions are recorded: a SQLite file or a URL like "
@@ -91,6 +92,33 @@ def pull(
         files = pull_dicom(study, parse_address(source), out, calling_ae=calling_ae, timeout=timeout)
     series = {p.parent.name for p in files}
     console.print(f"{len(files)} instance(s) of {len(series)} series -> {out}", markup=False, highlight=False)
+
+
+@pacs_app.command()
+def status(
+    config: Path = typer.Option(..., "--config", "-c", help="The node's YAML file (its storage folder is read)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """What the node holds: series routed or not, deliveries queued, sent or failed, quarantined instances."""
+    from deepmia.cli._common import print_json
+    from deepmia.pacs.config import load_config
+    from deepmia.pacs.status import node_status
+
+    report = node_status(load_config(config).storage)
+    if as_json:
+        print_json(report)
+        return
+    series, counts = report["series"], report["deliveries"]["counts"]
+    lines = [f"storage {report['storage']}",
+             f"series: {series['routed']} routed, {series['unrouted']} unrouted, {series['waiting']} waiting",
+             f"deliveries: {counts['queued']} queued, {counts['sent']} sent, {counts['failed']} failed"]
+    for d in report["deliveries"]["not_sent"]:
+        when = f", next try in {d['next_try_in_s']:.0f} s" if d["next_try_in_s"] is not None else ""
+        lines.append(f"  job {d['job']} -> {d['destination']}: {d['status']} after {d['attempts']} attempt(s)"
+                     f"{when}; last error: {d['error']}")
+    lines.append(f"quarantine: {len(report['quarantine'])} instance(s)")
+    lines += [f"  {Path(q['file']).name} from {q['calling_ae']}: {q['reason']}" for q in report["quarantine"]]
+    console.print("\n".join(lines), markup=False, highlight=False)
 
 
 def add_commands(app: typer.Typer) -> None:
