@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import IO
 
 from fastapi import HTTPException
-from sqlalchemy import and_, exists, select
+from sqlalchemy import and_, select
 from sqlalchemy.orm import aliased
 
 from deepmia.data.catalog import Catalog, scan
@@ -164,18 +164,23 @@ def _register_image(catalog: Catalog, path: Path, label: str) -> None:
                        sop_instance_uid=_uid(), indexed_at=_now()))
 
 
-def _drop_duplicates(catalog: Catalog, prefix: str) -> None:
-    """Forget (and delete) newly stored DICOM instances that were already stored: an upload sent twice."""
+def _drop_duplicates(catalog: Catalog, prefix: str) -> set[int]:
+    """Forget (and delete) newly stored DICOM instances that were already stored (an upload sent twice).
+
+    Returns:
+        The series that already held them (the upload's data is there).
+    """
     older = aliased(Instance)
     with catalog.session() as s:
-        rows = s.execute(select(Instance.id, Instance.path).where(
-            Instance.path.startswith(prefix, autoescape=True),
-            exists().where(and_(older.sop_instance_uid == Instance.sop_instance_uid, older.id != Instance.id,
-                                older.missing_since.is_(None),
-                                ~older.path.startswith(prefix, autoescape=True))))).all()
-        for row_id, path in rows:
+        rows = s.execute(select(Instance.id, Instance.path, older.series_id).join(older, and_(
+            older.sop_instance_uid == Instance.sop_instance_uid, older.id != Instance.id,
+            older.missing_since.is_(None), ~older.path.startswith(prefix, autoescape=True)))
+            .where(Instance.path.startswith(prefix, autoescape=True))).all()
+        for row_id in {r[0] for r in rows}:
             s.delete(s.get(Instance, row_id))
+        for path in {r[1] for r in rows}:
             Path(path).unlink(missing_ok=True)
+    return {r[2] for r in rows}
 
 
 def ingest(catalog: Catalog, staged: Staged, settings: Settings, *, deid: bool) -> tuple[list[int], list[str]]:
@@ -203,10 +208,10 @@ def ingest(catalog: Catalog, staged: Staged, settings: Settings, *, deid: bool) 
     finally:
         shutil.rmtree(staged.root, ignore_errors=True)
     prefix = str(final) + "/"
-    _drop_duplicates(catalog, prefix)
+    known = _drop_duplicates(catalog, prefix)
     with catalog.session() as s:
         query = select(Instance.series_id).where(Instance.path.startswith(prefix, autoescape=True))
-        ids = sorted(set(s.scalars(query)))
+        ids = sorted(set(s.scalars(query)) | known)
     return ids, staged.skipped
 
 

@@ -220,3 +220,18 @@ def test_job_events_stream_until_the_job_ends_and_cancel(server):
         assert c.post(f"/api/jobs/{ids[-1]}/cancel").json()["state"] in ("cancelled", "running", "done")
         assert wait_job(c, ids[-1])["state"] in ("cancelled", "done")
         assert wait_job(c, ids[0])["state"] == "done"
+
+
+def test_cli_predict_with_server_submits_a_job_and_downloads_the_same_label_map(server, cli_label, hcrop, tmp_path):
+    out = tmp_path / "remote"
+    run = subprocess.run([sys.executable, "-c", "from deepmia.cli.main import entry; entry()", "predict", "hippocampus",
+                          str(hcrop), str(out), "--no-tta", "--server", server.url,
+                          "--token", server.tokens["annotator"]], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    hippo = _series_id(server.upload, "HippoCrop")  # the same files again: stored once, the same series
+    labels = nib.load(out / f"series_{hippo}.nii.gz")
+    np.testing.assert_array_equal(np.asarray(labels.dataobj), cli_label[0])
+    assert (out / "measurements.json").is_file() and (out / "run.json").is_file()
+    with server.client(server.tokens["viewer"]) as c:
+        jobs = c.get("/api/jobs", params={"series_id": hippo, "kind": "predict"}).json()["items"]
+        assert jobs[0]["user"] == "annotator" and jobs[0]["model"] == "hippocampus"
