@@ -71,6 +71,9 @@ def predict(
         help="Clinical CSV for an image + clinical classification model, joined on case id = file name without suffix.",
     ),
     min_score: float = typer.Option(None, "--min-score", help="Detection: draw and count boxes from this score."),
+    server: str = typer.Option(None, "--server", help="Submit to a running deepmia service at this URL instead "
+                                                      "(MODEL is its model name; see docs/service.md)."),
+    token: str = typer.Option(None, "--token", help="API token for --server (from `deepmia user add`)."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto (the GPU when there is one)."),
     runtime: str = typer.Option(
         "torch", "--runtime", help="Where the network runs: torch, onnx or openvino (needs `deepmia export onnx`)."),
@@ -84,6 +87,13 @@ def predict(
     (model and hashes, versions, inputs with hashes, options, device, timings). Exit status: 0 all predicted,
     1 some inputs skipped, 2 nothing predicted or bad usage.
     """
+    if server:
+        from deepmia.service.client import predict_remote
+
+        if not token:
+            raise InvalidArgumentError("--server needs --token", fix="`deepmia user add NAME --role annotator`")
+        predict_remote(str(model_dir), src, dst, server=server, token=token, tta=tta)
+        return
     from deepmia.tasks import resolve_model, task_of_model
 
     model_dir = resolve_model(model_dir)
