@@ -21,10 +21,12 @@ DB_HELP = ("Catalog database where jobs and predictions are recorded: a SQLite f
 def _logging(verbose: bool) -> None:
     import logging
 
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     ours = logging.getLogger("deepmia.pacs")
-    ours.addHandler(handler)
+    if not any(getattr(h, "deepmia_cli", False) for h in ours.handlers):  # once per process
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        handler.deepmia_cli = True  # type: ignore[attr-defined]
+        ours.addHandler(handler)
     ours.setLevel(logging.DEBUG if verbose else logging.INFO)
     logging.getLogger("pynetdicom").setLevel(logging.INFO if verbose else logging.WARNING)
 

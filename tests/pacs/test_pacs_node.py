@@ -231,3 +231,20 @@ def test_status_lists_routing_deliveries_and_quarantine(node, tmp_path, capsys):
     assert main(["pacs", "status", "--config", str(config)]) == 0
     text = capsys.readouterr().out
     assert "1 unrouted" in text and "job 7 -> pacs: queued after 3 attempt(s)" in text and "truncated" in text
+
+
+def test_listen_on_a_port_in_use_is_a_clear_error(tmp_path, capsys):
+    import socket
+
+    import yaml
+
+    from deepmia.cli.main import main
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        config = tmp_path / "pacs.yaml"
+        config.write_text(yaml.safe_dump({"host": "127.0.0.1", "port": busy.getsockname()[1], "storage": "store"}))
+        assert main(["pacs", "listen", "--config", str(config), "--db", str(tmp_path / "c.sqlite")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot listen on 127.0.0.1" in err[0] and "key 'port'" in err[0], err
