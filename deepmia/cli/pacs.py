@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import sys
 from pathlib import Path
 
 import typer
@@ -18,14 +20,25 @@ DB_HELP = ("Catalog database where jobs and predictions are recorded: a SQLite f
            "postgresql+psycopg://user@host/db (default: deepmia-catalog.sqlite in the current folder).")
 
 
-def _logging(verbose: bool) -> None:
-    import logging
+class _Stderr(logging.StreamHandler):
+    """A log handler writing to the current ``sys.stderr`` (not the one at creation)."""
 
+    deepmia_cli = True
+
+    @property  # type: ignore[override]
+    def stream(self):  # noqa: D102
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
+def _logging(verbose: bool) -> None:
     ours = logging.getLogger("deepmia.pacs")
     if not any(getattr(h, "deepmia_cli", False) for h in ours.handlers):  # once per process
-        handler = logging.StreamHandler()
+        handler = _Stderr()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        handler.deepmia_cli = True  # type: ignore[attr-defined]
         ours.addHandler(handler)
     ours.setLevel(logging.DEBUG if verbose else logging.INFO)
     logging.getLogger("pynetdicom").setLevel(logging.INFO if verbose else logging.WARNING)
