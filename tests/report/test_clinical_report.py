@@ -237,6 +237,18 @@ def test_a_folder_that_is_not_a_prediction_is_a_typed_error_naming_it(tmp_path, 
     assert str(tmp_path) in capsys.readouterr().err
 
 
+def test_an_input_that_is_gone_is_a_typed_error_naming_it(hippo, tmp_path):
+    from deepmia.errors import ReadError
+
+    record = json.loads((hippo / "run.json").read_text())
+    record["inputs"][0]["path"] = str(tmp_path / "moved")
+    (tmp_path / "run.json").write_text(json.dumps(record))
+    shutil.copy(hippo / "series.nii.gz", tmp_path)
+    with pytest.raises(ReadError, match="no longer there") as info:
+        render_report(tmp_path)
+    assert str(tmp_path / "moved") in str(info.value)
+
+
 def test_an_unknown_language_lists_the_languages(hippo, tmp_path, capsys):
     assert main(["report", str(hippo), "--out", str(tmp_path / "r.pdf"), "--lang", "xx"]) == 2
     err = capsys.readouterr().err
