@@ -91,18 +91,25 @@ def send(
 
 @pacs_app.command()
 def pull(
-    source: str = typer.Option(..., "--from", help="AE@host:port (C-GET) or a DICOMweb root URL (QIDO/WADO-RS)."),
+    source: str = typer.Option(..., "--from", help="AE@host:port (C-GET, or C-MOVE with --move-port) or a DICOMweb "
+                               "root URL (QIDO/WADO-RS)."),
     study: str = typer.Option(..., "--study", help="StudyInstanceUID of the study to retrieve."),
     out: Path = typer.Option(..., "--out", help="Folder to write into (one sub-folder per series)."),
     calling_ae: str = typer.Option("DEEPMIA", "--calling-ae", help="Our AE title."),
+    move_port: int = typer.Option(
+        None, "--move-port", min=1, max=65535,
+        help="C-MOVE instead of C-GET: receive on this port, as --calling-ae (the PACS must know both)."),
     timeout: float = typer.Option(60.0, "--timeout", min=1, help="Network timeout in seconds."),
 ) -> None:
     """Retrieve a study from a PACS into OUT/<SeriesInstanceUID>/. Exit status: 0 retrieved, 2 nothing."""
     from deepmia.pacs.config import parse_address
-    from deepmia.pacs.network import pull_dicom, pull_dicomweb
+    from deepmia.pacs.network import pull_dicom, pull_dicom_move, pull_dicomweb
 
     if source.startswith(("http://", "https://")):
         files = pull_dicomweb(study, source, out, timeout=timeout)
+    elif move_port is not None:
+        files = pull_dicom_move(study, parse_address(source), out, port=move_port, calling_ae=calling_ae,
+                                timeout=timeout)
     else:
         files = pull_dicom(study, parse_address(source), out, calling_ae=calling_ae, timeout=timeout)
     series = {p.parent.name for p in files}

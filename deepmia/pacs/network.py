@@ -1,4 +1,4 @@
-"""DICOM networking: send files (C-STORE or DICOMweb STOW-RS) and pull a study (C-GET or QIDO/WADO-RS).
+"""DICOM networking: send files (C-STORE or DICOMweb STOW-RS), pull a study (C-GET, C-MOVE or QIDO/WADO-RS).
 
 Example:
     >>> from deepmia.pacs.network import list_files
@@ -21,7 +21,7 @@ from .config import Address
 from .store import UID_PATTERN
 
 __all__ = ["DeliveryError", "SendReport", "list_files", "send_dicom", "send_dicomweb", "send", "pull_dicom",
-           "pull_dicomweb", "echo"]
+           "pull_dicom_move", "pull_dicomweb", "echo"]
 
 log = logging.getLogger("deepmia.pacs")
 _SUCCESS_OR_WARNING = {0x0000, 0xB000, 0xB006, 0xB007, 0x0001, 0x0107, 0x0116}
@@ -229,6 +229,56 @@ def pull_dicom(study_uid: str, address: Address, out: str | os.PathLike[str], *,
     if not written:
         raise DeliveryError(f"{address.ae_title} sent no instance of study {study_uid}",
                             fix="check the study UID (deepmia pacs pull takes the StudyInstanceUID)")
+    return written
+
+
+def pull_dicom_move(study_uid: str, address: Address, out: str | os.PathLike[str], *, port: int,
+                    calling_ae: str = "DEEPMIA", host: str = "0.0.0.0", timeout: float = 60.0) -> list[Path]:
+    """C-MOVE a study from a DICOM node to ourselves: a storage SCP on ``port`` receives it into ``out``.
+
+    The node must know ``calling_ae`` (the move destination) with this host and ``port``.
+
+    Raises:
+        DeliveryError: The node cannot be reached, refuses, or the move fails.
+    """
+    from pydicom.dataset import Dataset
+    from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
+    from pynetdicom.presentation import build_context
+    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove  # type: ignore[attr-defined]
+
+    out = Path(out)
+    written: list[Path] = []
+
+    def on_store(event: Any) -> int:
+        ds = event.dataset
+        ds.file_meta = event.file_meta
+        written.append(_save(ds, out))
+        return 0x0000
+
+    scp = AE(ae_title=calling_ae)
+    for context in AllStoragePresentationContexts:
+        scp.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+    server = scp.start_server((host, port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    try:
+        assoc = _association(address, [build_context(StudyRootQueryRetrieveInformationModelMove)], calling_ae,
+                             timeout)
+        query = Dataset()
+        query.QueryRetrieveLevel = "STUDY"
+        query.StudyInstanceUID = study_uid
+        last = None
+        try:
+            for status, _ in assoc.send_c_move(query, calling_ae, StudyRootQueryRetrieveInformationModelMove):
+                last = int(status.Status) if status else None
+        finally:
+            if assoc.is_established:
+                assoc.release()
+    finally:
+        server.shutdown()
+    if last not in (0x0000, 0xB000) or not written:
+        raise DeliveryError(f"C-MOVE of study {study_uid} from {address.ae_title} to {calling_ae} ended with "
+                            f"{'no answer' if last is None else f'status 0x{last:04X}'} ({len(written)} received)",
+                            fix=f"check the study UID, and that {address.ae_title} knows {calling_ae} at this "
+                                f"host and port {port}")
     return written
 
 

@@ -42,13 +42,15 @@ def _wait(condition, timeout: float, what: str):
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
-def test_send_then_pull_by_c_get_and_by_dicomweb(orthanc, hippo_series, tmp_path, capsys):
+def test_send_then_pull_by_c_get_c_move_and_dicomweb(orthanc, deepmia_port, hippo_series, tmp_path, capsys):
     assert main(["pacs", "send", str(hippo_series), "--to", orthanc.address]) == 0
     assert "40 of 40 file(s) sent" in capsys.readouterr().out
     study = pydicom.dcmread(next(hippo_series.glob("*.dcm")), stop_before_pixels=True).StudyInstanceUID
-    for source, out in ((orthanc.address, tmp_path / "cget"), (orthanc.dicomweb, tmp_path / "wado")):
-        assert main(["pacs", "pull", "--from", source, "--study", study, "--out", str(out)]) == 0
-        assert _uids(out) == _uids(hippo_series), source
+    move = ["--move-port", str(deepmia_port)]  # Orthanc knows DEEPMIA at this port (the fixture's modality)
+    for source, out, more in ((orthanc.address, tmp_path / "cget", []), (orthanc.address, tmp_path / "cmove", move),
+                              (orthanc.dicomweb, tmp_path / "wado", [])):
+        assert main(["pacs", "pull", "--from", source, "--study", study, "--out", str(out), *more]) == 0
+        assert _uids(out) == _uids(hippo_series), (source, more)
     capsys.readouterr()
     for source in (orthanc.address, orthanc.dicomweb):  # a study the PACS does not hold: one clear line, exit 2
         assert main(["pacs", "pull", "--from", source, "--study", "1.2.3.4", "--out", str(tmp_path / "x")]) == 2
