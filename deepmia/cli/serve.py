@@ -59,6 +59,7 @@ def serve(
     behind_proxy: bool = typer.Option(False, "--behind-proxy",
                                       help="A reverse proxy terminates TLS (cookies are marked Secure)."),
     cors_origin: list[str] = typer.Option([], "--cors-origin", help="Allow cross-origin requests from this origin."),
+    samples: bool = typer.Option(False, "--samples", help="Store the bundled samples (once) to try the service."),
 ) -> None:
     """Run the REST service and the web viewer (uvicorn); API documentation at /docs."""
     check_bind(host, allow_remote=allow_remote, tls_cert=tls_cert, tls_key=tls_key, behind_proxy=behind_proxy)
@@ -72,6 +73,10 @@ def serve(
                         max_upload_bytes=int(max_upload_mb * (1 << 20)),
                         secure_cookies=bool(tls_cert) or behind_proxy, cors_origins=list(cors_origin))
     app = create_app(settings)
+    if samples:
+        from deepmia.service.uploads import load_samples
+
+        load_samples(app.state.catalog, settings)
     scheme = "https" if tls_cert else "http"
     console.print(f"deepmia serve: {scheme}://{host}:{port}/ (API docs at /docs), catalog {app.state.catalog.url}, "
                   f"{workers} worker(s)", soft_wrap=True, highlight=False, markup=False)

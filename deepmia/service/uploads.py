@@ -24,11 +24,11 @@ from sqlalchemy import and_, select
 from sqlalchemy.orm import aliased
 
 from deepmia.data.catalog import Catalog, scan
-from deepmia.data.catalog.models import Instance, Patient, Series, Study
+from deepmia.data.catalog.models import Instance, Patient, ScanError, Series, Study
 
 from .settings import Settings
 
-__all__ = ["Staged", "ingest", "stage"]
+__all__ = ["SAMPLES", "Staged", "ingest", "load_samples", "stage"]
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".png", ".jpg", ".jpeg", ".tif", ".tiff")
 CHUNK = 1 << 20
@@ -57,6 +57,7 @@ class Staged:
     dicom: list[Path] = field(default_factory=list)
     images: list[Path] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    labels: dict[Path, str] = field(default_factory=dict)
     count: int = 0
 
     def new_path(self, suffix: str, sub: str = "raw") -> Path:
@@ -69,6 +70,7 @@ class Staged:
     def sort(self, path: Path, label: str) -> None:
         """File a staged file as DICOM, an image, or skipped (removed)."""
         suffix = _suffix(path.name)
+        self.labels[path] = label
         if suffix in IMAGE_SUFFIXES:
             self.images.append(path)
         elif _is_dicom(path) or suffix == ".dcm":
@@ -201,7 +203,7 @@ def ingest(catalog: Catalog, staged: Staged, settings: Settings, *, deid: bool) 
             target = final / "images" / path.name
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(path, target)
-            _register_image(catalog, target, path.name)
+            _register_image(catalog, target, staged.labels.get(path, path.name))
     except BaseException:
         shutil.rmtree(final, ignore_errors=True)
         raise
@@ -231,4 +233,37 @@ def _store_dicom(catalog: Catalog, staged: Staged, folder: Path, settings: Setti
         for path in staged.dicom:
             os.replace(path, folder / path.name)
     report_scan = scan(catalog, folder, workers=1)
-    staged.skipped += [f"{Path(e['path']).name}: {e['problem']}" for e in report_scan.errors]
+    staged.skipped += [f"{staged.labels.get(staged.root / 'raw' / Path(e['path']).name, Path(e['path']).name)}: "
+                       f"{e['problem']}" for e in report_scan.errors]
+    if report_scan.errors:  # what could not be indexed is not kept
+        with catalog.session() as s:
+            for row in s.scalars(select(ScanError).where(ScanError.path.in_([e["path"] for e in report_scan.errors]))):
+                s.delete(row)
+        for e in report_scan.errors:
+            Path(e["path"]).unlink(missing_ok=True)
+
+
+#: The bundled samples ``deepmia serve --samples`` stores (relative to ``deepmia/samples``).
+SAMPLES = ("dicom/files", "ct/example_ct_sm.nii.gz", "hippocampus/hippocampus_001.nii.gz",
+           "hippocampus/hippocampus_003.nii.gz", "photo/BloodImage_00000.jpg",
+           "xray/pneumoniamnist_test_000_label1.png")
+
+
+def load_samples(catalog: Catalog, settings: Settings) -> list[int]:
+    """Store the bundled samples once (a catalog remembers it did); returns the new series ids."""
+    from contextlib import ExitStack
+
+    from deepmia.data.catalog.models import CatalogInfo
+
+    with catalog.session() as s:
+        if s.get(CatalogInfo, "samples_loaded") is not None:
+            return []
+    root = Path(__file__).resolve().parents[1] / "samples"
+    paths = [p for rel in SAMPLES for p in ((sorted((root / rel).iterdir())) if (root / rel).is_dir()
+                                            else [root / rel]) if p.is_file()]
+    with ExitStack() as stack:
+        staged = stage([(p.name, stack.enter_context(open(p, "rb"))) for p in paths], settings)
+    ids, _ = ingest(catalog, staged, settings, deid=False)
+    with catalog.session() as s:
+        s.add(CatalogInfo(key="samples_loaded", value=_now().isoformat()))
+    return ids
