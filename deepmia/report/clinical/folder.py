@@ -59,18 +59,12 @@ class PredictionFolder:
 
 
 def _record(folder: Path) -> dict[str, Any]:
-    if not folder.is_dir():
-        raise InvalidArgumentError("no such prediction folder", path=folder, fix=_NOT_A_FOLDER_FIX)
-    path = folder / "run.json"
-    if not path.is_file():
-        raise InvalidArgumentError("not a prediction folder: it holds no run.json", path=folder, fix=_NOT_A_FOLDER_FIX)
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidArgumentError(f"run.json is not valid JSON: {exc}", path=path, fix=_NOT_A_FOLDER_FIX) from None
-    if not isinstance(record, dict) or "predictor" not in record or "inputs" not in record:
-        raise InvalidArgumentError("run.json is not a deepmia run record (no predictor or inputs)", path=path,
-                                   fix=_NOT_A_FOLDER_FIX)
+    """``run.json`` (read as ``deepmia export dicom`` reads it), with the inputs the report reads again."""
+    from deepmia.report.dicom_export import read_record
+
+    record = read_record(folder)
+    if not isinstance(record.get("inputs"), list):
+        raise InvalidArgumentError("run.json lists no inputs", path=folder / "run.json", fix=_NOT_A_FOLDER_FIX)
     return record
 
 
