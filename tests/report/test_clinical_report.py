@@ -154,6 +154,20 @@ def test_several_cases_get_one_page_each(hippo):
     assert "page-break-before: always" in html
 
 
+def test_a_ct_segmentation_reports_mean_hounsfield_units():
+    from deepmia.image import Image
+    from deepmia.report.clinical import results_report
+    from deepmia.tasks.segment.result import SegmentResult
+
+    ct = read_image(SAMPLES / "ct" / "example_ct_sm.nii.gz")
+    ct.meta["modality"] = "CT"
+    bone = (ct.array > 300).astype(np.uint8)
+    result = SegmentResult(Image(bone, ct.affine, kind="label", meta=ct.meta), {1: "bone"}, image=ct)
+    html = results_report([("ct.nii.gz", result)], fmt="html", quality=False).decode()
+    assert "<th>Mean intensity (HU)</th>" in html
+    assert f"<td>{float(ct.array[bone > 0].mean()):.1f}</td>" in html
+
+
 def test_a_classified_volume_shows_three_planes_through_the_saliency_peak():
     from PIL import Image as PILImage
 

@@ -101,6 +101,10 @@ def _structures(result: Any) -> list[dict[str, Any]]:
     return out
 
 
+def _is_ct(image: Image | None) -> bool:
+    return image is not None and str(image.meta.get("modality", "")).upper() == "CT"
+
+
 def _fmt(value: Any, spec: str) -> str:
     return "—" if value is None else format(value, spec)
 
@@ -112,7 +116,7 @@ def _segment_page(result: Any, page: dict[str, Any], _: Gettext) -> None:
     volume = result.labels.spatial_dims == 3
     page["table"] = {
         "columns": [_("Structure"), _("Volume (mL)") if volume else _("Area (mm²)"), _("Largest diameter (mm)"),
-                    _("Mean intensity"), _("Voxels")],
+                    _("Mean intensity (HU)") if _is_ct(result.image) else _("Mean intensity"), _("Voxels")],
         "rows": [[s["name"], _fmt(s.get("volume_ml", s.get("area_mm2")), ".3f" if volume else ".1f"),
                   _fmt(s["diameter_mm"], ".1f"), _fmt(s["mean_intensity"], ".1f"), str(s["voxels"])]
                  for s in structures]}
