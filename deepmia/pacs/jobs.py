@@ -23,7 +23,7 @@ from sqlalchemy import select
 from deepmia.data.catalog import Catalog
 from deepmia.data.catalog.models import Job, Series
 
-__all__ = ["KIND", "USER", "Delivery", "Outbox", "series_id", "note_delivery"]
+__all__ = ["KIND", "USER", "Delivery", "Outbox", "series_id", "note_delivery", "job_row"]
 
 KIND = "pacs-predict"
 USER = "pacs"
