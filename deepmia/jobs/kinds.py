@@ -23,7 +23,7 @@ from deepmia.errors import InvalidArgumentError
 
 from .queue import Claimed
 
-__all__ = ["KINDS", "JobContext", "JobOutcome", "media_type_of", "series_files", "read_series_image"]
+__all__ = ["KINDS", "JobContext", "JobOutcome", "media_type_of", "read_files", "read_series_image", "series_files"]
 
 MEDIA_TYPES = {".nii.gz": "application/gzip", ".nii": "application/octet-stream", ".json": "application/json",
                ".csv": "text/csv", ".png": "image/png", ".html": "text/html", ".pdf": "application/pdf",
@@ -77,16 +77,24 @@ def series_files(catalog: Catalog, series_id: int) -> tuple[list[Path], bool]:
 def read_series_image(catalog: Catalog, series_id: int) -> Any:
     """A stored series as one :class:`~deepmia.image.Image` (a DICOM series stacked; an image file read)."""
     files, dicom = series_files(catalog, series_id)
-    if dicom:
-        from deepmia.io.dicom import read_series
-
-        image = read_series(files)
-    else:
-        from deepmia.io import read_image
-
-        image = read_image(files[0])
+    image = read_files(files, dicom)
     image.meta["case_id"] = f"series_{series_id}"
     return image
+
+
+def read_files(files: list[Path], dicom: bool) -> Any:
+    """A series' files as one image: several DICOM files stacked, one file (DICOM or not) read alone.
+
+    A single DICOM file without patient geometry (an ultrasound frame, a secondary capture) is read on an identity
+    grid instead of being refused.
+    """
+    from deepmia.io import read_image
+
+    if dicom and len(files) > 1:
+        from deepmia.io.dicom import read_series
+
+        return read_series(files)
+    return read_image(files[0])
 
 
 def _input_of(catalog: Catalog, series_id: int, work: Path) -> Path:
@@ -96,6 +104,9 @@ def _input_of(catalog: Catalog, series_id: int, work: Path) -> Path:
         return files[0]
     folder = work / f"series_{series_id}"
     folder.mkdir(parents=True, exist_ok=True)
+    if len(files) == 1:  # one file is one input, read alone (see read_files)
+        os.symlink(files[0], work / f"series_{series_id}.dcm")
+        return work / f"series_{series_id}.dcm"
     for i, f in enumerate(files):
         os.symlink(f, folder / f"{i:06d}.dcm")
     return folder

@@ -109,15 +109,9 @@ def series_image(request: Request, who: Viewer, series_id: Id,
     target = cache / f"series-{series_id}-{key}.nii.gz"
     if not target.is_file():
         from deepmia.io import write_image
+        from deepmia.jobs.kinds import read_files
 
-        if dicom:
-            from deepmia.io.dicom import read_series
-
-            image = read_series(files)
-        else:
-            from deepmia.io import read_image
-
-            image = read_image(files[0])
+        image = read_files(files, dicom)
         cache.mkdir(parents=True, exist_ok=True)
         partial = cache / f".{uuid.uuid4().hex}.nii.gz"
         try:
