@@ -18,16 +18,15 @@ Example:
 from __future__ import annotations
 
 import functools
-import json
 import os
 from collections.abc import Callable, Mapping, Sequence
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from deepmia.errors import GeometryError, InvalidArgumentError, SeriesError
+from deepmia.report.dicom_codes import concept, label_code, load_codes
 from deepmia.report.dicom_source import DicomIdentity, made_source, source_datasets
 
 __all__ = ["load_codes", "source_datasets", "write_seg", "write_fractional_seg", "write_sr", "read_seg",
@@ -36,44 +35,6 @@ __all__ = ["load_codes", "source_datasets", "write_seg", "write_fractional_seg",
 #: Series numbers of the new series: the source's plus these offsets.
 SEG_SERIES_OFFSET, SR_SERIES_OFFSET = 1000, 2000
 _MANUFACTURER = "deepmia"
-
-
-def load_codes(model_dir: str | os.PathLike[str] | None = None) -> dict[str, dict[str, Any]]:
-    """The label -> code table: the shipped ``deepmia/report/codes.json``, overridden by ``MODEL_DIR/codes.json``.
-
-    Raises:
-        InvalidArgumentError: The model's ``codes.json`` is not a JSON object of label entries.
-    """
-    table = json.loads(resources.files("deepmia.report").joinpath("codes.json").read_text(encoding="utf-8"))
-    own = Path(model_dir) / "codes.json" if model_dir is not None else None
-    if own is not None and own.is_file():
-        try:
-            extra = json.loads(own.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise InvalidArgumentError(f"not valid JSON: {exc}", path=own, fix="fix the file or remove it") from None
-        if not isinstance(extra, dict):
-            raise InvalidArgumentError("codes.json must be an object of label -> codes", path=own)
-        table |= extra
-    return {k: v for k, v in table.items() if not k.startswith("_")}
-
-
-def _concept(triple: Sequence[str]) -> Any:
-    from highdicom.sr import CodedConcept
-
-    value, scheme, meaning = triple
-    return CodedConcept(value=str(value), scheme_designator=str(scheme), meaning=str(meaning))
-
-
-_STRUCTURE, _FINDING = ["91723000", "SCT", "Anatomical Structure"], ["404684003", "SCT", "Finding"]
-
-
-def _label_code(name: str, codes: Mapping[str, Any], category: Sequence[str] = _STRUCTURE) -> dict[str, Any]:
-    """Codes of label ``name``; a label missing from the table gets a local (99DEEPMIA) placeholder type."""
-    entry = codes.get(name) or codes.get(name.lower())
-    if entry:
-        return entry
-    return {"category": list(category), "type": [name[:16], "99DEEPMIA", name[:64]],
-            "note": "placeholder: no code in the table"}
 
 
 def _frames_on_source(labels: Any, datasets: Sequence[Any], where: Any) -> np.ndarray:
@@ -115,7 +76,11 @@ def _frames_on_source(labels: Any, datasets: Sequence[Any], where: Any) -> np.nd
                 f"lies at voxel {np.round(index, 3).tolist()})", path=where,
                 fix="predict on this series and write the label map on its grid")
         slices.append(k)
-    return np.ascontiguousarray(np.transpose(vol[:, :, slices], (2, 1, 0, 3)))  # (frames, rows, columns, C)
+    if slices == list(range(slices[0], slices[0] + len(slices))):  # in order: no fancy-indexing copy
+        stack = vol[:, :, slices[0]:slices[0] + len(slices)]
+    else:
+        stack = vol[:, :, slices]
+    return np.ascontiguousarray(np.transpose(stack, (2, 1, 0, 3)))  # (frames, rows, columns, C): one copy
 
 
 #: Patient and study attributes of Type 2 (present, may be empty) that highdicom copies from the source.
@@ -180,14 +145,14 @@ def _segment_descriptions(names: Sequence[str], codes: Mapping[str, Any], model_
         name=name, family=dcm_codes.cid7162.ArtificialIntelligence, version=version)
     out = []
     for number, label in enumerate(names, start=1):
-        code = _label_code(label, codes)
+        code = label_code(label, codes)
         desc = SegmentDescription(
-            segment_number=number, segment_label=label[:64], segmented_property_category=_concept(code["category"]),
-            segmented_property_type=_concept(code["type"]), algorithm_type=SegmentAlgorithmTypeValues.AUTOMATIC,
+            segment_number=number, segment_label=label[:64], segmented_property_category=concept(code["category"]),
+            segmented_property_type=concept(code["type"]), algorithm_type=SegmentAlgorithmTypeValues.AUTOMATIC,
             algorithm_identification=algorithm, tracking_uid=None, tracking_id=None)
         if code.get("modifier"):
             desc.SegmentedPropertyTypeCodeSequence[0].SegmentedPropertyTypeModifierCodeSequence = DicomSequence(
-                [_concept(code["modifier"])])
+                [concept(code["modifier"])])
         out.append(desc)
     return out
 
@@ -227,9 +192,13 @@ def write_seg(
     datasets = _prepared(source_datasets, where)
     frames = _frames_on_source(result.labels, datasets, where)[..., 0]
     values = sorted(int(k) for k in result.label_names)
-    lut = np.zeros(max(int(frames.max(initial=0)), *values, 0) + 1, dtype=np.uint16 if len(values) > 255 else np.uint8)
-    lut[values] = np.arange(1, len(values) + 1)
-    relabelled = lut[frames]  # label value -> segment number 1..n (labels not in the table -> 0)
+    top = int(frames.max(initial=0))
+    if values == list(range(1, len(values) + 1)) and top <= len(values) and frames.dtype.kind == "u":
+        relabelled = frames  # labels 1..n are already the segment numbers
+    else:  # label value -> segment number 1..n (labels not in the table -> 0)
+        lut = np.zeros(max(top, *values, 0) + 1, dtype=np.uint16 if len(values) > 255 else np.uint8)
+        lut[values] = np.arange(1, len(values) + 1)
+        relabelled = lut[frames]
     names = [str(result.label_names[v]) for v in values]
     return _save_segmentation(relabelled, hd.seg.SegmentationTypeValues.BINARY, datasets, names, where,
                               codes=codes, model_name=model_name)
@@ -378,7 +347,7 @@ def _volume_groups(result: Any, codes: Mapping[str, Any], model_name: str, segme
     diameters = largest_diameters(np.asarray(result.labels.array)[0], result.labels.affine, values.values())
     groups = []
     for label, (quantity, size) in sizes.items():
-        code = _label_code(label, codes)
+        code = label_code(label, codes)
         measurements = [hd.sr.Measurement(
             name=dcm_codes.SCT.Volume if quantity == "volume" else dcm_codes.SCT.Area, value=size,
             unit=hd.sr.CodedConcept("ml", "UCUM", "milliliter") if quantity == "volume"
@@ -387,8 +356,8 @@ def _volume_groups(result: Any, codes: Mapping[str, Any], model_name: str, segme
                               unit=dcm_codes.UCUM.Millimeter, derivation=dcm_codes.SCT.Maximum,
                               algorithm_id=algorithm)]
         tracking = hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=label[:64])
-        common = {"tracking_identifier": tracking, "finding_type": _concept(code["type"]),
-                  "finding_category": _concept(code["category"]), "algorithm_id": algorithm,
+        common = {"tracking_identifier": tracking, "finding_type": concept(code["type"]),
+                  "finding_category": concept(code["category"]), "algorithm_id": algorithm,
                   "measurements": measurements}
         if segmentation is not None:
             segment = hd.sr.ReferencedSegment.from_segmentation(segmentation, numbers[label])

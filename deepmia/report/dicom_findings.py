@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from deepmia.errors import GeometryError
-from deepmia.report.dicom import _FINDING, _concept, _label_code
+from deepmia.report.dicom_codes import FINDING, concept, label_code
 
 __all__ = ["classification_groups", "detection_groups"]
 
@@ -29,7 +29,7 @@ def classification_groups(result: Any, codes: Mapping[str, Any], algorithm: Any,
     def group(identifier: str, name: str) -> Any:
         return hd.sr.MeasurementsAndQualitativeEvaluations(
             tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=identifier[:64]),
-            finding_type=_concept(_label_code(name, codes, _FINDING)["type"]), algorithm_id=algorithm,
+            finding_type=concept(label_code(name, codes, FINDING)["type"]), algorithm_id=algorithm,
             source_images=sources,
             measurements=[hd.sr.Measurement(name=dcm_codes.DCM.Probability, value=probability[name],
                                             unit=dcm_codes.UCUM.NoUnits, algorithm_id=algorithm)])
@@ -63,7 +63,7 @@ def detection_groups(result: Any, codes: Mapping[str, Any], algorithm: Any, data
         name = str(result.class_names[int(result.labels[i])])
         common = {
             "tracking_identifier": hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=f"{name} {n}"[:64]),
-            "finding_type": _concept(_label_code(name, codes, _FINDING)["type"]), "algorithm_id": algorithm,
+            "finding_type": concept(label_code(name, codes, FINDING)["type"]), "algorithm_id": algorithm,
             "measurements": [hd.sr.Measurement(name=dcm_codes.DCM.Probability, value=float(result.scores[i]),
                                                unit=dcm_codes.UCUM.NoUnits, algorithm_id=algorithm)]}
         if planar:  # SCOORD pixel coordinates (column, row); 0,0 is the top left corner of the top left pixel
