@@ -226,6 +226,8 @@ def test_registration_report_shows_the_checkerboard(tmp_path):
     assert uri and "棋盘格" in html and "配准前" in html
     picture = np.asarray(PILImage.open(io.BytesIO(base64.b64decode(uri.group(1)))).convert("L"), dtype=np.float32)
     assert picture.std() > 20
+    assert main(["report", str(pred), "--out", str(tmp_path / "r.pdf"), "--lang", "zh"]) == 0  # the command
+    assert (tmp_path / "r.pdf").read_bytes().startswith(b"%PDF")
 
 
 def test_the_encapsulated_pdf_joins_the_source_study_and_passes_dciodvfy(hippo, tmp_path):
