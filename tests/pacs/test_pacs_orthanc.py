@@ -94,7 +94,10 @@ def round_trip(orthanc, deepmia_port, hippo_series, tmp_path_factory) -> RoundTr
         try:
             orthanc.post("/modalities/deepmia/store", {"Resources": [study], "Synchronous": True})
             orthanc.stop()  # down before the results are ready (settle time + prediction)
-            retried = _wait(lambda: [d for d in node.outbox.all() if d.attempts >= 2], 300, "2 failed attempts")
+            failed = lambda: [j.error for j in catalog.jobs(kind=KIND) if j.status == "failed"]  # noqa: E731
+            retried = _wait(lambda: [d for d in node.outbox.all() if d.attempts >= 2] or failed(), 300,
+                            "2 failed attempts")
+            assert not failed(), failed()
             job_id = retried[0].job
         finally:
             node.stop()
