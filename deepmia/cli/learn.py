@@ -63,7 +63,8 @@ def predict(
     template: Path = typer.Option(
         None, "--template", help="--dicom on non-DICOM inputs: a DICOM file whose patient and study are used."),
     probabilities: bool = typer.Option(
-        False, "--probabilities", help="Segmentation: also write class probability maps to OUT/probabilities/."
+        False, "--probabilities",
+        help="Segmentation: also write class probability maps to OUT/probabilities/ (with --dicom: a fractional SEG)."
     ),
     clinical: Path = typer.Option(
         None,
@@ -119,6 +120,9 @@ def predict(
     if figure and task.name == "detect" and predictor.plan.spatial_dims != 2:
         raise InvalidArgumentError("--figure draws 2D images; this is a 3D model", path=model_dir,
                                    fix="leave out --figure (3D boxes are in predictions.json with world coordinates)")
+    if identity is not None and identity.given:  # recorded in run.json: `deepmia export dicom` reuses the study
+        options |= {"dicom_patient_id": identity.patient_id, "dicom_study_uid": identity.study_uid,
+                    "dicom_template": identity.template}
     _run_predictions(predictor, src, dst, formats=formats, options={**options, "figure": figure, "dicom": dicom},
                      figure=figure, dicom=dicom, identity=identity)
 

@@ -148,6 +148,17 @@ def _detect_result(name: str, pred_dir: Path, image: Any, record: dict[str, Any]
                         image=image)
 
 
+def _recorded_identity(record: dict[str, Any]) -> Any:
+    """The patient ``predict --dicom`` was given for non-DICOM inputs (run.json options), or None."""
+    from deepmia.report.dicom_source import DicomIdentity
+
+    options = record.get("options", {})
+    values = [options.get(k) for k in ("dicom_patient_id", "dicom_study_uid", "dicom_template")]
+    values = [None if v in (None, "", "None") else str(v) for v in values]
+    identity = DicomIdentity(*values)
+    return identity if identity.given else None
+
+
 def export_prediction(
     pred_dir: str | os.PathLike[str], source: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
     identity: Any = None, probabilities: bool = False,
@@ -159,7 +170,8 @@ def export_prediction(
         source: The DICOM series (or study) folder the prediction was made on; for a non-DICOM input, that file
             (or its folder) with ``identity``.
         out_dir: Where ``<name>.seg.dcm`` / ``<name>.sr.dcm`` (and a made source series) go.
-        identity: A :class:`~deepmia.report.dicom_source.DicomIdentity` for non-DICOM inputs.
+        identity: A :class:`~deepmia.report.dicom_source.DicomIdentity` for non-DICOM inputs (default: the one
+            ``predict --dicom`` was given, from run.json, so the objects land in the same study).
         probabilities: Also a fractional SEG of ``probabilities/`` (segmentation predicted with them).
 
     Raises:
@@ -178,6 +190,8 @@ def export_prediction(
     if not source.exists():
         raise InvalidArgumentError("no such source series or file", path=source)
     model_dir = _model_dir(record)
+    if identity is None or not identity.given:
+        identity = _recorded_identity(record) or identity
     inputs = {i["name"]: i for i in record.get("inputs", [])}
     written: list[Path] = []
     predicted = list(record["predicted"])

@@ -75,8 +75,10 @@ def test_a_bccd_jpeg_with_a_patient_id_gets_a_source_series_and_an_sr_with_one_r
     assert {g.finding_type.meaning for g in groups} <= {"Erythrocyte", "Leukocyte", "Platelet"}
     for path in (sr_path, source[0]):
         assert _dciodvfy_errors(path) == [], path.name
-    again = tmp_path / "exported"  # the same objects afterwards, from the prediction folder
-    assert main(["export", "dicom", str(out), str(picture), str(again), "--patient-id", "ANON-7"]) == 0
+    again = tmp_path / "exported"  # the same objects afterwards, in the same study (patient from run.json)
+    assert main(["export", "dicom", str(out), str(picture), str(again)]) == 0
+    exported_sr = pydicom.dcmread(again / "BloodImage_00001.sr.dcm")
+    assert (exported_sr.PatientID, exported_sr.StudyInstanceUID) == ("ANON-7", sr.StudyInstanceUID)
     exported = _sr(again / "BloodImage_00001.sr.dcm").get_planar_roi_measurement_groups()
     assert len(exported) == len(groups)
     for a, b in zip(exported, groups, strict=True):  # predictions.json keeps boxes to 0.01 pixel
