@@ -41,6 +41,7 @@ __all__ = ["PacsNode"]
 
 log = logging.getLogger("deepmia.pacs")
 _REFUSED = 0xC000  # "Error: cannot understand": the instance is kept in quarantine
+HEARTBEAT_S = 5.0  # a running job's heartbeat (the queue presumes a job orphaned after 30 s without one)
 #: Series that are never routed: results and documents, not images (deepmia's own outputs coming back included).
 NOT_IMAGES = frozenset({"SEG", "SR", "DOC", "KO", "PR", "RTSTRUCT", "REG", "PLAN"})
 
@@ -295,12 +296,12 @@ class PacsNode:
         self.ready.set()
 
     def _run_job(self, job: Any) -> None:
-        from deepmia.jobs import fail, finish, heartbeat
+        from deepmia.jobs import fail, finish, heartbeat, mark_cancelled
 
         beating = threading.Event()
 
         def beat() -> None:
-            while not beating.wait(5.0):
+            while not beating.wait(HEARTBEAT_S):
                 heartbeat(self.catalog, job.id, job.attempt)
 
         threading.Thread(target=beat, name=f"pacs-heartbeat-{job.id}", daemon=True).start()
@@ -315,6 +316,14 @@ class PacsNode:
             return
         finally:
             beating.set()
+        state = heartbeat(self.catalog, job.id, job.attempt)  # cancelled by a user, or requeued, meanwhile?
+        if state == "cancel":
+            mark_cancelled(self.catalog, job.id, job.attempt)
+            log.info("job %d cancelled by a user: its results are not sent", job.id)
+            return
+        if state == "lost":
+            log.warning("job %d is no longer this node's (requeued meanwhile): its results are not sent", job.id)
+            return
         deliveries = [Delivery(job.id, name, result["files"]) for name in job.params["destinations"]]
         result["deliveries"] = {d.destination: {"status": d.status, "attempts": 0} for d in deliveries}
 

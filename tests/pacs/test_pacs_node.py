@@ -248,3 +248,22 @@ def test_listen_on_a_port_in_use_is_a_clear_error(tmp_path, capsys):
         assert main(["pacs", "listen", "--config", str(config), "--db", str(tmp_path / "c.sqlite")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cannot listen on 127.0.0.1" in err[0] and "key 'port'" in err[0], err
+
+
+def test_a_job_cancelled_while_it_predicts_is_recorded_cancelled_and_its_results_are_not_sent(node, monkeypatch):
+    from deepmia.jobs import cancel, submit
+    from deepmia.pacs.jobs import KIND, job_row
+
+    started = []
+
+    def slow_predict(job_id, params):  # stands in for the model: the test is about the job's states
+        started.append(job_id)
+        time.sleep(1.0)
+        return [], {"files": ["seg.dcm"]}, {"task": "segment", "model": "m", "path": None, "scores": {}}
+
+    monkeypatch.setattr(node, "_predict", slow_predict)
+    job_id = submit(node.catalog, KIND, {"destinations": ["pacs"]}, "pacs")
+    _wait(lambda: started)
+    assert cancel(node.catalog, job_id) == "running"  # asked to stop; the node records it when it can
+    _wait(lambda: job_row(node.catalog, job_id)["status"] == "cancelled")
+    assert node.outbox.all() == []
