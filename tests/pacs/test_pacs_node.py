@@ -267,3 +267,17 @@ def test_a_job_cancelled_while_it_predicts_is_recorded_cancelled_and_its_results
     assert cancel(node.catalog, job_id) == "running"  # asked to stop; the node records it when it can
     _wait(lambda: job_row(node.catalog, job_id)["status"] == "cancelled")
     assert node.outbox.all() == []
+
+
+def test_a_done_job_whose_deliveries_never_reached_the_outbox_is_queued_at_start(make_node, tmp_path):
+    from deepmia.jobs import claim, finish, submit
+    from deepmia.pacs.jobs import KIND
+
+    with open_catalog(tmp_path / "catalog.sqlite") as catalog:  # a node stopped between the two writes
+        job_id = submit(catalog, KIND, {"destinations": ["pacs"]}, "pacs")
+        job = claim(catalog, "elsewhere:1", kinds=[KIND])
+        finish(catalog, job_id, job.attempt, result={"files": ["a.seg.dcm"],
+                                                     "deliveries": {"pacs": {"status": "queued", "attempts": 0}}})
+    node = make_node()
+    entries = node.outbox.all()
+    assert [(d.job, d.destination, d.files) for d in entries] == [(job_id, "pacs", ["a.seg.dcm"])]
