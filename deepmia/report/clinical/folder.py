@@ -98,8 +98,9 @@ def read_input(entry: dict[str, Any]) -> Image:
 
     path = Path(entry["path"])
     if not path.exists():
+        where = "" if path.is_absolute() else " (a relative path: run deepmia report where deepmia predict ran)"
         raise ReadError("the prediction's input is no longer there", path=path,
-                        fix="the report reads the images again: keep the inputs where run.json says")
+                        fix=f"the report reads the images again: keep the inputs where run.json says{where}")
     uid = entry.get("series_uid")
     if not uid:
         return InputItem(path, entry["name"]).read()
