@@ -98,7 +98,7 @@ def read_input(entry: dict[str, Any]) -> Image:
 
     path = Path(entry["path"])
     if not path.exists():
-        where = "" if path.is_absolute() else " (a relative path: run deepmia report where deepmia predict ran)"
+        where = "" if path.is_absolute() else "; the path is relative: run deepmia report where deepmia predict ran"
         raise ReadError("the prediction's input is no longer there", path=path,
                         fix=f"the report reads the images again: keep the inputs where run.json says{where}")
     uid = entry.get("series_uid")
