@@ -28,7 +28,7 @@ def _task_module(name: str) -> ModuleType:
     return importlib.import_module(f"deepmia.cli.{name}")
 
 
-def _predictor_options(task: Any, opts: dict[str, Any]) -> dict[str, Any]:
+def predictor_options(task: Any, opts: dict[str, Any]) -> dict[str, Any]:
     """The keyword options of ``task``'s predictor among the command line's; refuses flags it does not take.
 
     The options a task takes are read from its predictor's signature, so a new option needs no list here.
@@ -103,7 +103,7 @@ def predict(
         fold_list = [int(f) for f in folds.split(",")] if folds else None
     except ValueError:
         raise InvalidArgumentError(f"--folds {folds!r} is not a comma-separated list of integers") from None
-    options = _predictor_options(task, {
+    options = predictor_options(task, {
         "tta": tta, "folds": fold_list, "clinical": clinical, "probabilities": probabilities or None,
         "min_score": min_score, "device": device, "runtime": runtime, "precision": precision,
     })
