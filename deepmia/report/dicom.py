@@ -291,11 +291,13 @@ def read_seg(path: str | os.PathLike[str], source: Any) -> Any:
         frames = raw[: n * rows * cols].reshape(n, rows, cols) / float(ds.MaximumFractionalValue)
         out = np.zeros((len(ds.SegmentSequence), *shape), dtype=np.float32)
     inverse = np.linalg.inv(image.affine)
+    shared = ds.SharedFunctionalGroupsSequence[0] if "SharedFunctionalGroupsSequence" in ds else pydicom.Dataset()
     for f, item in enumerate(ds.PerFrameFunctionalGroupsSequence):
-        number = int(item.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
-        if "PlanePositionSequence" not in item:
-            raise GeometryError("a SEG frame has no plane position", path=path)
-        lps = np.asarray(item.PlanePositionSequence[0].ImagePositionPatient, dtype=float)
+        groups = {k: item.get(k) or shared.get(k) for k in ("SegmentIdentificationSequence", "PlanePositionSequence")}
+        if not groups["PlanePositionSequence"] or not groups["SegmentIdentificationSequence"]:
+            raise GeometryError(f"SEG frame {f + 1} has no plane position or segment number", path=path)
+        number = int(groups["SegmentIdentificationSequence"][0].ReferencedSegmentNumber)
+        lps = np.asarray(groups["PlanePositionSequence"][0].ImagePositionPatient, dtype=float)
         index = inverse[:3, :3] @ (lps * [-1.0, -1.0, 1.0]) + inverse[:3, 3]
         k = int(round(index[2]))
         if not np.allclose(index, [0, 0, k], atol=1e-2) or not 0 <= k < shape[2] or (rows, cols) != shape[1::-1]:
@@ -360,7 +362,7 @@ def _volume_groups(result: Any, codes: Mapping[str, Any], model_name: str, segme
                   "finding_category": concept(code["category"]), "algorithm_id": algorithm,
                   "measurements": measurements}
         if segmentation is not None:
-            segment = hd.sr.ReferencedSegment.from_segmentation(segmentation, numbers[label])
+            segment = _referenced_segment(segmentation, numbers[label])
             groups.append(hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(referenced_segment=segment,
                                                                                     **common))
         else:
@@ -419,6 +421,21 @@ def write_sr(
     where.parent.mkdir(parents=True, exist_ok=True)
     sr.save_as(where)
     return sr
+
+
+def _referenced_segment(segmentation: Any, number: int) -> Any:
+    """The SR reference to segment ``number`` of a SEG (its frames and source images).
+
+    highdicom's ``from_segmentation`` reads the segment of each frame from the per-frame groups; a one-frame SEG
+    keeps it in the shared groups, so that case references the segment and the source series.
+    """
+    import highdicom as hd
+
+    if int(segmentation.get("NumberOfFrames", 1)) > 1:
+        return hd.sr.ReferencedSegment.from_segmentation(segmentation, number)
+    return hd.sr.ReferencedSegment(
+        sop_class_uid=segmentation.SOPClassUID, sop_instance_uid=segmentation.SOPInstanceUID, segment_number=number,
+        source_series=hd.sr.SourceSeriesForSegmentation(segmentation.ReferencedSeriesSequence[0].SeriesInstanceUID))
 
 
 def _needs_frame(result: Any) -> bool:

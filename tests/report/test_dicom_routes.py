@@ -184,3 +184,25 @@ def test_3d_detections_become_volumetric_rois_with_one_outline_per_slice(tmp_pat
         assert np.allclose(np.asarray(group.roi[0].value)[[0, 2]], [box[[0, 1]], box[[3, 4]]])
         assert group.get_measurements()[0].value == pytest.approx(score)
     assert _dciodvfy_errors(sr_path) == []
+
+
+def test_a_2d_segmentation_of_a_png_gets_a_one_frame_seg_and_an_sr_of_its_area(tmp_path):
+    import highdicom as hd
+
+    picture = read_image(XRAY)
+    labels = (picture.array[0] > np.percentile(picture.array[0], 70)).astype(np.uint8)
+    probs = np.stack([1 - labels * 0.8, labels * 0.8]).astype(np.float32)
+    result = SegmentResult(Image(labels[None], picture.affine, kind="label", meta=picture.meta), {1: "lung"},
+                           Image(probs, picture.affine, meta=picture.meta), image=picture)
+    dicom_outputs("x.png", result, tmp_path, identity=DicomIdentity(patient_id="P").resolved(), probabilities=True)
+    source = tmp_path / "dicom" / "x.source"
+    assert np.array_equal(read_seg(tmp_path / "dicom" / "x.seg.dcm", source).array[..., 0], labels[None])
+    fractions = read_seg(tmp_path / "dicom" / "x.prob.seg.dcm", source).array[..., 0]
+    assert np.abs(fractions - probs[1:]).max() <= 0.5 / 255 + 1e-6
+    (group,) = _sr(tmp_path / "dicom" / "x.sr.dcm").get_volumetric_roi_measurement_groups()
+    area, diameter = group.get_measurements()
+    assert area.name.meaning == "Area" and float(area.value) == pytest.approx(labels.sum() * np.prod(picture.spacing))
+    assert diameter.unit.value == "mm" and float(diameter.value) > 0
+    assert hd.seg.segread(tmp_path / "dicom" / "x.seg.dcm").number_of_frames == 1
+    for name in ("x.seg.dcm", "x.prob.seg.dcm", "x.sr.dcm"):
+        assert _dciodvfy_errors(tmp_path / "dicom" / name) == [], name
