@@ -29,7 +29,8 @@ def _fit(out_dir: str) -> dict:
     rows = slice(rank() * share, (rank() + 1) * share)
     batches = iter((x[i, rows], y[i, rows]) for i in itertools.count(0) if i < STEPS)
     trainer = Trainer(
-        model, torch.optim.SGD(model.parameters(), lr=0.1), lambda net, b: torch.nn.functional.mse_loss(net(b[0]), b[1]),
+        model, torch.optim.SGD(model.parameters(), lr=0.1),
+        lambda net, b: torch.nn.functional.mse_loss(net(b[0]), b[1]),
         batches, out_dir=out_dir, steps_per_epoch=STEPS, max_epochs=1, precision="fp32", grad_clip=None,
         lr_schedule="constant", resume=False, validate=lambda net: {"val_rank": float(rank())}, monitor="val_rank",
     )
@@ -44,7 +45,8 @@ def test_two_processes_train_the_model_one_process_trains(tmp_path):
     assert one["world"] == 1 and two["world"] == 2 and two["main"]
     assert two["steps"] == one["steps"] == STEPS
     # gradients averaged over the two halves of the batch = the gradient of the whole batch
-    assert torch.allclose(one["weight"], two["weight"], atol=1e-5) and torch.allclose(one["bias"], two["bias"], atol=1e-5)
+    assert torch.allclose(one["weight"], two["weight"], atol=1e-5)
+    assert torch.allclose(one["bias"], two["bias"], atol=1e-5)
     assert not torch.allclose(one["weight"], torch.nn.Linear(3, 1).weight)  # it did train
     assert two["agreed"] == 1.0 and two["plan"] == 0  # collectives: max over ranks, rank 0's object
     # rank 0 alone validated, logged and wrote the checkpoint
