@@ -14,7 +14,7 @@ import pydicom
 import pytest
 
 from deepmia.cli.main import main
-from deepmia.errors import InvalidArgumentError
+from deepmia.errors import GeometryError, InvalidArgumentError
 from deepmia.image import Image
 from deepmia.io import read_image, write_image
 from deepmia.report.dicom import DicomIdentity, dicom_outputs, load_codes, read_seg
@@ -107,6 +107,7 @@ def test_a_pneumoniamnist_png_with_a_template_lands_in_the_templates_study(share
 def _synthetic_segmentation(image: Image) -> SegmentResult:
     arr = image.array[0]
     labels = np.where(arr > np.percentile(arr, 92), 2, np.where(arr > np.percentile(arr, 85), 1, 0)).astype(np.uint8)
+    labels[:, :, :5] = np.minimum(labels[:, :, :5], 1)  # slices without structure 2
     p1 = np.clip((arr - arr.min()) / np.ptp(arr), 0, 1).astype(np.float32)
     probs = np.stack([1 - p1, p1 * 0.5, p1 * 0.5])
     return SegmentResult(Image(labels[None], image.affine, kind="label", meta=image.meta),
@@ -126,6 +127,11 @@ def test_a_nifti_segmentation_with_a_patient_id_gets_seg_and_fractional_seg_on_a
     step = np.ptp(image.array) / 65000  # the writer's float quantisation step
     assert np.abs(made.array - image.array).max() <= step
     assert np.array_equal(read_seg(tmp_path / "dicom" / "hippocampus_003.seg.dcm", source).array, result.labels.array)
+    seg_path = tmp_path / "dicom" / "hippocampus_003.seg.dcm"
+    frames = int(pydicom.dcmread(seg_path, stop_before_pixels=True).NumberOfFrames)
+    assert frames < 2 * made.spatial_shape[2]  # empty frames left out ...
+    with pytest.raises(GeometryError, match="read_seg"):  # ... so the generic reader points to read_seg
+        read_image(seg_path)
     fractions = read_seg(tmp_path / "dicom" / "hippocampus_003.prob.seg.dcm", source).array
     assert np.abs(fractions - result.probabilities.array[1:]).max() <= 0.5 / 255 + 1e-6
     seg = pydicom.dcmread(tmp_path / "dicom" / "hippocampus_003.seg.dcm", stop_before_pixels=True)

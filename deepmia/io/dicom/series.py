@@ -569,6 +569,9 @@ def read_series(
     return image
 
 
+_SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
+
+
 def read_file(path: str | PathLike[str], *, resample: bool = False) -> Image:
     """Read one DICOM file (single- or multi-frame, enhanced or legacy, mosaic) into an Image.
 
@@ -583,4 +586,11 @@ def read_file(path: str | PathLike[str], *, resample: bool = False) -> Image:
         raise CorruptFileError("not a DICOM file (no DICM preamble, and it does not parse as DICOM)", path=p)
     if "Rows" not in ds:
         raise CorruptFileError("the DICOM file holds no image (no Rows/Columns)", path=p)
-    return _assemble([(p, ds, header_values(ds))], where=p, resample=resample, single_file=True, min_slices=2)
+    try:
+        return _assemble([(p, ds, header_values(ds))], where=p, resample=resample, single_file=True, min_slices=2)
+    except GeometryError:
+        if str(ds.get("SOPClassUID", "")) != _SEG_STORAGE:
+            raise
+        raise GeometryError(  # frames of empty segments left out: not one regular multi-frame volume
+            "a DICOM SEG that leaves out empty frames cannot be read as one volume", path=p,
+            fix="read it onto its source series with deepmia.report.dicom.read_seg(seg, source_series)") from None
