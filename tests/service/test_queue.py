@@ -91,3 +91,13 @@ def test_per_user_limits(catalog):
     job = claim(catalog, "w")
     assert job.id == a2 and fail(catalog, a2, job.attempt, "boom")
     assert _state(catalog, a2)[0] == "failed"
+
+
+def test_a_server_stopping_on_purpose_puts_its_jobs_back_uncounted(catalog):
+    from deepmia.jobs import release
+
+    job_id = submit(catalog, "quality", {}, "u")
+    assert claim(catalog, "host:7:0").attempt == 1
+    assert release(catalog, ["host:7:0"]) == 1
+    assert _state(catalog, job_id)[:2] == ("queued", 0)
+    assert claim(catalog, "host:8:0").attempt == 1
