@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from pathlib import Path
 
 import typer
@@ -69,7 +71,9 @@ def predict(
                                         "device": device, "runtime": runtime, "precision": precision})
     if runtime is not None and "runtime" not in options:
         raise InvalidArgumentError(f"--runtime does not apply to a {task.name} model yet", fix="leave out --runtime")
-    with progress() as bar:
+    # Ray prints cluster events (a node lost) on stdout from a thread of its own: they go to stderr, so that stdout
+    # holds only this command's output (--json stays parseable).
+    with progress() as bar, contextlib.redirect_stdout(sys.stderr):
         job = bar.add_task("batch predict", total=None)
         outcome = batch_predict(
             model_dir, source, out, ray=ray, workers=workers, db=db, options=options,

@@ -61,8 +61,10 @@ def record_predictions(db: str | None, job_id: int | None, records: list[dict[st
     added = missing = 0
     with open_catalog(db) as catalog, catalog.session() as s:
         uids = {r["series_uid"] for r in done if r.get("series_uid")}
-        ids = dict(s.execute(select(Series.series_uid, Series.id).where(Series.series_uid.in_(uids)))) if uids else {}
-        existing = set(s.execute(select(Prediction.series_id, Prediction.path).where(Prediction.model == model)))
+        query = select(Series.series_uid, Series.id).where(Series.series_uid.in_(uids))
+        ids = {uid: id_ for uid, id_ in s.execute(query)} if uids else {}
+        existing = {(sid, path) for sid, path in
+                    s.execute(select(Prediction.series_id, Prediction.path).where(Prediction.model == model))}
         for r in done:
             series_id = ids.get(r.get("series_uid"))
             if series_id is None:

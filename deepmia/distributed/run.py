@@ -216,10 +216,9 @@ def _finish(predictor: Any, out_dir: Path, records: list[dict[str, Any]], skippe
                         [r["case"] for r in records if r.get("retried")], record, timings)
 
 
-def _model_name(model_dir: Path) -> str:
-    from deepmia.tasks import model_hash
-
-    return f"{model_dir.resolve().name}@{model_hash(model_dir)['weights'][:12]}"
+def _model_name(predictor: Any, model_dir: Path) -> str:
+    weights = predictor.describe().get("hashes", {}).get("weights", "")
+    return f"{model_dir.resolve().name}@{weights[:12]}"
 
 
 def _catalog_start(db: str | None, model_dir: Path, source: Any, out_dir: Path, workers: int,
@@ -248,8 +247,8 @@ def _catalog_finish(db: str, job_id: int | None, predictor: Any, model_dir: Path
                     records: list[dict[str, Any]], outcome: BatchOutcome) -> dict[str, int]:
     from .catalog import finish_job, record_predictions
 
-    added, missing = record_predictions(db, job_id, records, task=predictor.task, model=_model_name(model_dir),
-                                        out_dir=out_dir.resolve())
+    added, missing = record_predictions(db, job_id, records, task=predictor.task,
+                                        model=_model_name(predictor, model_dir), out_dir=out_dir.resolve())
     summary = {"added": added, "not_in_catalog": missing}
     if job_id is not None:
         finish_job(db, job_id, status="done", result={

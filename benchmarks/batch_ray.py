@@ -1,0 +1,174 @@
+"""Batch inference throughput: the plain loop of deepmia predict vs deepmia batch predict on a local pool and on Ray
+(1 and 2 workers), outputs checked identical, and a run whose Ray worker node is killed (kill -9 of its raylet).
+
+Usage: python benchmarks/batch_ray.py [--data ../shared/data] [--cases 624] [--repeats 2]
+Writes benchmarks/results/batch_ray.json and batch_ray.md. Cases: PneumoniaMNIST test images written as PNG files
+(624); the Ray cluster is started the way users start one (``ray start --head`` + one ``ray start --address``
+worker node process, one CPU each). Runs are interleaved (every configuration once per round) and the machine's
+load average is recorded with each, since the machine is shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+TABLES = ("predictions.csv", "measurements.csv")
+
+
+def write_pngs(npz: Path, dst: Path, n: int) -> Path:
+    from PIL import Image
+
+    dst.mkdir(parents=True, exist_ok=True)
+    images = np.load(npz)["test_images"]
+    for i in range(n):
+        Image.fromarray(images[i % len(images)]).save(dst / f"case_{i:05d}.png")
+    return dst
+
+
+def sequential(model: str, src: Path, out: Path) -> dict[str, Any]:
+    """The loop of ``deepmia predict`` (run_batch), in this process: model loading timed apart."""
+    from deepmia.engine.batch import run_batch
+    from deepmia.tasks import load_predictor
+
+    t0 = time.perf_counter()
+    predictor = load_predictor(model)
+    t1 = time.perf_counter()
+    report = run_batch(predictor, src, out)
+    t2 = time.perf_counter()
+    return {"startup_s": round(t1 - t0, 3), "loop_s": round(t2 - t1, 3), "cases": len(report.predicted),
+            "cases_per_s": round(len(report.predicted) / (t2 - t1), 2)}
+
+
+def batch(model: str, src: Path, out: Path, **kwargs: Any) -> dict[str, Any]:
+    from deepmia.distributed import batch_predict
+
+    outcome = batch_predict(model, src, out, **kwargs)
+    t = outcome.timings
+    return {"startup_s": t["startup_s"], "connect_s": t["connect_s"], "total_s": t["total_s"], "cases": t["cases"],
+            "cases_per_s": t["cases_per_s_after_startup"], "retried": len(outcome.retried)}
+
+
+def identical(out: Path, reference: Path) -> bool:
+    return all((out / t).read_bytes() == (reference / t).read_bytes() for t in TABLES)
+
+
+def kill_run(model: str, src: Path, out: Path, reference: Path, n: int) -> dict[str, Any]:
+    """Ray, 2 workers, on a fresh cluster; the worker node's raylet is killed once a third of the cases are done."""
+    import threading
+
+    from deepmia.distributed import MANIFEST
+    from deepmia.distributed.cluster import LocalCluster
+
+    with LocalCluster(worker_nodes=1, cpus=1, object_store_mb=300) as cluster:
+        killed: dict[str, Any] = {}
+
+        def killer() -> None:
+            while not killed:
+                lines = (out / MANIFEST).read_text().count("\n") if (out / MANIFEST).exists() else 0
+                if lines >= n // 3:
+                    killed["pid"] = cluster.kill_worker_node()
+                    killed["after_cases"] = lines
+                time.sleep(0.05)
+
+        thread = threading.Thread(target=killer, daemon=True)
+        thread.start()
+        result = batch(model, src, out, ray=cluster.address, workers=2)
+        killed.setdefault("pid", None)
+        records = [json.loads(x) for x in (out / MANIFEST).read_text().splitlines()]
+        names = [r["case"] for r in records]
+        import ray
+
+        ray.shutdown()
+    return {**result, "killed_raylet_after_cases": killed.get("after_cases"), "manifest_lines": len(records),
+            "unique_cases": len(set(names)), "retried_cases": sorted(r["case"] for r in records if r["retried"]),
+            "identical_to_loop": identical(out, reference)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
+    parser.add_argument("--cases", type=int, default=624)
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    model = "pneumoniamnist"
+    tmp = Path(tempfile.mkdtemp(prefix="batchbench"))
+    src = write_pngs(args.data / "medmnist" / "pneumoniamnist.npz", tmp / "cases", args.cases)
+    runs: dict[str, list[dict[str, Any]]] = {k: [] for k in ("loop", "pool_1", "pool_2", "ray_1", "ray_2")}
+    from deepmia.distributed.cluster import LocalCluster
+
+    cluster = LocalCluster(worker_nodes=1, cpus=1, object_store_mb=300).start()
+    cluster_s = cluster.startup_s
+    try:
+        for r in range(args.repeats):
+            for name in runs:
+                out = tmp / f"{name}_{r}"
+                load = os.getloadavg()[0]
+                if name == "loop":
+                    res = sequential(model, src, out)
+                elif name.startswith("pool"):
+                    res = batch(model, src, out, workers=int(name[-1]))
+                else:
+                    res = batch(model, src, out, ray=cluster.address, workers=int(name[-1]))
+                res |= {"load_before": round(load, 2), "load_after": round(os.getloadavg()[0], 2)}
+                if name != "loop":
+                    res["identical_to_loop"] = identical(out, tmp / "loop_0")
+                runs[name].append(res)
+                print(name, r, res, flush=True)
+    finally:
+        import ray
+
+        ray.shutdown()
+        cluster.stop()
+    killed = kill_run(model, src, tmp / "killed", tmp / "loop_0", args.cases)
+    print("kill", killed, flush=True)
+    median = {k: statistics.median(x["cases_per_s"] for x in v) for k, v in runs.items()}
+    result = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": platform.platform(),
+        "cpus": os.cpu_count(), "cases": args.cases, "model": model, "ray_cluster_start_s": round(cluster_s, 2),
+        "runs": runs, "median_cases_per_s": median,
+        "speedup_vs_loop": {k: round(v / median["loop"], 2) for k, v in median.items()},
+        "kill_run": killed,
+    }
+    out_dir = REPO / "benchmarks" / "results"
+    (out_dir / "batch_ray.json").write_text(json.dumps(result, indent=1) + "\n")
+    (out_dir / "batch_ray.md").write_text(markdown(result))
+
+
+def markdown(r: dict[str, Any]) -> str:
+    lines = [
+        f"{r['cases']} PneumoniaMNIST test images as PNG, shipped `{r['model']}` classifier; {r['cpus']} CPUs shared "
+        f"with other users (load average before/after each run listed). Throughput is counted after start-up "
+        f"(until the first case came back: process spawn / actor start and model loading); median of "
+        f"{len(r['runs']['loop'])} interleaved rounds. Ray cluster (`ray start --head` + one worker node, 1 CPU "
+        f"each) started in {r['ray_cluster_start_s']} s, not counted.",
+        "",
+        "| run | cases/s | x loop | start-up s | outputs identical | load before/after |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, runs in r["runs"].items():
+        start = statistics.median(x["startup_s"] for x in runs)
+        same = all(x.get("identical_to_loop", True) for x in runs)
+        loads = ", ".join(f"{x['load_before']}/{x['load_after']}" for x in runs)
+        lines.append(f"| {name} | {r['median_cases_per_s'][name]:.1f} | {r['speedup_vs_loop'][name]:.2f} | "
+                     f"{start:.1f} | {'yes' if same else 'NO'} | {loads} |")
+    k = r["kill_run"]
+    lines += ["", f"Kill run (Ray, 2 workers, worker node's raylet killed with SIGKILL after "
+                  f"{k['killed_raylet_after_cases']} cases): {k['manifest_lines']} manifest lines for "
+                  f"{k['unique_cases']} distinct cases, {len(k['retried_cases'])} marked retried, outputs identical "
+                  f"to the loop: {'yes' if k['identical_to_loop'] else 'NO'}; {k['cases_per_s']:.1f} cases/s.", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
