@@ -8,7 +8,8 @@ run reads it and predicts the others. A line cut short by the kill (no newline a
 Each line holds: ``case`` (output name), ``input`` (path), ``size``/``mtime_ns`` (the input's stat, so a changed
 input is predicted again), ``sha256`` (the input's bytes), ``status`` (``done`` or ``skipped``, with ``reason``),
 ``outputs`` (paths relative to OUT), ``part`` (the kept light result of tasks that write one table),
-``measurements`` (rows of measurements.csv), ``warnings``, ``worker``, ``attempts``, ``retried`` and ``seconds``.
+``measurements`` (rows of measurements.csv), ``warnings``, ``worker``, ``attempts``, ``retried``, ``seconds`` and
+``finished_at`` (when its files were in place, epoch seconds).
 """
 
 from __future__ import annotations

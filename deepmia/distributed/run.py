@@ -59,18 +59,41 @@ class BatchOutcome:
     catalog: dict[str, int] = field(default_factory=dict)
 
 
-def _prepare(out_dir: Path) -> None:
-    """Create OUT and its state folder, removing temporary files a killed run left; refuse a read-only folder."""
+def _prepare(out_dir: Path) -> Any:
+    """Create OUT and its state folder, removing temporary files a killed run left; refuse a read-only folder.
+
+    Returns:
+        The open lock file: one run at a time writes into OUT (the lock goes when the file is closed).
+
+    Raises:
+        WriteError: OUT cannot be written.
+        InvalidArgumentError: Another batch run holds OUT.
+    """
+    import fcntl
+
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / STATE_DIR).mkdir(parents=True, exist_ok=True)
+        lock = (out_dir / STATE_DIR / "lock").open("a")
+    except OSError as exc:
+        raise WriteError(f"cannot write in the output folder: {exc}", path=out_dir,
+                         fix="give an output folder you can write to, with free space") from exc
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        lock.close()
+        raise InvalidArgumentError("another batch run is writing into this output folder", path=out_dir,
+                                   fix="wait for it to end, or give another --out") from None
+    try:
         shutil.rmtree(out_dir / STATE_DIR / "tmp", ignore_errors=True)
         (out_dir / STATE_DIR / "tmp").mkdir(parents=True, exist_ok=True)
         probe = out_dir / STATE_DIR / "tmp" / "probe"
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
+        lock.close()
         raise WriteError(f"cannot write in the output folder: {exc}", path=out_dir,
                          fix="give an output folder you can write to, with free space") from exc
+    return lock
 
 
 def _stat(item: Any) -> tuple[int, int] | None:
@@ -120,11 +143,11 @@ def batch_predict(
     bad = sorted(set(formats) - set(getattr(predictor, "formats", ())))
     if bad:
         raise InvalidArgumentError(f"this {predictor.task} model cannot write {', '.join(bad)}")
-    _prepare(out_dir)
+    lock = _prepare(out_dir)
     if threads is None:
         threads = max(1, int(worker_cpus) if ray else (os.cpu_count() or 1) // workers)
     job = BatchJob(str(model_dir), str(out_dir.resolve()), dict(options or {}), tuple(formats), figure, dicom, threads)
-    with Manifest(out_dir) as manifest:
+    with lock, Manifest(out_dir) as manifest:
         todo = [i for i in items if not manifest.done(i.name, _stat(i))]
         resumed, total = len(items) - len(todo), len(items)
         chunk = chunk or min(max(1, int(predictor.batch_size)), max(1, -(-len(todo) // (4 * workers))))
@@ -147,15 +170,15 @@ def batch_predict(
             _catalog_fail(db, job_id, exc)
             raise
         records = [manifest.records[i.name] for i in items if i.name in manifest.records]
-    timings = _timings(t0, first, connect_s, len(todo))
-    outcome = _finish(predictor, out_dir, records, skipped_entries, resumed=resumed, started=started,
-                      options={**(options or {}), "workers": workers, "ray": ray, "source": str(source),
-                               "source_kind": kind, "formats": list(formats), "figure": figure, "dicom": dicom},
-                      timings=timings)
-    if db is not None:
-        outcome.catalog = _catalog_finish(db, job_id, predictor, model_dir, out_dir, records, outcome)
-    shutil.rmtree(out_dir / STATE_DIR / "tmp", ignore_errors=True)
-    return outcome
+        timings = _timings(t0, first, connect_s, len(todo))
+        outcome = _finish(predictor, out_dir, records, skipped_entries, resumed=resumed, started=started,
+                          options={**(options or {}), "workers": workers, "ray": ray, "source": str(source),
+                                   "source_kind": kind, "formats": list(formats), "figure": figure, "dicom": dicom},
+                          timings=timings)
+        if db is not None:
+            outcome.catalog = _catalog_finish(db, job_id, predictor, model_dir, out_dir, records, outcome)
+        shutil.rmtree(out_dir / STATE_DIR / "tmp", ignore_errors=True)
+        return outcome
 
 
 def _execute(job: BatchJob, payloads: list[dict[str, Any]], *, ray: str | None, workers: int, chunk: int,
@@ -191,6 +214,7 @@ def _finish(predictor: Any, out_dir: Path, records: list[dict[str, Any]], skippe
     done = [r for r in records if r["status"] == "done"]
     skipped = [(r["case"], r.get("reason", "")) for r in records if r["status"] == "skipped"] + list(skipped_entries)
     if not done:
+        write_tables(out_dir, [], None, [], skipped)
         raise InvalidArgumentError(f"no input could be predicted ({len(skipped)} skipped)", path=out_dir,
                                    fix=f"see the reasons in {out_dir / 'skipped.csv'}")
     kept, table_type = [], None

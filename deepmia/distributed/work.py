@@ -222,4 +222,5 @@ def write_case(
         "status": "done", "sha256": item.hash(), "outputs": outputs, "part": part,
         "measurements": measurement_rows(result), "warnings": list(getattr(result, "warnings", ()) or ()),
         "worker": worker or worker_name(), "attempts": _attempts(job, item.name, attempt), "seconds": round(seconds, 4),
+        "finished_at": round(time.time(), 3),
     }

@@ -164,3 +164,15 @@ def test_an_input_that_is_neither_a_path_nor_a_query_is_refused(classifier, tmp_
         batch_predict(classifier, str(tmp_path / "nothing"), tmp_path / "out")
     with pytest.raises(InvalidArgumentError, match="KEY=VALUE"):
         batch_predict(classifier, "colour=red", tmp_path / "out", db=str(tmp_path / "c.sqlite"))
+
+
+def test_a_second_run_into_a_folder_in_use_is_refused(pngs, classifier, tmp_path):
+    import fcntl
+
+    out = tmp_path / "out"
+    (out / STATE_DIR).mkdir(parents=True)
+    with (out / STATE_DIR / "lock").open("a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running batch holds it
+        with pytest.raises(InvalidArgumentError, match="another batch run"):
+            batch_predict(classifier, pngs, out)
+    assert not (out / MANIFEST).exists()
