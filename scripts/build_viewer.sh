@@ -15,11 +15,21 @@ mkdir -p "$out"
 if grep -qE '^import .* from ' "$pkg/dist/index.js"; then
   echo "build_viewer: $pkg/dist/index.js imports other modules; bundle it with esbuild first" >&2; exit 1
 fi
-# drop the source-map comment: the 4.8 MB map is not shipped
-sed '/^\/\/# sourceMappingURL=/d' "$pkg/dist/index.js" > "$out/niivue.js"
+# drop the source-map comment (the 4.8 MB map is not shipped) and apply deepmia's one patch: NiiVue computes the
+# gradient texture (lighting of the 3D render) on every refresh of the background volume; with opts.deferGradient
+# set it skips it, and the viewer computes it (nv.gradientGL) only when a 3D view is shown. A 512x512x300 CT's
+# gradient took minutes on a CPU renderer (SwiftShader) and is not needed for the 2D views.
+sed '/^\/\/# sourceMappingURL=/d' "$pkg/dist/index.js" | node -e '
+  let s = require("fs").readFileSync(0, "utf8")
+  const from = "      this.volumeTexture = outTexture;\n      this.gradientTexture = gradientGL({"
+  const to = "      this.volumeTexture = outTexture;\n      if (!this.opts.deferGradient) this.gradientTexture = gradientGL({"
+  if (s.split(from).length !== 2) { console.error("build_viewer: the gradient patch no longer applies; update it"); process.exit(1) }
+  process.stdout.write(s.replace(from, "/* deepmia patch, see scripts/build_viewer.sh */\n" + to))
+' > "$out/niivue.js"
 version=$(node -p "require('./$pkg/package.json').version")
 {
-  echo "NiiVue $version (npm @niivue/niivue, https://github.com/niivue/niivue), file dist/index.js as niivue.js."
+  echo "NiiVue $version (npm @niivue/niivue, https://github.com/niivue/niivue), file dist/index.js as niivue.js,"
+  echo "modified by deepmia (scripts/build_viewer.sh): the 3D gradient texture can be deferred (opts.deferGradient)."
   echo "It bundles the libraries listed below; each licence follows NiiVue's."
   echo
   cat viewer/LICENSE.niivue

@@ -12,7 +12,7 @@ let study = null
 let jobs = []
 let currentJob = null
 
-const view = new View($('gl'), { onLocation: showLocation })
+const view = new View($('gl'), { onLocation: showLocation, onLayout: showLayout })
 const overlays = new Overlays(view, $('overlays'), { onDetections: showDetections })
 // for tests and for the console: the NiiVue instance and the page's state
 window.deepmiaViewer = { view, nv: view.nv, overlays, ready: false, get job() { return currentJob } }
@@ -25,6 +25,10 @@ function showLocation(loc) {
   const [l, w] = view.window()
   if (document.activeElement !== $('level')) $('level').value = l.toPrecision(4)
   if (document.activeElement !== $('width')) $('width').value = w.toPrecision(4)
+}
+
+function showLayout(name) {
+  for (const b of document.querySelectorAll('[data-layout]')) b.classList.toggle('on', b.dataset.layout === name)
 }
 
 function showDetections(dets) {
@@ -95,10 +99,7 @@ async function loadJobs() {
 
 function wireToolbar() {
   for (const b of document.querySelectorAll('[data-layout]')) {
-    b.addEventListener('click', () => {
-      view.layout(b.dataset.layout)
-      for (const o of document.querySelectorAll('[data-layout]')) o.classList.toggle('on', o === b)
-    })
+    b.addEventListener('click', () => view.layout(b.dataset.layout))
   }
   $('zoom-in').addEventListener('click', () => view.zoom(1.25))
   $('zoom-out').addEventListener('click', () => view.zoom(0.8))
@@ -123,8 +124,10 @@ function wireToolbar() {
 }
 
 async function main() {
+  performance.mark('main')
   await showUser($('user'))
   study = await api(`/api/studies/${studyId}`)
+  performance.mark('study')
   $('study-title').textContent =
     `${study.patient_id ?? ''} ${study.study_date ?? ''} ${study.modality ?? ''} ${study.description ?? ''}`
   document.title = `deepmia: ${study.description || 'study ' + study.id}`
@@ -134,6 +137,7 @@ async function main() {
   }, `${s.number ?? ''} ${s.description || s.modality}${s.rows ? ` (${s.columns}x${s.rows}x${s.n_instances})` : ''}`)))
   wireToolbar()
   await view.attach()
+  performance.mark('attached')
   const wanted = Number(new URLSearchParams(location.search).get('series'))
   const first = study.series.find((s) => s.id === wanted) || study.series[0]
   if (first) await openSeries(first)
@@ -141,5 +145,8 @@ async function main() {
   window.deepmiaViewer.ready = true
   document.body.dataset.ready = 'true'
 }
+
+// free the GPU textures at once when leaving (a big volume's took minutes to tear down on a CPU renderer)
+window.addEventListener('pagehide', () => view.nv.gl?.getExtension('WEBGL_lose_context')?.loseContext())
 
 main().catch((e) => { if (e.status !== 401) showError(error, e) })

@@ -15,14 +15,20 @@ export const LAYOUTS = {
   axial: SLICE_TYPE.AXIAL,
   coronal: SLICE_TYPE.CORONAL,
   sagittal: SLICE_TYPE.SAGITTAL,
+  mpr: SLICE_TYPE.MULTIPLANAR,
   multiplanar: SLICE_TYPE.MULTIPLANAR,
   '3d': SLICE_TYPE.RENDER,
 }
 
+// above this many voxels the page opens without the 3D tile (volume rendering on a CPU renderer is slow)
+const BIG_VOXELS = 16 * 1024 * 1024
+
 export class View {
-  constructor(canvas, { onLocation } = {}) {
+  constructor(canvas, { onLocation, onLayout } = {}) {
     this.canvas = canvas
     this.onLocation = onLocation || (() => {})
+    this.onLayout = onLayout || (() => {})
+    this.layoutName = 'multiplanar'
     this.nv = new Niivue({
       backColor: [0, 0, 0, 1],
       crosshairColor: [1, 0.15, 0.15, 1],
@@ -39,12 +45,18 @@ export class View {
       logLevel: 'warn',
       loadingText: 'loading...',
     })
+    // NiiVue fills each new RGBA texture by uploading a zero-filled array (4 bytes a voxel: 314 MB for a
+    // 512x512x300 CT, most of the open time on a CPU renderer), though WebGL already zero-fills texture storage
+    // and NiiVue renders every layer of those textures before reading them; skip the upload
+    const rgbaTex = Object.getPrototypeOf(this.nv).rgbaTex
+    this.nv.rgbaTex = function (texID, activeID, dims) { return rgbaTex.call(this, texID, activeID, dims, false) }
     this.base = null
     this.series = null
     this.timings = {}
   }
 
   async attach() {
+    this.nv.opts.deferGradient = false // as the default layout shows the 3D render
     await this.nv.attachToCanvas(this.canvas)
     this.nv.onLocationChange = (loc) => this.onLocation(loc)
   }
@@ -57,16 +69,25 @@ export class View {
     const vol = await NVImage.loadFromUrl({ url: buffer, name: `series_${series.id}.nii.gz` })
     const t2 = performance.now()
     for (const v of [...this.nv.volumes]) this.nv.removeVolume(v)
-    this.nv.addVolume(vol)
     this.base = vol
     this.series = series
-    this.autoWindow()
+    this.autoWindow(false) // before adding: adding builds the textures once, with this window
+    const nvox = vol.hdr.dims[1] * vol.hdr.dims[2] * Math.max(1, vol.hdr.dims[3])
+    if (this.layoutName === 'multiplanar' && nvox > BIG_VOXELS) this.layout('mpr') // no CPU-costly 3D by default
+    this.nv.addVolume(vol)
     await new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve)))
+    this.sync()
     const t3 = performance.now()
     // performance.now() counts from the navigation start of this page
     this.timings = { fetchStart: t0, fetched: t1, parsed: t2, firstDraw: t3, bytes: buffer.byteLength }
     this.nv.createOnLocationChange()
     return vol
+  }
+
+  // wait until the GPU has done the queued work (reading one pixel back waits for it): the image is drawn
+  sync() {
+    const gl = this.nv.gl
+    gl.readPixels(0, 0, 1, 1, gl.RGBA, gl.UNSIGNED_BYTE, new Uint8Array(4))
   }
 
   isCT() {
@@ -83,13 +104,13 @@ export class View {
   }
 
   // robust 2%..98% intensity range (NiiVue computes it on load), for MR and anything without presets
-  autoWindow() {
+  autoWindow(update = true) {
     if (!this.base) return
     const lo = this.base.robust_min ?? this.base.global_min
     const hi = this.base.robust_max ?? this.base.global_max
     this.base.cal_min = lo
     this.base.cal_max = hi > lo ? hi : lo + 1
-    this.nv.updateGLVolume()
+    if (update) this.nv.updateGLVolume()
   }
 
   preset(name) {
@@ -102,8 +123,18 @@ export class View {
     return [(this.base.cal_min + this.base.cal_max) / 2, this.base.cal_max - this.base.cal_min]
   }
 
+  // 'mpr' is the three planes alone, 'multiplanar' adds the 3D render as a fourth tile
   layout(name) {
+    this.layoutName = name
+    const render = name === 'multiplanar' || name === '3d'
+    this.nv.opts.multiplanarShowRender = render ? SHOW_RENDER.ALWAYS : SHOW_RENDER.NEVER
+    // the gradient texture (lighting of the 3D render) is computed only while a 3D view is shown
+    // (opts.deferGradient is deepmia's patch of NiiVue, see scripts/build_viewer.sh)
+    const pending = this.nv.opts.deferGradient && render && this.nv.back
+    this.nv.opts.deferGradient = !render
+    if (pending) this.nv.gradientGL(this.nv.back.hdr)
     this.nv.setSliceType(LAYOUTS[name])
+    this.onLayout(name)
   }
 
   zoom(factor) {

@@ -49607,8 +49607,9 @@ var Niivue = class extends EventTarget {
     this.gl.bindFramebuffer(this.gl.FRAMEBUFFER, null);
     this.gl.deleteFramebuffer(fb);
     if (layer === 0) {
+/* deepmia patch, see scripts/build_viewer.sh */
       this.volumeTexture = outTexture;
-      this.gradientTexture = gradientGL({
+      if (!this.opts.deferGradient) this.gradientTexture = gradientGL({
         gl: this.gl,
         hdr,
         genericVAO: this.genericVAO,
