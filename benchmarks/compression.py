@@ -2,17 +2,19 @@
 
 Usage:
     python benchmarks/compression.py [--data ../shared/data] [--work /tmp/compression] [--cls-budget 4m]
-        [--seg-budget 10m] [--seg-cases 20] [--skip-seg]
+        [--seg-budget 8m] [--seg-prune 0.5,0.75] [--seg-cases 20] [--skip-seg] [--skip-cls]
 
 PneumoniaMNIST (models/pneumoniamnist, ResNet-18 widths [32, 64, 128, 256]): ``deepmia compress --distill``
 (every width halved) and ``deepmia compress --prune 0.5`` (half the channels of every layer removed by filter L1
-norm, fine-tuned on the labels), each trained within ``--cls-budget`` on the teacher's training split. Test AUROC
+norm, fine-tuned on the labels) and both (pruned, then fine-tuned on the teacher's soft outputs and the labels), each
+trained within ``--cls-budget`` on the teacher's training split. Test AUROC
 (624 official test images) with a 95% bootstrap interval, images/s of ``deepmia predict`` on the 624 test PNG files
 (whole command, start-up included, and the predictor alone), parameters and weight file size. Hippocampus
-(models/hippocampus, DynUNet filters [32, 64, 128, 256]): ``deepmia compress --distill`` (filters halved) within
-``--seg-budget``; mean Dice (with keep-largest-component as the plans choose it) on the first ``--seg-cases`` of the
-52 validation cases (sorted ids) and cases/s of ``deepmia predict`` on them. Every speed is measured original and
-compressed alternately in one run, on this machine.
+(models/hippocampus, DynUNet filters [32, 64, 128, 256]): ``deepmia compress --prune R --distill`` for each R of
+``--seg-prune`` (the teacher's weights pruned, then distilled), each within ``--seg-budget``; mean Dice (with
+keep-largest-component as the plans choose it) on the first ``--seg-cases`` of the 52 validation cases (sorted ids)
+and cases/s of ``deepmia predict`` on them. Every speed is measured original and compressed alternately in one run,
+on this machine.
 """
 
 from __future__ import annotations
@@ -63,6 +65,25 @@ def _speed(dirs: dict[str, Path], inputs: Path, work: Path, n_items: int, rounds
             for k in dirs}
 
 
+def _network_speed(dirs: dict[str, Path], dataset_dir: Path, rounds: int) -> dict[str, float]:
+    """Images/s of the predictors' networks (test-time mirroring included) on the preprocessed test images: the
+    part compression changes, without reading files; best of ``rounds``, models interleaved."""
+    from deepmia.data.dataset import Dataset
+    from deepmia.tasks.classify.data import load_cases
+    from deepmia.tasks.classify.predict import Predictor
+
+    ds = Dataset.load(dataset_dir)
+    predictors = {k: Predictor(d) for k, d in dirs.items()}
+    x = load_cases(ds, list(ds.splits.test), predictors["original"].plan)
+    best = dict.fromkeys(dirs, float("inf"))
+    for _ in range(rounds):
+        for k, p in predictors.items():
+            t = time.perf_counter()
+            p.predict_arrays(x)
+            best[k] = min(best[k], time.perf_counter() - t)
+    return {k: round(len(x) / s, 1) for k, s in best.items()}
+
+
 def _test_auroc(model_dir: Path, dataset_dir: Path) -> dict[str, float]:
     from deepmia.data.dataset import Dataset
     from deepmia.metrics.classification import auroc_report
@@ -81,14 +102,16 @@ def classification(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     ds = work / "pneumoniamnist"
     if not ds.exists():
         deepmia("dataset", "import", "medmnist", str(args.data / "medmnist" / "pneumoniamnist.npz"), str(ds))
-    dirs = {"original": MODELS / "pneumoniamnist", "distilled": work / "pneu_distilled", "pruned": work / "pneu_pruned"}
-    runs = {"distilled": ["--distill"], "pruned": ["--prune", "0.5"]}
+    dirs = {"original": MODELS / "pneumoniamnist", "distilled": work / "pneu_distilled", "pruned": work / "pneu_pruned",
+            "pruned+distilled": work / "pneu_pruned_distilled"}
+    runs = {"distilled": ["--distill"], "pruned": ["--prune", "0.5"],
+            "pruned+distilled": ["--prune", "0.5", "--distill"]}
     train_s = {}
     for name, flags in runs.items():
         if not (dirs[name] / "compression.json").exists():
             train_s[name], _ = deepmia("compress", str(dirs["original"]), "--out", str(dirs[name]), "--dataset",
                                        str(ds), *flags, "--time-budget", args.cls_budget,
-                                       log=work / f"compress_{name}.log")
+                                       log=work / f"compress_{name.replace('+', '_')}.log")
     inputs = work / "pneu_test_png"
     if not inputs.exists():
         from deepmia.data.dataset import Dataset
@@ -99,10 +122,11 @@ def classification(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             src = d.path(d.case(cid).images[0])
             (inputs / src.name).symlink_to(src)
     n = len(list(inputs.iterdir()))
-    speed = _speed(dirs, inputs, work, n, rounds=2)
+    speed = _speed(dirs, inputs, work, n, rounds=args.cli_rounds)
+    network = _network_speed(dirs, ds, rounds=5)
     out = {}
     for name, d in dirs.items():
-        out[name] = {**_test_auroc(d, ds), **_size(d), **speed[name],
+        out[name] = {**_test_auroc(d, ds), **_size(d), **speed[name], "network_items_per_s": network[name],
                      "widths": json.loads((d / "plan.json").read_text())["network_params"]["widths"]}
         if name in runs:
             rec = json.loads((d / "compression.json").read_text())
@@ -131,12 +155,15 @@ def segmentation(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     if not ds.exists():
         deepmia("dataset", "import", "msd", str(args.data / "hippocampus"), str(ds), "--link", "--labels",
                 "0=background,1=anterior,2=posterior")
-    dirs = {"original": MODELS / "hippocampus", "distilled": work / "hippo_distilled"}
-    train_s = None
-    if not (dirs["distilled"] / "compression.json").exists():
-        train_s, _ = deepmia("compress", str(dirs["original"]), "--out", str(dirs["distilled"]), "--dataset", str(ds),
-                             "--distill", "--time-budget", args.seg_budget, "--cache", str(work / "cache"),
-                             log=work / "compress_hippo.log")
+    dirs = {"original": MODELS / "hippocampus"}
+    train_s = {}
+    for ratio in args.seg_prune.split(","):
+        name = f"pruned {ratio} + distilled"
+        dirs[name] = work / f"hippo_pruned_{ratio}"
+        if not (dirs[name] / "compression.json").exists():
+            train_s[name], _ = deepmia("compress", str(dirs["original"]), "--out", str(dirs[name]), "--dataset",
+                                       str(ds), "--prune", ratio, "--distill", "--time-budget", args.seg_budget,
+                                       "--cache", str(work / "cache"), log=work / f"compress_hippo_{ratio}.log")
     dataset = Dataset.load(ds)
     ids = sorted(json.loads((dirs["original"] / "split.json").read_text())["val"])[: args.seg_cases]
     inputs = work / "hippo_val_subset"
@@ -150,10 +177,11 @@ def segmentation(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     for name, d in dirs.items():
         out[name] = {"dice_subset": _dice_subset(d, dataset, ids), **_size(d), **speed[name],
                      "filters": json.loads((d / "plan.json").read_text())["network_params"]["filters"]}
-    rec = json.loads((dirs["distilled"] / "compression.json").read_text())
-    out["distilled"].update(compress_seconds=train_s, training=rec["training"],
-                            validation_dice_52=rec["validation_dice"])
-    out["original"]["validation_dice_52"] = rec["teacher_validation_dice"]
+    for name in list(dirs)[1:]:
+        rec = json.loads((dirs[name] / "compression.json").read_text())
+        out[name].update(compress_seconds=train_s.get(name), training=rec["training"],
+                         validation_dice_52=rec["validation_dice"])
+        out["original"]["validation_dice_52"] = rec["teacher_validation_dice"]
     return {"cases": len(ids), "case_ids": ids, "models": out, "budget": args.seg_budget}
 
 
@@ -163,19 +191,22 @@ def markdown(res: dict[str, Any]) -> str:
     if c:
         o = c["models"]["original"]
         lines += [f"PneumoniaMNIST, {c['test_images']} test images; students trained for at most {c['budget']} each "
-                  "(this shared 2-core CPU). images/s: `deepmia predict` on the PNG files (whole command incl. "
-                  "start-up) / the predictor alone (best of 2, interleaved).", "",
+                  "(this shared 2-core CPU, heavily loaded by other jobs). images/s: `deepmia predict` on the PNG "
+                  "files (whole command incl. start-up) / the predictor's predict_path alone / the predictor on the "
+                  "preprocessed arrays (network with test-time mirroring; best of 5); models interleaved.", "",
                   "| model | widths | parameters | weights MB | test AUROC [95% bootstrap CI] | images/s (command) | "
-                  "images/s (predictor) | speed-up (predictor) |", "|---|---|---:|---:|---|---:|---:|---:|"]
+                  "images/s (predictor) | images/s (network) | speed-up (network) |",
+                  "|---|---|---:|---:|---|---:|---:|---:|---:|"]
         for name, m in c["models"].items():
-            ratio = m["predictor_items_per_s"] / o["predictor_items_per_s"]
+            ratio = m.get("network_items_per_s", 0) / o.get("network_items_per_s", 1)
             lines.append(f"| {name} | {m['widths']} | {m['parameters']:,} | {m['weights_mb']} | {m['auroc']:.4f} "
                          f"[{m['ci_low']:.4f}, {m['ci_high']:.4f}] | {m['cli_items_per_s']} | "
-                         f"{m['predictor_items_per_s']} | {ratio:.2f}x |")
+                         f"{m['predictor_items_per_s']} | {m.get('network_items_per_s')} | {ratio:.2f}x |")
     s = res.get("segmentation")
     if s:
         o = s["models"]["original"]
-        lines += ["", f"Hippocampus: the distilled student trained for at most {s['budget']} (the teacher: 60 min). "
+        lines += ["", f"Hippocampus: each student (the teacher's weights pruned, then distilled) trained for at most "
+                  f"{s['budget']} (the teacher: 60 min). "
                   f"Dice: mean of anterior/posterior on the first {s['cases']} of the 52 validation cases "
                   "(sorted ids); validation Dice (52) from the model directories' metrics.", "",
                   "| model | filters | parameters | weights MB | Dice (subset) | validation Dice (52) "
@@ -196,9 +227,11 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     ap.add_argument("--work", type=Path, default=Path("/tmp/compression"))
     ap.add_argument("--cls-budget", default="4m")
-    ap.add_argument("--seg-budget", default="10m")
+    ap.add_argument("--seg-budget", default="8m")
     ap.add_argument("--seg-cases", type=int, default=20)
+    ap.add_argument("--seg-prune", default="0.5,0.75", help="prune ratios of the hippocampus students (each distilled)")
     ap.add_argument("--skip-seg", action="store_true")
+    ap.add_argument("--cli-rounds", type=int, default=2, help="rounds of the interleaved deepmia predict timing")
     ap.add_argument("--skip-cls", action="store_true")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,8 @@ whose writing filters have the smallest summed L1 norm (Li et al., "Pruning Filt
 by ``1 - R`` (:func:`kept_channels`), so it is built from an ordinary plan and its weights are the original
 ones, sliced.
 
-Supported: the basic-block ResNets of :func:`deepmia.nn.classification.resnet` (depth 10, 18, 34), 2D or 3D.
+Supported: the basic-block ResNets of :func:`deepmia.nn.classification.resnet` (depth 10, 18, 34) and the
+plain-block DynUNets of :func:`deepmia.nn.segmentation.dynunet`, 2D or 3D.
 
 Example:
     >>> kept_channels(64, 0.5)
@@ -25,10 +26,12 @@ from typing import Any
 
 from deepmia.errors import InvalidArgumentError
 
-__all__ = ["ChannelGroup", "kept_channels", "check_ratio", "resnet_groups", "prune_state_dict", "PRUNABLE"]
+__all__ = ["ChannelGroup", "kept_channels", "check_ratio", "resnet_groups", "dynunet_groups", "prune_state_dict",
+           "PRUNABLE", "PRUNABLE_SEGMENTATION"]
 
 #: What :func:`resnet_groups` can prune, named in errors.
 PRUNABLE = "ResNet classifiers with basic blocks (network 'resnet', depth 10, 18 or 34)"
+PRUNABLE_SEGMENTATION = "DynUNet segmentation networks with plain blocks (network 'dynunet')"
 _NORM_PARAMS = ("weight", "bias", "running_mean", "running_var")
 
 
@@ -39,14 +42,21 @@ class ChannelGroup:
     Attributes:
         name: A readable name (``stage2``, ``layer2.0.conv1``).
         size: Number of channels.
-        writers: Parameter names whose dim 0 is this group (convolution weights and biases, norm parameters).
-        readers: Parameter names whose dim 1 is this group (the input channels of the next layers).
+        writers: Parameters whose dim 0 is this group (convolution weights and biases, norm parameters): a name,
+            or ``(name, dim)`` when the output channels are another dim (a transposed convolution's dim 1).
+        readers: Parameters whose dim 1 is this group (the input channels of the next layers): a name, or
+            ``(name, dim, offset)`` for a layer that reads a concatenation (the group starts at ``offset``).
     """
 
     name: str
     size: int
-    writers: list[str] = field(default_factory=list)
-    readers: list[str] = field(default_factory=list)
+    writers: list[str | tuple[str, int]] = field(default_factory=list)
+    readers: list[str | tuple[str, int, int]] = field(default_factory=list)
+
+    def slices(self) -> list[tuple[str, int, int]]:
+        """Every ``(name, dim, offset)`` this group's channels occupy, writers first."""
+        out = [(w, 0, 0) if isinstance(w, str) else (w[0], w[1], 0) for w in self.writers]
+        return out + [(r, 1, 0) if isinstance(r, str) else r for r in self.readers]
 
 
 def check_ratio(ratio: float) -> float:
@@ -116,15 +126,66 @@ def resnet_groups(
     return groups
 
 
+def dynunet_groups(state: Mapping[str, Any]) -> list[ChannelGroup]:
+    """The channel groups of a MONAI DynUNet's state dict (plain blocks, no residual connections).
+
+    Every convolution's output channels are one group: read by the next convolution of its block, and an encoder
+    stage's output also by the decoder block it is concatenated into (after the transposed convolution's
+    channels), a decoder block's output by the next transposed convolution (or the output layer) and by its deep
+    supervision head.
+
+    Raises:
+        InvalidArgumentError: Not a plain-block DynUNet (residual blocks are not supported).
+    """
+    if "input_block.conv1.conv.weight" not in state or any(".conv3." in k or ".norm3." in k for k in state):
+        raise InvalidArgumentError(f"structured pruning supports only {PRUNABLE} and {PRUNABLE_SEGMENTATION}")
+    n_up = len({k.split(".")[1] for k in state if k.startswith("upsamples.")})
+    encoder = ["input_block", *[f"downsamples.{i}" for i in range(n_up - 1)], "bottleneck"]
+
+    def out_of(name: str, dim: int = 0) -> int:
+        return int(state[f"{name}.conv.weight"].shape[dim])
+
+    def conv(block: str, i: int) -> str:
+        return f"{block}.conv{i}.conv.weight"
+
+    groups = []
+    for block in [*encoder, *[f"upsamples.{j}.conv_block" for j in range(n_up)]]:
+        groups.append(ChannelGroup(f"{block}.conv1", out_of(f"{block}.conv1"), [conv(block, 1)],
+                                   [conv(block, 2)]))
+    for s, block in enumerate(encoder):
+        g = ChannelGroup(f"{block}.conv2", out_of(f"{block}.conv2"), [conv(block, 2)])
+        if s < n_up:
+            up = f"upsamples.{n_up - 1 - s}"
+            g.readers += [conv(encoder[s + 1], 1), (conv(f"{up}.conv_block", 1), 1, out_of(f"{up}.transp_conv", 1))]
+        else:
+            g.readers.append(("upsamples.0.transp_conv.conv.weight", 0, 0))
+        groups.append(g)
+    for j in range(n_up):
+        up = f"upsamples.{j}"
+        groups.append(ChannelGroup(f"{up}.transp_conv", out_of(f"{up}.transp_conv", 1),
+                                   [(f"{up}.transp_conv.conv.weight", 1)], [conv(f"{up}.conv_block", 1)]))
+        g = ChannelGroup(f"{up}.conv_block.conv2", out_of(f"{up}.conv_block.conv2"), [conv(f"{up}.conv_block", 2)])
+        g.readers.append((f"upsamples.{j + 1}.transp_conv.conv.weight", 0, 0) if j + 1 < n_up
+                         else "output_block.conv.conv.weight")
+        head = f"deep_supervision_heads.{n_up - 2 - j}.conv.conv.weight"
+        if head in state:
+            g.readers.append(head)
+        groups.append(g)
+    for g in groups:  # a convolution's bias follows its output channels
+        g.writers += [(w if isinstance(w, str) else w[0]).replace(".weight", ".bias") for w in g.writers
+                      if (w if isinstance(w, str) else w[0]).replace(".weight", ".bias") in state]
+    return groups
+
+
 def _importance(state: Mapping[str, Any], group: ChannelGroup) -> Any:
     """Per channel, the summed L1 norm of the filters (convolution weights) that write it."""
     import torch
 
     total = torch.zeros(group.size)
-    for name in group.writers:
+    for name, dim, _ in group.slices()[:len(group.writers)]:
         w = state[name]
-        if w.dim() >= 2:
-            total += w.detach().float().abs().reshape(w.shape[0], -1).sum(1)
+        if w.dim() >= 3 or (w.dim() == 2 and dim == 0):
+            total += w.detach().float().abs().movedim(dim, 0).reshape(w.shape[dim], -1).sum(1)
     return total
 
 
@@ -142,15 +203,20 @@ def prune_state_dict(
     import torch
 
     ratio = check_ratio(ratio)
-    out = {k: v.clone() for k, v in state.items()}
+    masks: dict[tuple[str, int], Any] = {}
     kept: dict[str, list[int]] = {}
     for g in groups:
-        n = kept_channels(g.size, ratio)
         order = torch.argsort(_importance(state, g), descending=True, stable=True)
-        idx = torch.sort(order[:n]).values
-        kept[g.name] = idx.tolist()
-        for name in g.writers:
-            out[name] = out[name].index_select(0, idx)
-        for name in g.readers:
-            out[name] = out[name].index_select(1, idx)
+        gone = order[kept_channels(g.size, ratio):]
+        kept[g.name] = sorted(order[:kept_channels(g.size, ratio)].tolist())
+        for name, dim, offset in g.slices():
+            mask = masks.setdefault((name, dim), torch.ones(state[name].shape[dim], dtype=torch.bool))
+            mask[gone + offset] = False
+    out = {k: v.clone() for k, v in state.items()}
+    for (name, dim), mask in masks.items():
+        out[name] = out[name].index_select(dim, mask.nonzero().flatten())
+    sliced = {state[name].data_ptr(): name for name, _ in masks}
+    for key, value in state.items():  # one tensor under two names (MONAI's DynUNet registers blocks twice)
+        if key not in {n for n, _ in masks} and value.numel() and value.data_ptr() in sliced:
+            out[key] = out[sliced[value.data_ptr()]]
     return out, kept

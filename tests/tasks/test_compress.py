@@ -1,5 +1,5 @@
-"""deepmia compress: distilled and pruned classifiers and a distilled U-Net on tiny synthetic data predict like any
-model directory, are smaller, carry a card naming their teacher; pruning removes the stated fraction of channels
+"""deepmia compress: distilled and pruned classifiers and a pruned + distilled U-Net on tiny synthetic data predict like
+any model directory, are smaller, carry a card naming their teacher; pruning removes the stated fraction of channels
 and is exact when those channels were zero; bad options and unsupported networks are typed errors."""
 
 from __future__ import annotations
@@ -144,6 +144,30 @@ def test_pruning_zero_channels_keeps_the_output_exactly() -> None:
         assert not torch.allclose(small(x), net(x), atol=1e-3)
 
 
+def test_pruning_a_unet_with_zero_channels_keeps_every_output_exactly() -> None:
+    """Skip connections (concatenated after the upsampled channels) and deep supervision heads included."""
+    from deepmia.engine.prune import dynunet_groups, kept_channels, prune_state_dict
+    from deepmia.nn import build_network
+
+    torch.manual_seed(0)
+    kw = {"spatial_dims": 3, "in_channels": 1, "out_channels": 3, "strides": [[1, 1, 1], [2, 2, 2], [2, 2, 2]],
+          "kernels": [[3, 3, 3]] * 3, "deep_supervision": True, "deep_supervision_heads": 1}
+    net = build_network("dynunet", filters=[4, 8, 16], **kw)
+    state = net.state_dict()
+    groups = dynunet_groups(state)
+    with torch.no_grad():
+        for g in groups:
+            for name, dim, _ in g.slices()[:len(g.writers)]:
+                state[name].narrow(dim, 0, g.size - kept_channels(g.size, 0.5)).zero_()
+    net.load_state_dict(state)
+    pruned, _ = prune_state_dict(net.state_dict(), groups, 0.5)
+    small = build_network("dynunet", filters=[2, 4, 8], **kw)
+    small.load_state_dict(pruned)
+    x = torch.randn(2, 1, 16, 16, 16)
+    torch.testing.assert_close(small(x), net(x), rtol=1e-4, atol=1e-5)  # training mode: every head's output
+    assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in net.parameters()) / 3
+
+
 def test_bad_ratio_and_unsupported_networks_are_typed_errors(teacher, tmp_path, capsys) -> None:
     from deepmia.cli.main import main
     from deepmia.tasks.compress import compress
@@ -168,14 +192,16 @@ def test_bad_ratio_and_unsupported_networks_are_typed_errors(teacher, tmp_path, 
         compress(dense, tmp_path / "b", ds_dir, _options(prune=0.5))
     seg = tmp_path / "seg"
     seg.mkdir()
-    shutil.copy(Path(__file__).resolve().parents[2] / "deepmia/models/hippocampus/plan.json", seg / "plan.json")
-    with pytest.raises(InvalidArgumentError, match="pruning of a segmentation U-Net is not supported"):
+    plan = json.loads((Path(__file__).resolve().parents[2] / "deepmia/models/hippocampus/plan.json").read_text())
+    plan.update(network="segresnet")
+    (seg / "plan.json").write_text(json.dumps(plan))
+    with pytest.raises(InvalidArgumentError, match="'segresnet' is not supported; supported: DynUNet"):
         compress(seg, tmp_path / "c", ds_dir, _options(prune=0.5))
     code = main(["compress", str(model_dir), "--out", str(tmp_path / "d"), "--dataset", str(ds_dir), "--prune", "1.5"])
     assert code == 2 and "between 0 and 1" in capsys.readouterr().err
 
 
-def test_distilled_unet_predicts_and_is_smaller(tmp_path) -> None:
+def test_pruned_and_distilled_unet_predicts_and_is_smaller(tmp_path) -> None:
     from deepmia.tasks import load_predictor
     from deepmia.tasks.compress import compress
     from deepmia.tasks.segment.train import train_fold
@@ -185,10 +211,11 @@ def test_distilled_unet_predicts_and_is_smaller(tmp_path) -> None:
     train_fold(spheres.root, teacher_dir, fold=0, overrides=TINY_UNET, cache=tmp_path / "cache", workers=1,
                log=lambda m: None)
     out = tmp_path / "small"
-    record = compress(teacher_dir, out, spheres.root, _options(distill=True, time_budget_s=3.0),
+    record = compress(teacher_dir, out, spheres.root, _options(distill=True, prune=0.5, time_budget_s=3.0),
                       cache=tmp_path / "cache", say=lambda m: None)
     assert json.loads((out / "plan.json").read_text())["network_params"]["filters"] == [2, 4, 8]
     assert record["student_parameters"] < record["teacher_parameters"]
+    assert record["method"] == "pruned and distilled" and record["pruned_channels"]["bottleneck.conv2"] == 8
     assert record["validation_dice"] is not None and (out / "fold_0" / "metrics.json").exists()
     result = load_predictor(out).predict(spheres.read_image("case0"))
     assert result.labels.array.shape[1:] == spheres.read_image("case0").spatial_shape

@@ -33,13 +33,13 @@ __all__ = ["compress_classifier", "prune_classifier"]
 
 
 def _check_network(plan: Any, model_dir: Path, options: CompressOptions) -> None:
-    from deepmia.engine.prune import PRUNABLE
+    from deepmia.engine.prune import PRUNABLE, PRUNABLE_SEGMENTATION
 
     if plan.network != "resnet" or plan.tabular is not None:
         what = "a fusion (image + clinical) network" if plan.tabular is not None else f"network {plan.network!r}"
         raise InvalidArgumentError(
-            f"compression of {what} is not supported; supported: {PRUNABLE} for --prune and --distill, "
-            "and 'dynunet' segmentation networks for --distill", path=model_dir / "plan.json")
+            f"compression of {what} is not supported; supported: {PRUNABLE} and {PRUNABLE_SEGMENTATION}",
+            path=model_dir / "plan.json")
     if options.prune is not None and int(plan.network_params.get("depth", 18)) >= 50:
         raise InvalidArgumentError(f"structured pruning supports only {PRUNABLE}, not depth "
                                    f"{plan.network_params['depth']}", path=model_dir / "plan.json",

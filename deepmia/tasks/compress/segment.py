@@ -1,4 +1,7 @@
-"""Compress a segmentation model: a DynUNet with every stage's filters scaled, distilled from the teacher.
+"""Compress a segmentation model: a DynUNet with every stage's filters scaled, distilled and/or pruned from the teacher.
+
+Pruning (``--prune R``): the teacher's weights with the fraction ``R`` of every convolution's output channels removed
+by filter L1 norm (:func:`deepmia.engine.prune.dynunet_groups`), fine-tuned at a quarter of the plan's learning rate.
 
 The student's loss on each augmented patch batch is ``(1 - alpha) * DiceCE(labels)`` (the plan's loss, deep
 supervision included) ``+ alpha * (T^2 * CE(softmax(z_t / T), softmax(z_s / T)) + soft Dice(softmax(z_s),
@@ -28,7 +31,7 @@ from deepmia.tasks.compress.common import (
     teacher_split,
 )
 
-__all__ = ["compress_segmenter", "distillation_loss"]
+__all__ = ["compress_segmenter", "distillation_loss", "prune_segmenter"]
 
 
 def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -49,18 +52,35 @@ def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature:
 
 
 def _student_plan(plan: Any, options: CompressOptions, model_dir: Path) -> Any:
-    from deepmia.engine.prune import PRUNABLE
+    from deepmia.engine.prune import PRUNABLE_SEGMENTATION
     from deepmia.tasks.segment.plan import apply_overrides
 
     if plan.network != "dynunet":
         raise InvalidArgumentError(f"compression of segmentation network {plan.network!r} is not supported; "
-                                   "supported: 'dynunet' (--distill)", path=model_dir / "plan.json")
-    if options.prune is not None:
-        raise InvalidArgumentError(
-            f"structured pruning of a segmentation U-Net is not supported (supported: {PRUNABLE})",
-            path=model_dir / "plan.json", fix="use --distill (a narrower U-Net trained on this model's outputs)")
+                                   f"supported: {PRUNABLE_SEGMENTATION}", path=model_dir / "plan.json")
     filters = scaled_widths(list(plan.network_params["filters"]), options)
-    return apply_overrides(plan, {"network_params.filters": filters, "schedule.time_budget_s": options.time_budget_s})
+    lr = plan.schedule.lr * (0.25 if options.prune is not None else 1.0)
+    return apply_overrides(plan, {"network_params.filters": filters, "schedule.time_budget_s": options.time_budget_s,
+                                  "schedule.lr": lr})
+
+
+def prune_segmenter(model: torch.nn.Module, plan: Any, ratio: float) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """``model``'s weights with ``ratio`` of every convolution's channels removed, in a DynUNet of ``plan``.
+
+    ``plan`` is the student's (filters already scaled); channels go by filter L1 norm, deep supervision heads
+    included.
+
+    Returns:
+        The pruned network and, per channel group, the kept channel indices.
+    """
+    from deepmia.engine.prune import dynunet_groups, prune_state_dict
+    from deepmia.tasks.segment.model import build_model
+
+    state = model.state_dict()
+    new_state, kept = prune_state_dict(state, dynunet_groups(state), ratio)
+    small = build_model(plan)
+    small.load_state_dict(new_state)
+    return small, kept
 
 
 def compress_segmenter(model_dir: Path, out: Path, dataset_dir: Path, options: CompressOptions, *,
@@ -100,6 +120,9 @@ def compress_segmenter(model_dir: Path, out: Path, dataset_dir: Path, options: C
                                    workers=workers)  # the teacher's preprocessing: the student's is the same
     seed_everything(options.seed + fold)
     model, loss_fn = build_model(plan), build_loss(plan.loss, **plan.loss_params)
+    kept = None
+    if options.prune is not None:
+        model, kept = prune_segmenter(teacher, plan, options.prune)
     sampler = PatchSampler(cache_dir, list(split["train"]), plan, seed=options.seed + fold)
     rng = np.random.default_rng(options.seed + 1000 + fold)
     alpha, t = options.alpha, options.temperature
@@ -144,6 +167,7 @@ def compress_segmenter(model_dir: Path, out: Path, dataset_dir: Path, options: C
               "teacher_filters": teacher_plan.network_params["filters"],
               "student_filters": plan.network_params["filters"],
               "training": training, "validation_dice": _mean_dice(summary),
+              "pruned_channels": None if kept is None else {g: len(k) for g, k in kept.items()},
               "teacher_validation_dice": _mean_dice(json.loads(teacher_metrics.read_text()))
               if teacher_metrics.exists() else None}
     return finish_directory(model_dir, out, options, record)
