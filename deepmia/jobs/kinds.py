@@ -239,7 +239,8 @@ def run_register(job: Claimed, ctx: JobContext) -> JobOutcome:
     ctx.progress(20)
     result = predictor.predict((fixed, moving))
     paths = result.write(ctx.out, "")
-    outputs = [_output(p, "warped" if "warped" in p.name or "moved" in p.name else "other") for p in paths]
+    kinds = {"warped.nii.gz": "warped", "warped_label.nii.gz": "label_map"}
+    outputs = [_output(p, kinds.get(p.name, "other")) for p in paths]
     return JobOutcome(outputs, {"summary": result.summary()})
 
 

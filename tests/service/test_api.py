@@ -235,3 +235,40 @@ def test_cli_predict_with_server_submits_a_job_and_downloads_the_same_label_map(
     with server.client(server.tokens["viewer"]) as c:
         jobs = c.get("/api/jobs", params={"series_id": hippo, "kind": "predict"}).json()["items"]
         assert jobs[0]["user"] == "annotator" and jobs[0]["model"] == "hippocampus"
+
+
+def test_upload_with_deid_stores_deidentified_files(server, hcrop):
+    import pydicom
+
+    original = pydicom.dcmread(next(hcrop.iterdir()), stop_before_pixels=True)
+    files = [("files", (p.name, p.read_bytes(), "application/dicom")) for p in sorted(hcrop.iterdir())[:3]]
+    with server.client(server.tokens["annotator"]) as c:
+        r = c.post("/api/uploads", params={"deid": "true"}, files=files)
+        assert r.status_code == 200, r.text
+        study = r.json()["studies"][0]
+        assert study["study_uid"] != original.StudyInstanceUID
+        stored = c.get(f"/api/series/{r.json()['series'][0]['id']}/original")
+    with zipfile.ZipFile(io.BytesIO(stored.content)) as z:
+        ds = pydicom.dcmread(io.BytesIO(z.read(z.namelist()[0])), stop_before_pixels=True)
+    assert ds.PatientIdentityRemoved == "YES"
+    assert ds.StudyInstanceUID == study["study_uid"] and ds.PatientID != original.PatientID
+
+
+def test_register_job_writes_the_warped_series(server):
+    from pathlib import Path
+
+    samples = Path(__file__).resolve().parents[2] / "deepmia" / "samples" / "hippocampus"
+    files = [("files", (n, (samples / n).read_bytes())) for n in ("hippocampus_001.nii.gz", "hippocampus_003.nii.gz")]
+    with server.client(server.tokens["annotator"]) as c:
+        stored = c.post("/api/uploads", files=files).json()["series"]
+        fixed, moving = (next(s["id"] for s in stored if n in s["description"]) for n in ("_001", "_003"))
+        r = c.post("/api/jobs", json={"kind": "register", "series_id": fixed, "moving_series_id": moving})
+        assert r.status_code == 201 and r.json()["model"] == "hippocampus_registration"
+        job = wait_job(c, r.json()["id"])
+        assert job["state"] == "done", (job["error"], job["log"][-2000:])
+        warped = next(o for o in job["outputs"] if o["kind"] == "warped")
+        data = c.get(f"/api/outputs/{warped['id']}")
+        fixed_image = c.get(f"/api/series/{fixed}/image")
+    image = nib.Nifti1Image.from_bytes(__import__("gzip").decompress(data.content))
+    reference = nib.Nifti1Image.from_bytes(__import__("gzip").decompress(fixed_image.content))
+    assert image.shape[:3] == reference.shape[:3]
