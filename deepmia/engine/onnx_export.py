@@ -238,20 +238,15 @@ def export_model(
     networks = record.setdefault("networks", {})
     for spec in specs:
         fp32 = onnx_file(model_dir, spec.name)
-        export_network(spec, fp32)
-        entry = {"weights": spec.weights.name, "weights_sha256": sha256(spec.weights) if spec.weights.is_file() else "",
-                 "inputs": {n: [int(s) for s in x.shape] for n, x in zip(spec.input_names, spec.example, strict=True)},
-                 "outputs": list(spec.output_names), "dynamic_axes": {k: {str(a): v for a, v in d.items()}
-                                                                    for k, d in spec.dynamic.items()},
-                 "files": {"fp32": {"file": fp32.name, "bytes": fp32.stat().st_size,
-                                    "max_abs_diff": _check_fp32(spec, fp32)}}}
-        old = networks.get(spec.name, {}).get("files", {})
-        stale = {k: v for k, v in old.items() if k != "fp32" and onnx_file(model_dir, spec.name, k).is_file()}
-        if stale and networks.get(spec.name, {}).get("weights_sha256") != entry["weights_sha256"]:
-            for k in stale:  # a quantised file of older weights would be refused later: remove it now
+        entry = _fp32_entry(spec, fp32, networks.get(spec.name, {}), reuse=bool(quantize))
+        old = networks.get(spec.name, {})
+        kept = {k: v for k, v in old.get("files", {}).items()
+                if k != "fp32" and onnx_file(model_dir, spec.name, k).is_file()}
+        if kept and old.get("weights_sha256") != entry["weights_sha256"]:
+            for k in kept:  # a quantised file of older weights would be refused later: remove it now
                 onnx_file(model_dir, spec.name, k).unlink()
         else:
-            entry["files"].update({k: v for k, v in stale.items()})
+            entry["files"].update(kept)
         if quantize == "fp16":
             dst = onnx_file(model_dir, spec.name, "fp16")
             quantize_fp16(fp32, dst)
@@ -263,6 +258,21 @@ def export_model(
         networks[spec.name] = entry
     (model_dir / RECORD).write_text(json.dumps(record, indent=2) + "\n")
     return record
+
+
+def _fp32_entry(spec: NetworkSpec, fp32: Path, previous: dict[str, Any], *, reuse: bool) -> dict[str, Any]:
+    """Export (or, when only quantising, reuse an export of the same weights) and describe the float32 file."""
+    weights = sha256(spec.weights) if spec.weights.is_file() else ""
+    done = previous.get("files", {}).get("fp32")
+    if reuse and done and fp32.is_file() and previous.get("weights_sha256") == weights:
+        return {**previous, "files": {"fp32": done}}
+    export_network(spec, fp32)
+    return {"weights": spec.weights.name, "weights_sha256": weights,
+            "inputs": {n: [int(s) for s in x.shape] for n, x in zip(spec.input_names, spec.example, strict=True)},
+            "outputs": list(spec.output_names),
+            "dynamic_axes": {k: {str(a): v for a, v in d.items()} for k, d in spec.dynamic.items()},
+            "files": {"fp32": {"file": fp32.name, "bytes": fp32.stat().st_size,
+                               "max_abs_diff": _check_fp32(spec, fp32)}}}
 
 
 def _int8(spec: NetworkSpec, model_dir: Path, feeds: list[dict[str, np.ndarray]], cases: Sequence[str],

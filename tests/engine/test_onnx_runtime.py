@@ -76,6 +76,28 @@ def test_a_tiny_network_runs_the_same_in_onnx_runtime_at_other_sizes_and_pickles
     assert torch.allclose(again(x), runner(x))
 
 
+def test_quantising_reuses_the_export_of_the_same_weights_and_a_new_export_drops_stale_files(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    net, holder, weights = _Tiny().eval(), [None], tmp_path / "fold_0" / "model_best.pt"
+    weights.parent.mkdir()
+    torch.save(net.state_dict(), weights)
+    export_model([_spec(net, weights, holder)], tmp_path)
+    fp32 = tmp_path / "fold_0" / "model.onnx"
+    before = fp32.stat().st_mtime_ns
+    record = export_model([_spec(net, weights, holder)], tmp_path, quantize="fp16")
+    assert fp32.stat().st_mtime_ns == before  # not exported again
+    assert set(record["networks"]["fold_0"]["files"]) == {"fp32", "fp16"}
+    assert record["networks"]["fold_0"]["files"]["fp16"]["max_abs_diff"] < 1e-2
+    with torch.no_grad():
+        net.conv.weight.mul_(2)
+    torch.save(net.state_dict(), weights)  # retrained: the fp16 file of the old weights must go
+    with pytest.raises(InvalidArgumentError, match="other weights"):
+        use_runtime(lambda: [_spec(net, weights, holder)], tmp_path, "onnx", "fp16")
+    record = export_model([_spec(net, weights, holder)], tmp_path)
+    assert set(record["networks"]["fold_0"]["files"]) == {"fp32"}
+    assert not (tmp_path / "fold_0" / "model_fp16.onnx").exists()
+
+
 def test_a_network_onnx_cannot_express_is_refused_naming_the_operator(tmp_path: Path) -> None:
     with pytest.raises(ExportError, match=r"eigvalsh|linalg_eigh|_linalg_eigh") as err:
         export_network(_spec(_NoOnnx().eval(), tmp_path / "w.pt", [None]), tmp_path / "model.onnx")
