@@ -25,7 +25,7 @@ sed '/^\/\/# sourceMappingURL=/d' "$pkg/dist/index.js" | node -e '
   const to = "      this.volumeTexture = outTexture;\n      if (!this.opts.deferGradient) this.gradientTexture = gradientGL({"
   if (s.split(from).length !== 2) { console.error("build_viewer: the gradient patch no longer applies; update it"); process.exit(1) }
   process.stdout.write(s.replace(from, "/* deepmia patch, see scripts/build_viewer.sh */\n" + to))
-' > "$out/niivue.js"
+' > "$out/niivue.tmp.js"
 version=$(node -p "require('./$pkg/package.json').version")
 {
   echo "NiiVue $version (npm @niivue/niivue, https://github.com/niivue/niivue), file dist/index.js as niivue.js,"
@@ -45,4 +45,8 @@ version=$(node -p "require('./$pkg/package.json').version")
     else echo "License: $(node -p "require('./viewer/node_modules/$dep/package.json').license")"; fi
   done
 } > "$out/LICENSE"
+# the licences also open the bundle as a comment, so they travel with the file wherever it is copied
+{ echo "/*! NiiVue and bundled libraries: licences (also in LICENSE beside this file)"; sed 's#\*/#* /#g' "$out/LICENSE"
+  echo "*/"; cat "$out/niivue.tmp.js"; } > "$out/niivue.js"
+rm "$out/niivue.tmp.js"
 echo "build_viewer: $out/niivue.js $(wc -c < "$out/niivue.js") bytes, NiiVue $version"

@@ -285,6 +285,25 @@ def test_a_window_preset_changes_the_image(page, service, studies):
     assert np.abs(_canvas(page) - auto).mean() < 1
 
 
+def test_a_quality_check_from_the_dialog_shows_its_flags(page, service, studies):
+    _open_study(page, service, *studies["mr"])
+    page.click("#run-open")
+    page.select_option("#run-model", "__quality")
+    assert not page.is_visible("#run-moving")  # a moving series only for a registration model
+    page.click("#run-submit")
+    page.wait_for_selector("#run-state:has-text('done')", timeout=JOB_TIMEOUT_MS)
+    page.click("#run-dialog button:has-text('Close')")
+    page.wait_for_selector("#quality tbody tr")
+    job = _get(service, "/api/jobs?kind=quality")["items"][0]
+    out = next(o for o in job["outputs"] if o["name"].endswith(".json"))
+    report = _get(service, f"/api/outputs/{out['id']}")
+    shown = page.locator("#quality tbody tr")
+    assert shown.count() == len(report["measures"])
+    flagged = [m["name"] for m in report["measures"] if m["status"] not in ("pass", "info")]
+    assert page.locator("#quality tbody tr.flag").count() == len(flagged)
+    assert report["status"] in page.text_content("#quality")
+
+
 def test_clicking_a_bccd_detection_moves_the_crosshair_to_it(page, service, studies):
     _open_study(page, service, *studies["bccd"])
     page.click("[data-layout=axial]")

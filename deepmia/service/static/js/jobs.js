@@ -25,6 +25,16 @@ export function follow(jobId, onUpdate) {
   })
 }
 
+const QUALITY = '__quality'
+
+// the job for the dialog's choice: a quality check, a registration (fixed = the series, moving) or a prediction
+export function jobRequest(models, name, seriesId, movingId) {
+  if (name === QUALITY) return { kind: 'quality', series_id: seriesId }
+  const task = models.find((m) => m.name === name)?.task
+  if (task === 'registration') return { kind: 'register', model: name, series_id: seriesId, moving_series_id: movingId }
+  return { kind: 'predict', model: name, series_id: seriesId }
+}
+
 export class RunDialog {
   constructor(dialog, { seriesList, currentSeries, onFinished }) {
     this.dialog = dialog
@@ -36,22 +46,30 @@ export class RunDialog {
   async open() {
     const models = await api('/api/models')
     const model = el('select', { id: 'run-model', name: 'model', required: true },
-      models.map((m) => el('option', { value: m.name }, `${m.name} (${m.task})`)))
-    const series = el('select', { id: 'run-series', name: 'series' },
-      this.seriesList().map((s) => el('option', { value: s.id, selected: s.id === this.currentSeries()?.id },
-        `${s.number ?? ''} ${s.description || s.modality || 'series ' + s.id}`)))
+      models.map((m) => el('option', { value: m.name }, `${m.name} (${m.task})`)),
+      el('option', { value: QUALITY }, 'quality check (no model)'))
+    const seriesOptions = () => this.seriesList().map((s) => el('option', {
+      value: s.id, selected: s.id === this.currentSeries()?.id,
+    }, `${s.number ?? ''} ${s.description || s.modality || 'series ' + s.id}`))
+    const series = el('select', { id: 'run-series', name: 'series' }, seriesOptions())
+    const moving = el('select', { id: 'run-moving', name: 'moving' }, seriesOptions())
+    const movingRow = el('label', { hidden: true }, 'Moving series ', moving)
     const progress = el('progress', { id: 'run-progress', max: 100, value: 0, hidden: true })
     const state = el('p', { id: 'run-state', role: 'status' })
     const error = el('p', { class: 'error', role: 'alert', hidden: true })
     const card = el('pre', { class: 'card' })
-    const showCard = () => { card.textContent = (models.find((m) => m.name === model.value)?.card_markdown || '').slice(0, 1500) }
+    const showCard = () => {
+      const m = models.find((x) => x.name === model.value)
+      card.textContent = (m?.card_markdown || '').slice(0, 1500)
+      movingRow.hidden = m?.task !== 'registration'
+    }
     model.addEventListener('change', showCard)
     showCard()
     const submit = el('button', { id: 'run-submit', type: 'submit' }, 'Run')
     const close = el('button', { type: 'button', onclick: () => this.dialog.close() }, 'Close')
     const form = el('form', { method: 'dialog' },
       el('h2', {}, 'Run a model'),
-      el('label', {}, 'Model ', model), el('label', {}, 'Series ', series),
+      el('label', {}, 'Model ', model), el('label', {}, 'Series ', series), movingRow,
       el('details', {}, el('summary', {}, 'model card'), card),
       el('div', { class: 'buttons' }, submit, close), progress, state, error)
     form.addEventListener('submit', async (event) => {
@@ -59,7 +77,7 @@ export class RunDialog {
       error.hidden = true
       submit.disabled = true
       try {
-        const job = await api('/api/jobs', { json: { kind: 'predict', model: model.value, series_id: Number(series.value) } })
+        const job = await api('/api/jobs', { json: jobRequest(models, model.value, Number(series.value), Number(moving.value)) })
         progress.hidden = false
         const done = await follow(job.id, (j) => {
           progress.value = j.progress ?? 0

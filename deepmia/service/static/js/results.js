@@ -17,14 +17,23 @@ function section(id, title, ...children) {
   return el('section', { id, class: 'result' }, el('h3', {}, title), ...children)
 }
 
-// quality results: rows, or an object of measures whose flags (booleans, or keys named *flag*) are marked
+// quality results: an overall status and one row per measure; a measure that is not 'pass' or 'info' is flagged
 function qualityView(data) {
-  if (Array.isArray(data)) return table(data, Object.keys(data[0] || {}))
-  const rows = Object.entries(data).map(([k, v]) => {
-    const flag = typeof v === 'boolean' || /flag|warn/i.test(k)
-    return el('tr', { class: flag && v && (v !== false) ? 'flag' : '' }, el('td', {}, k), el('td', {}, fmt(v)))
-  })
-  return el('table', { class: 'grid small' }, el('tbody', {}, rows))
+  const rows = Array.isArray(data) ? data : data.measures
+  if (!Array.isArray(rows)) {
+    return el('table', { class: 'grid small' }, el('tbody', {},
+      Object.entries(data).map(([k, v]) => el('tr', {}, el('td', {}, k), el('td', {}, fmt(v))))))
+  }
+  const cols = ['name', 'value', 'unit', 'status'].filter((c) => rows.some((r) => c in r))
+  const ok = new Set(['pass', 'info', 'ok', undefined])
+  return el('div', {},
+    data.status ? el('p', { class: ok.has(data.status) ? '' : 'error' }, `overall: ${data.status}`) : null,
+    el('table', { class: 'grid small' },
+      el('thead', {}, el('tr', {}, cols.map((c) => el('th', {}, c)))),
+      el('tbody', {}, rows.map((r) => el('tr', {
+        class: ok.has(r.status) ? '' : 'flag', title: [r.meaning, r.threshold].filter(Boolean).join('; '),
+      },
+        cols.map((c) => el('td', {}, fmt(r[c]))))))))
 }
 
 export async function renderResults(job, panel) {
