@@ -81,9 +81,12 @@ def export_onnx(
     from deepmia._validate import look_up_option
     from deepmia.cli._common import console
     from deepmia.engine.onnx_export import export_model, record_inputs
-    from deepmia.tasks import load_predictor, resolve_model, task_of_model
+    from deepmia.tasks import load_predictor, resolve_model, shipped_models, task_of_model
 
     model_dir = resolve_model(model_dir)
+    if model_dir.resolve() in {p.resolve() for p in shipped_models()}:
+        raise InvalidArgumentError("a shipped model's folder belongs to the installed package: export a copy of it",
+                                   path=model_dir, fix=f"cp -r {model_dir} my_model && deepmia export onnx my_model")
     quantize = None if quantize is None else look_up_option(quantize, ("fp16", "int8"), what="--quantize")
     if quantize != "int8" and calibration is not None:
         raise InvalidArgumentError("--calibration is only used with --quantize int8", fix="add --quantize int8")

@@ -105,6 +105,14 @@ def test_a_network_onnx_cannot_express_is_refused_naming_the_operator(tmp_path: 
     assert not (tmp_path / "model.onnx").exists()
 
 
+def test_exporting_into_a_shipped_model_folder_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    from deepmia.cli.main import main
+
+    assert main(["export", "onnx", "hippocampus"]) == 2
+    assert "export a copy" in capsys.readouterr().err
+    assert not list(resolve_model("hippocampus").glob("fold_*/*.onnx"))
+
+
 def test_runtime_onnx_without_an_export_tells_the_export_command(tmp_path: Path) -> None:
     model = _copy("hippocampus", tmp_path)
     with pytest.raises(InvalidArgumentError, match="deepmia export onnx") as err:
