@@ -449,7 +449,8 @@ def dicom_outputs(name: str, result: Any, out_dir: str | os.PathLike[str], *,
     """Write the DICOM objects of one result into ``out_dir/dicom/`` (``out_dir/<subfolder>``).
 
     ``<name>.seg.dcm`` for a segmentation (with ``probabilities`` also ``<name>.prob.seg.dcm``, a fractional SEG),
-    ``<name>.sr.dcm`` for a segmentation, classification or detection. The source is the DICOM series or file the
+    ``<name>.sr.dcm`` for a segmentation, classification or detection, and ``<name>.report.dcm``, the clinical
+    report (:mod:`deepmia.report.clinical`) as an Encapsulated PDF. The source is the DICOM series or file the
     input was read from (its image's ``meta``); for a non-DICOM input with an ``identity`` (a patient), the
     input written as a DICOM series into ``<name>.source/`` (see :func:`deepmia.report.dicom_source.made_source`).
 
@@ -459,6 +460,7 @@ def dicom_outputs(name: str, result: Any, out_dir: str | os.PathLike[str], *,
             where one is needed.
     """
     from deepmia.io import image_stem
+    from deepmia.report.clinical.encapsulated import report_dicom
 
     if result.task not in ("segment", "classify", "detect"):
         raise InvalidArgumentError(f"no DICOM output for a {result.task} result", fix="leave out --dicom")
@@ -470,9 +472,11 @@ def dicom_outputs(name: str, result: Any, out_dir: str | os.PathLike[str], *,
     where = dst / f"{stem}.sr.dcm"
     datasets = _prepared(datasets, where, frame_of_reference=_needs_frame(result))  # once for all objects
     sr_path = dst / f"{stem}.sr.dcm"
+    report = functools.partial(report_dicom, name, result, out_dir, model_dir=model_dir, datasets=datasets,
+                               subfolder=subfolder)
     if result.task != "segment":
         write_sr(result, datasets, sr_path, codes=codes, model_name=model_name)
-        return [*written, sr_path]
+        return [*written, sr_path, report()]
     seg_path = dst / f"{stem}.seg.dcm"
     seg = write_seg(result, datasets, seg_path, codes=codes, model_name=model_name)
     written += [seg_path]
@@ -480,7 +484,7 @@ def dicom_outputs(name: str, result: Any, out_dir: str | os.PathLike[str], *,
         written.append(dst / f"{stem}.prob.seg.dcm")
         write_fractional_seg(result, datasets, written[-1], codes=codes, model_name=model_name)
     write_sr(result, datasets, sr_path, segmentation=seg, codes=codes, model_name=model_name)
-    return [*written, sr_path]
+    return [*written, sr_path, report()]
 
 
 def _source_of(result: Any, folder: Path, identity: DicomIdentity | None) -> tuple[list[Any], list[Path]]:

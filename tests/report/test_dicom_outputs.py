@@ -135,9 +135,10 @@ def _dciodvfy_errors(path: Path) -> list[str]:
 
 @pytest.mark.slow
 def test_predict_dicom_writes_a_seg_equal_to_the_label_map_and_an_sr_of_its_volumes(predicted, series):
-    assert sorted(p.name for p in (predicted / "dicom").iterdir()) == ["hippo.prob.seg.dcm", "hippo.seg.dcm",
-                                                                      "hippo.sr.dcm"]
+    assert sorted(p.name for p in (predicted / "dicom").iterdir()) == ["hippo.prob.seg.dcm", "hippo.report.dcm",
+                                                                      "hippo.seg.dcm", "hippo.sr.dcm"]
     _check_outputs(predicted, series, "hippo")
+    assert _dciodvfy_errors(predicted / "dicom" / "hippo.report.dcm") == []  # the Encapsulated PDF report
     record = json.loads((predicted / "run.json").read_text())
     assert "dicom/hippo.seg.dcm" in record["outputs"] and "dicom/hippo.sr.dcm" in record["outputs"]
 
@@ -290,7 +291,7 @@ def test_classification_sr_holds_the_finding_and_the_calibrated_probabilities(tm
     xray = REPO / "deepmia" / "samples" / "xray" / "pneumoniamnist_test_001_label0.png"
     result = _predict_on_dicom_copy("pneumoniamnist", xray, "DX", tmp_path / "src")
     written = dicom_outputs("case.png", result, tmp_path / "out", model_dir=REPO / "models" / "pneumoniamnist")
-    assert written == [tmp_path / "out" / "dicom" / "case.sr.dcm"]
+    assert written == [tmp_path / "out" / "dicom" / "case.sr.dcm", tmp_path / "out" / "dicom" / "case.report.dcm"]
     groups = {g.tracking_identifier: g for g in _sr_groups(written[0], "image_measurement")}
     assert set(groups) == {"decision", *result.class_names}
     assert groups["decision"].finding_type.meaning == _meaning(result.label)
@@ -360,7 +361,8 @@ def _sr_volumes(path: Path) -> dict[str, float]:
 def test_export_dicom_writes_the_seg_and_sr_of_an_existing_prediction(predicted, series, tmp_path):
     out = tmp_path / "exported"
     assert main(["export", "dicom", str(predicted), str(series), str(out), "--probabilities"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["hippo.prob.seg.dcm", "hippo.seg.dcm", "hippo.sr.dcm"]
+    assert sorted(p.name for p in out.iterdir()) == ["hippo.prob.seg.dcm", "hippo.report.dcm", "hippo.seg.dcm",
+                                                     "hippo.sr.dcm"]
     labels = read_image(predicted / "hippo.nii.gz", kind="label")
     assert np.array_equal(read_seg(out / "hippo.seg.dcm", series).array, labels.array)
     assert _sr_volumes(out / "hippo.sr.dcm") == pytest.approx(_sr_volumes(predicted / "dicom" / "hippo.sr.dcm"))

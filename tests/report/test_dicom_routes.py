@@ -120,7 +120,8 @@ def test_a_nifti_segmentation_with_a_patient_id_gets_seg_and_fractional_seg_on_a
     identity = DicomIdentity(patient_id="P-1").resolved()
     written = dicom_outputs("hippocampus_003.nii.gz", result, tmp_path, identity=identity, probabilities=True)
     names = sorted(p.name for p in written)
-    assert names[-3:] == ["hippocampus_003.prob.seg.dcm", "hippocampus_003.seg.dcm", "hippocampus_003.sr.dcm"]
+    assert names[-4:] == ["hippocampus_003.prob.seg.dcm", "hippocampus_003.report.dcm", "hippocampus_003.seg.dcm",
+                          "hippocampus_003.sr.dcm"]
     source = tmp_path / "dicom" / "hippocampus_003.source"
     made = read_image(source)
     assert np.allclose(made.affine, image.affine, atol=1e-4)
@@ -176,7 +177,8 @@ def test_3d_detections_become_volumetric_rois_with_one_outline_per_slice(tmp_pat
     boxes = np.array([[2, 3, 4.5, 10, 12, 7.2], [5, 5, 10, 8, 9, 11], [1, 1, 1, 2, 2, 2]], dtype=float)
     result = DetectResult(case="c", boxes=boxes, scores=np.array([0.9, 0.5, 0.1]), labels=np.array([0, 1, 0]),
                           class_names=["nodule", "mass"], affine=source.affine, min_score=0.3, image=source)
-    (sr_path,) = dicom_outputs("c", result, tmp_path / "out")
+    sr_path, report = dicom_outputs("c", result, tmp_path / "out")
+    assert report.name == "c.report.dcm"
     groups = _sr(sr_path).get_volumetric_roi_measurement_groups()
     assert len(groups) == 2  # the third box is under min_score
     by_position = {}

@@ -130,7 +130,7 @@ def report_dicom(name: str, result: Any, out_dir: str | os.PathLike[str], *,
     """
     from deepmia.io import image_stem
     from deepmia.report.clinical.render import results_report
-    from deepmia.report.dicom import source_datasets
+    from deepmia.report.dicom_source import source_datasets
 
     if datasets is None:
         image = result.labels if result.task == "segment" else getattr(result, "image", None)
