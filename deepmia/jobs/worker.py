@@ -138,7 +138,7 @@ def worker_main(db_url: str, data_dir: str, models_dir: str | None, parent_pid: 
     name = worker_name(index)
     models = Path(models_dir) if models_dir else None
     while os.getppid() == parent_pid:
-        job = claim(catalog, name, per_user_limit=per_user_limit)
+        job = claim(catalog, name, kinds=list(KINDS), per_user_limit=per_user_limit)  # not the PACS node's jobs
         if job is None:
             time.sleep(POLL_S)
             continue
