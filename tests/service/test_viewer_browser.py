@@ -208,21 +208,22 @@ LABEL_CENTROID_MM = """() => {
 def test_the_worklist_lists_sorts_and_filters_the_uploaded_studies(page, service, studies):
     rows = page.locator("#studies tbody tr[data-study]")
     rows.first.wait_for()
-    assert rows.count() == 2
+    total = _get(service, "/api/studies")["total"]  # 2, or 3 when this worker's CT test ran first
+    assert rows.count() == total >= 2
     page.fill("#f-modality", "MR")
     page.click("#filters button[type=submit]")
     playwright_api.expect(page.locator("#studies tbody tr[data-study]")).to_have_count(1)
     assert page.locator("#studies tbody tr[data-study]").get_attribute("data-study") == str(studies["mr"][0])
     page.fill("#f-modality", "")
     page.click("#filters button[type=submit]")
-    playwright_api.expect(page.locator("#studies tbody tr[data-study]")).to_have_count(2)
+    playwright_api.expect(page.locator("#studies tbody tr[data-study]")).to_have_count(total)
     for sort, css in (("patient", "asc"), ("-patient", "desc")):
         page.click("th[data-sort=patient]")
         page.wait_for_selector(f"th[data-sort=patient].{css}")
         expected = [str(s["id"]) for s in _get(service, f"/api/studies?sort={sort}")["items"]]
         shown = page.locator("#studies tbody tr[data-study]")
         playwright_api.expect(shown.first).to_have_attribute("data-study", expected[0])
-        assert [shown.nth(i).get_attribute("data-study") for i in range(2)] == expected
+        assert [shown.nth(i).get_attribute("data-study") for i in range(total)] == expected
     IMAGES.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(IMAGES / "service_worklist.png"))
     page.click(f"#studies tbody tr[data-study='{studies['mr'][0]}']")
