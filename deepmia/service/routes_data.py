@@ -107,7 +107,9 @@ def series_image(request: Request, who: Viewer, series_id: Id,
     files, dicom, key = _series_files(request, series_id)
     cache = Path(request.app.state.settings.data_dir) / "cache"
     target = cache / f"series-{series_id}-{key}.nii.gz"
-    if not target.is_file():
+    if not dicom and files[0].name.endswith(".nii.gz"):
+        target = files[0]  # an uploaded NIfTI is served as stored: no conversion on the first open
+    elif not target.is_file():
         from deepmia.io import write_image
         from deepmia.jobs.kinds import read_files
 

@@ -272,3 +272,4 @@ def test_register_job_writes_the_warped_series(server):
     image = nib.Nifti1Image.from_bytes(__import__("gzip").decompress(data.content))
     reference = nib.Nifti1Image.from_bytes(__import__("gzip").decompress(fixed_image.content))
     assert image.shape[:3] == reference.shape[:3]
+    assert fixed_image.content == (samples / "hippocampus_001.nii.gz").read_bytes()  # served as uploaded
