@@ -273,3 +273,20 @@ def test_register_job_writes_the_warped_series(server):
     reference = nib.Nifti1Image.from_bytes(__import__("gzip").decompress(fixed_image.content))
     assert image.shape[:3] == reference.shape[:3]
     assert fixed_image.content == (samples / "hippocampus_001.nii.gz").read_bytes()  # served as uploaded
+
+
+def test_cancelling_a_running_job_stops_it_and_the_pool_goes_on(server):
+    import time
+
+    hippo = _series_id(server.upload, "HippoCrop")
+    with server.client(server.tokens["annotator"]) as c:
+        job_id = c.post("/api/jobs", json={"kind": "predict", "model": "hippocampus", "series_id": hippo}).json()["id"]
+        deadline = time.monotonic() + 120
+        while c.get(f"/api/jobs/{job_id}").json()["state"] != "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert c.post(f"/api/jobs/{job_id}/cancel").status_code == 200
+        job = wait_job(c, job_id, timeout=30)
+        assert job["state"] == "cancelled" and job["outputs"] == []
+        after = c.post("/api/jobs", json={"kind": "quality", "series_id": hippo}).json()["id"]
+        assert wait_job(c, after)["state"] == "done"  # a new worker took the cancelled one's place
