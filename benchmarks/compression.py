@@ -236,16 +236,20 @@ def main() -> None:
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     results_path = REPO / "benchmarks" / "results" / "compression.json"
-    res = json.loads(results_path.read_text()) if results_path.exists() else {}
-    res.update(date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-               machine={"cpu": platform.processor() or platform.machine(), "python": platform.python_version()})
-    if not args.skip_cls:
-        res["classification"] = classification(args, args.work)
+
+    def save(key: str, value: dict[str, Any]) -> dict[str, Any]:
+        """Merge one part into the results file (the other part may come from another run)."""
+        res = json.loads(results_path.read_text()) if results_path.exists() else {}
+        res.update({key: value}, date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                   machine={"cpu": platform.processor() or platform.machine(), "python": platform.python_version()})
         results_path.write_text(json.dumps(res, indent=1, default=float) + "\n")
+        results_path.with_suffix(".md").write_text(markdown(res))
+        return res
+
+    if not args.skip_cls:
+        res = save("classification", classification(args, args.work))
     if not args.skip_seg:
-        res["segmentation"] = segmentation(args, args.work)
-    results_path.write_text(json.dumps(res, indent=1, default=float) + "\n")
-    results_path.with_suffix(".md").write_text(markdown(res))
+        res = save("segmentation", segmentation(args, args.work))
     print(markdown(res))
 
 

@@ -52,6 +52,9 @@ class ChannelGroup:
     size: int
     writers: list[str | tuple[str, int]] = field(default_factory=list)
     readers: list[str | tuple[str, int, int]] = field(default_factory=list)
+    #: What ranks the channels: the L1 norm of the ``writers``' filters, of the ``readers``' weights on them (for
+    #: outputs normalised without an affine scale, whose own filter norm says nothing), or the product (``both``).
+    rank_by: str = "writers"
 
     def slices(self) -> list[tuple[str, int, int]]:
         """Every ``(name, dim, offset)`` this group's channels occupy, writers first."""
@@ -177,16 +180,27 @@ def dynunet_groups(state: Mapping[str, Any]) -> list[ChannelGroup]:
     return groups
 
 
-def _importance(state: Mapping[str, Any], group: ChannelGroup) -> Any:
-    """Per channel, the summed L1 norm of the filters (convolution weights) that write it."""
+def _l1(state: Mapping[str, Any], slices: list[tuple[str, int, int]], size: int) -> Any:
+    """Per channel, the summed L1 norm of the weight slices (convolution and linear weights only)."""
     import torch
 
-    total = torch.zeros(group.size)
-    for name, dim, _ in group.slices()[:len(group.writers)]:
+    total = torch.zeros(size)
+    for name, dim, offset in slices:
         w = state[name]
-        if w.dim() >= 3 or (w.dim() == 2 and dim == 0):
-            total += w.detach().float().abs().movedim(dim, 0).reshape(w.shape[dim], -1).sum(1)
+        if w.dim() >= 2:
+            total += w.detach().float().abs().narrow(dim, offset, size).movedim(dim, 0).reshape(size, -1).sum(1)
     return total
+
+
+def _importance(state: Mapping[str, Any], group: ChannelGroup) -> Any:
+    """Per channel, the L1 norm of the filters that write it, of the weights that read it, or their product."""
+    slices = group.slices()
+    writers, readers = slices[:len(group.writers)], slices[len(group.writers):]
+    if group.rank_by == "writers":
+        return _l1(state, writers, group.size)
+    if group.rank_by == "readers":
+        return _l1(state, readers, group.size)
+    return _l1(state, writers, group.size) * _l1(state, readers, group.size)
 
 
 def prune_state_dict(

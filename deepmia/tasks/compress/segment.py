@@ -1,7 +1,9 @@
 """Compress a segmentation model: a DynUNet with every stage's filters scaled, distilled and/or pruned from the teacher.
 
 Pruning (``--prune R``): the teacher's weights with the fraction ``R`` of every convolution's output channels removed
-by filter L1 norm (:func:`deepmia.engine.prune.dynunet_groups`), fine-tuned at a quarter of the plan's learning rate.
+by filter L1 norm (:func:`deepmia.engine.prune.dynunet_groups`), fine-tuned at the plan's learning rate (pruning half
+of a U-Net's channels loses whole classes until it is retrained: measured on hippocampus, posterior Dice 0 after 153
+steps at a quarter of it).
 
 The student's loss on each augmented patch batch is ``(1 - alpha) * DiceCE(labels)`` (the plan's loss, deep
 supervision included) ``+ alpha * (T^2 * CE(softmax(z_t / T), softmax(z_s / T)) + soft Dice(softmax(z_s),
@@ -59,9 +61,7 @@ def _student_plan(plan: Any, options: CompressOptions, model_dir: Path) -> Any:
         raise InvalidArgumentError(f"compression of segmentation network {plan.network!r} is not supported; "
                                    f"supported: {PRUNABLE_SEGMENTATION}", path=model_dir / "plan.json")
     filters = scaled_widths(list(plan.network_params["filters"]), options)
-    lr = plan.schedule.lr * (0.25 if options.prune is not None else 1.0)
-    return apply_overrides(plan, {"network_params.filters": filters, "schedule.time_budget_s": options.time_budget_s,
-                                  "schedule.lr": lr})
+    return apply_overrides(plan, {"network_params.filters": filters, "schedule.time_budget_s": options.time_budget_s})
 
 
 def prune_segmenter(model: torch.nn.Module, plan: Any, ratio: float) -> tuple[torch.nn.Module, dict[str, Any]]:
