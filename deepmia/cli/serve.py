@@ -60,6 +60,9 @@ def serve(
                                       help="A reverse proxy terminates TLS (cookies are marked Secure)."),
     cors_origin: list[str] = typer.Option([], "--cors-origin", help="Allow cross-origin requests from this origin."),
     samples: bool = typer.Option(False, "--samples", help="Store the bundled samples (once) to try the service."),
+    per_user_jobs: int = typer.Option(
+        None, "--per-user-jobs", min=1,
+        help="Jobs of one user running at once (default: all workers up to 2, else all but one)."),
 ) -> None:
     """Run the REST service and the web viewer (uvicorn); API documentation at /docs."""
     check_bind(host, allow_remote=allow_remote, tls_cert=tls_cert, tls_key=tls_key, behind_proxy=behind_proxy)
@@ -71,7 +74,8 @@ def serve(
 
     settings = Settings(db=db, data_dir=data, models_dir=models, workers=workers,
                         max_upload_bytes=int(max_upload_mb * (1 << 20)),
-                        secure_cookies=bool(tls_cert) or behind_proxy, cors_origins=list(cors_origin))
+                        secure_cookies=bool(tls_cert) or behind_proxy, cors_origins=list(cors_origin),
+                        per_user_running=per_user_jobs or (workers if workers <= 2 else workers - 1))
     app = create_app(settings)
     if samples:
         from deepmia.service.uploads import load_samples
