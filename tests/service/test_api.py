@@ -194,10 +194,17 @@ def test_browser_login_sets_safe_cookies_and_needs_csrf_for_changes(server):
         assert c.get("/api/me").status_code == 401
 
 
-def test_cors_is_closed_by_default(server):
+def test_cors_is_closed_by_default_and_the_docs_and_viewer_are_served(server):
     with server.client(server.tokens["viewer"]) as c:
         r = c.get("/api/studies", headers={"Origin": "https://evil.example"})
         assert "access-control-allow-origin" not in r.headers
+        assert r.headers["x-content-type-options"] == "nosniff" and r.headers["cache-control"] == "no-store"
+        preflight = {"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"}
+        r = c.options("/api/studies", headers=preflight)
+        assert "access-control-allow-origin" not in r.headers
+    with server.client() as anonymous:
+        assert anonymous.get("/docs").status_code == 200
+        assert anonymous.get("/").status_code == 200
 
 
 def test_job_events_stream_until_the_job_ends_and_cancel(server):
