@@ -56,6 +56,8 @@ def scan(
     db: str = typer.Option(None, "--db", help=DB_HELP),
     workers: int = typer.Option(None, "--workers", "-j", min=1, help="Header-parsing processes (default: CPU count)."),
     batch_size: int = typer.Option(200, "--batch-size", min=1, help="Files committed per database transaction."),
+    ray: str = typer.Option(None, "--ray", help="Parse headers as tasks on this Ray cluster (HOST:PORT or auto); "
+                                                "the files must be at the same paths on every node."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Index the DICOM files below FOLDER; unchanged files are skipped, bad files are recorded and listed.
@@ -69,13 +71,19 @@ def scan(
     if folder.is_dir() and not any(p.is_file() for p in folder.rglob("*")):
         raise ReadError("no files found: the folder is empty", path=folder,
                         fix="give the folder holding the DICOM files")
+    reader = None
+    if ray is not None:
+        from deepmia.distributed.scan import ray_header_reader
+
+        reader = ray_header_reader(ray)
     with _open(db) as catalog, progress() as bar:
         task = bar.add_task(f"scanning {folder}", total=None)
 
         def on_progress(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
 
-        report = run_scan(catalog, folder, workers=workers, batch_size=batch_size, on_progress=on_progress)
+        report = run_scan(catalog, folder, workers=workers, batch_size=batch_size, on_progress=on_progress,
+                          reader=reader)
     if as_json:
         print_json({**report.summary(), "errors": report.errors})
     else:

@@ -113,3 +113,26 @@ def test_a_ray_address_that_is_not_host_port_is_refused(classifier, pngs, tmp_pa
         from deepmia.distributed.ray_backend import connect
 
         connect("nowhere")
+
+
+@pytest.mark.shared_data
+def test_a_catalog_scan_on_ray_indexes_what_a_local_scan_indexes(cluster, shared_data, tmp_path):
+    import ray
+
+    from deepmia.data.catalog import open_catalog, scan
+    from deepmia.distributed.scan import ray_header_reader
+
+    root = shared_data / "dicom" / "mr_study"
+    with open_catalog(tmp_path / "local.sqlite") as catalog:
+        local = scan(catalog, root, workers=1)
+        expected = (catalog.counts(), catalog.series(), catalog.errors())
+    try:
+        reader = ray_header_reader(cluster.address, files_per_task=16, in_flight=2)
+        with open_catalog(tmp_path / "ray.sqlite") as catalog:
+            on_ray = scan(catalog, root, reader=reader)
+            found = (catalog.counts(), catalog.series(), catalog.errors())
+    finally:
+        ray.shutdown()
+    assert on_ray.read == local.read > 16 and on_ray.added == local.added
+    assert found[0] == expected[0] and found[2] == expected[2]
+    assert [s["series_uid"] for s in found[1]] == [s["series_uid"] for s in expected[1]]

@@ -452,6 +452,7 @@ def scan(
     workers: int | None = None,
     batch_size: int = 200,
     on_progress: Callable[[int, int], None] | None = None,
+    reader: Callable[[list[str]], Iterable[dict[str, Any]]] | None = None,
 ) -> ScanReport:
     """Index the DICOM files below ``root`` into ``catalog``, incrementally.
 
@@ -461,6 +462,8 @@ def scan(
         workers: Header-parsing processes; ``None`` for the number of CPUs, 1 to parse in this process.
         batch_size: Files written per database transaction (a killed scan loses at most one batch of work).
         on_progress: Called with ``(files done, files to read)`` after each batch.
+        reader: Parses the headers of many files elsewhere (e.g. as Ray tasks): ``reader(paths)`` yields
+            :func:`read_header`'s result for each path, in any order; ``None`` uses ``workers`` local processes.
 
     Returns:
         A :class:`ScanReport`; its ``errors`` lists every problem file below ``root``.
@@ -485,7 +488,7 @@ def scan(
         s.flush()
         report = ScanReport(root=str(folder), job_id=job.id)
     try:
-        _run(catalog, folder, report, workers, batch_size, on_progress)
+        _run(catalog, folder, report, workers, batch_size, on_progress, reader)
     except BaseException as exc:
         with catalog.session() as s:
             job = s.get(Job, report.job_id)
@@ -502,7 +505,7 @@ def scan(
 
 
 def _run(catalog: Catalog, folder: Path, report: ScanReport, workers: int, batch_size: int,
-         on_progress: Callable[[int, int], None] | None) -> None:
+         on_progress: Callable[[int, int], None] | None, reader: Callable | None = None) -> None:
     prefix = _folder_prefix(folder)
     walk = _walk(folder, _skip_paths(catalog))
     report.files = len(walk.files)
@@ -530,7 +533,8 @@ def _run(catalog: Catalog, folder: Path, report: ScanReport, workers: int, batch
     if on_progress:
         on_progress(0, total)
     try:
-        for batch in _batches(_read_all(to_read, workers), batch_size):
+        headers = _read_all(to_read, workers) if reader is None else reader(to_read)
+        for batch in _batches(headers, batch_size):
             done += len(batch)
             writer.write(batch, done=done, total=total)
             if on_progress:
