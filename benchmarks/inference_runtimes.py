@@ -148,7 +148,8 @@ def classify(runtime: str, precision: str, model: Path, data: Path, cases: int) 
     torch.set_num_threads(THREADS)
     npz = np.load(data / "medmnist" / "pneumoniamnist.npz")
     n = min(cases, len(npz["test_images"]))
-    images = [Image(a[None].astype(np.float32), np.eye(4), meta={"case_id": f"test_{i}"})
+    # deepmia reads a picture with array axes (x = column, y = row): the npz rows are transposed, as a PNG read is
+    images = [Image(a.T[None].astype(np.float32), np.eye(4), meta={"case_id": f"test_{i}"})
               for i, a in enumerate(npz["test_images"][:n])]
     y = npz["test_labels"][:n].ravel()
     predictor.predict_many(images[:64])

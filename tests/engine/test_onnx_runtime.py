@@ -191,7 +191,7 @@ def test_classification_probabilities_agree_within_1e_3(name: str, tmp_path: Pat
     torch_predictor = load_predictor(model)
     export_model(torch_predictor.onnx_networks(), model)
     data = np.load(shared_data / "medmnist" / f"{name}.npz")
-    images = [Image(a[None].astype(np.float32), np.eye(4), meta={"case_id": f"test_{i}"})
+    images = [Image((a.T if a.ndim == 2 else a)[None].astype(np.float32), np.eye(4), meta={"case_id": f"test_{i}"})
               for i, a in enumerate(data["test_images"][:4])]
     ref = np.stack([r.probabilities for r in torch_predictor.predict_many(images)])
     got = np.stack([r.probabilities for r in load_predictor(model, runtime="onnx").predict_many(images)])
