@@ -46,6 +46,18 @@ def _size(model_dir: Path) -> dict[str, Any]:
             "weights_mb": round(sum(w.stat().st_size for w in weights) / 1e6, 2)}
 
 
+def _predict_folder(predictor: Any, inputs: Path, out: Path) -> None:
+    """The predictor on every file of ``inputs`` (read, predict, write), as ``deepmia predict`` runs it."""
+    from deepmia.io import read_image
+
+    if hasattr(predictor, "predict_path"):
+        predictor.predict_path(inputs, out)
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    for f in sorted(inputs.iterdir()):
+        predictor.predict(read_image(f)).write(out, f.name.split(".")[0])
+
+
 def _speed(dirs: dict[str, Path], inputs: Path, work: Path, n_items: int, rounds: int) -> dict[str, dict[str, float]]:
     """Items/s of ``deepmia predict`` (the whole command) and of the predictor's predict_path, interleaved."""
     from deepmia.tasks import load_predictor
@@ -58,7 +70,7 @@ def _speed(dirs: dict[str, Path], inputs: Path, work: Path, n_items: int, rounds
             seconds, _ = deepmia("predict", str(d), str(inputs), str(work / f"pred_{name}_{r}"))
             cli[name].append(seconds)
             t = time.perf_counter()
-            predictors[name].predict_path(inputs, work / f"inproc_{name}_{r}")
+            _predict_folder(predictors[name], inputs, work / f"inproc_{name}_{r}")
             inproc[name].append(time.perf_counter() - t)
     return {k: {"cli_items_per_s": round(n_items / min(cli[k]), 2), "cli_seconds": cli[k],
                 "predictor_items_per_s": round(n_items / min(inproc[k]), 2), "predictor_seconds": inproc[k]}
