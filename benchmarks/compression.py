@@ -72,8 +72,8 @@ def _speed(dirs: dict[str, Path], inputs: Path, work: Path, n_items: int, rounds
             t = time.perf_counter()
             _predict_folder(predictors[name], inputs, work / f"inproc_{name}_{r}")
             inproc[name].append(time.perf_counter() - t)
-    return {k: {"cli_items_per_s": round(n_items / min(cli[k]), 2), "cli_seconds": cli[k],
-                "predictor_items_per_s": round(n_items / min(inproc[k]), 2), "predictor_seconds": inproc[k]}
+    return {k: {"cli_items_per_s": round(n_items / min(cli[k]), 3), "cli_seconds": cli[k],
+                "predictor_items_per_s": round(n_items / min(inproc[k]), 3), "predictor_seconds": inproc[k]}
             for k in dirs}
 
 
@@ -217,18 +217,20 @@ def markdown(res: dict[str, Any]) -> str:
     s = res.get("segmentation")
     if s:
         o = s["models"]["original"]
-        lines += ["", f"Hippocampus: each student (the teacher's weights pruned, then distilled) trained for at most "
-                  f"{s['budget']} (the teacher: 60 min). "
+        lines += ["", "Hippocampus: each student (the teacher's weights pruned, then distilled) trained within the "
+                  "budget of its own run (training minutes and steps in the table; the teacher: 60 min, 4500 steps). "
                   f"Dice: mean of anterior/posterior on the first {s['cases']} of the 52 validation cases "
                   "(sorted ids); validation Dice (52) from the model directories' metrics.", "",
-                  "| model | filters | parameters | weights MB | Dice (subset) | validation Dice (52) "
-                  "| cases/s (command) | cases/s (predictor) | speed-up (predictor) |",
-                  "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+                  "| model | filters | parameters | weights MB | training min (steps) | Dice (subset) "
+                  "| validation Dice (52) | cases/s (command) | cases/s (predictor) | speed-up (predictor) |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for name, m in s["models"].items():
             v = m.get("validation_dice_52")
             ratio = m["predictor_items_per_s"] / o["predictor_items_per_s"]
             val = "" if v is None else f"{v:.4f}"
-            lines.append(f"| {name} | {m['filters']} | {m['parameters']:,} | {m['weights_mb']} "
+            tr = m.get("training")
+            steps = f"{tr['minutes']} ({tr['steps']})" if tr else "60 (4500)"
+            lines.append(f"| {name} | {m['filters']} | {m['parameters']:,} | {m['weights_mb']} | {steps} "
                          f"| {m['dice_subset']:.4f} | {val} | {m['cli_items_per_s']} | {m['predictor_items_per_s']} "
                          f"| {ratio:.2f}x |")
     return "\n".join(lines) + "\n"
