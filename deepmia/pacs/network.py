@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -186,6 +186,18 @@ def _save(ds: Any, out: Path) -> Path:
     return path
 
 
+def _storing(out: Path, written: list[Path]) -> Callable[[Any], int]:
+    """A C-STORE handler that saves each received instance under ``out`` and lists it in ``written``."""
+
+    def on_store(event: Any) -> int:
+        ds = event.dataset
+        ds.file_meta = event.file_meta
+        written.append(_save(ds, out))
+        return 0x0000
+
+    return on_store
+
+
 def pull_dicom(study_uid: str, address: Address, out: str | os.PathLike[str], *, calling_ae: str = "DEEPMIA",
                timeout: float = 60.0) -> list[Path]:
     """C-GET a study from a DICOM node into ``out/<SeriesInstanceUID>/<SOPInstanceUID>.dcm``.
@@ -198,14 +210,8 @@ def pull_dicom(study_uid: str, address: Address, out: str | os.PathLike[str], *,
     from pynetdicom.presentation import build_context
     from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet  # type: ignore[attr-defined]
 
-    out = Path(out)
     written: list[Path] = []
-
-    def on_store(event: Any) -> int:
-        ds = event.dataset
-        ds.file_meta = event.file_meta
-        written.append(_save(ds, out))
-        return 0x0000
+    on_store = _storing(Path(out), written)
 
     storage = [build_context(c.abstract_syntax) for c in StoragePresentationContexts[:127]]
     roles = [build_role(c.abstract_syntax, scp_role=True) for c in storage]
@@ -246,14 +252,8 @@ def pull_dicom_move(study_uid: str, address: Address, out: str | os.PathLike[str
     from pynetdicom.presentation import build_context
     from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove  # type: ignore[attr-defined]
 
-    out = Path(out)
     written: list[Path] = []
-
-    def on_store(event: Any) -> int:
-        ds = event.dataset
-        ds.file_meta = event.file_meta
-        written.append(_save(ds, out))
-        return 0x0000
+    on_store = _storing(Path(out), written)
 
     scp = AE(ae_title=calling_ae)
     for context in AllStoragePresentationContexts:
