@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from deepmia._validate import look_up_option
+from deepmia.engine.runtime import bf16_supported
 from deepmia.errors import InvalidArgumentError, MissingDependencyError
 
 __all__ = [
@@ -97,16 +98,28 @@ def sha256(path: str | os.PathLike[str]) -> str:
     return h.hexdigest()
 
 
-def resolve_precision(runtime: str, precision: str | None, default: str = "fp32") -> tuple[str, str]:
+def resolve_precision(runtime: str, precision: str | None, default: str = "fp32",
+                      device_type: str | None = None) -> tuple[str, str]:
     """``(runtime, precision)`` checked: the precision defaults to fp32 outside torch (``default`` in torch).
+
+    A bf16 default falls back to fp32 on a device without native bfloat16 (an AVX2-only CPU); asked for there, it
+    is an error.
 
     Raises:
         InvalidArgumentError: An unknown runtime, or a precision the runtime does not run.
     """
     runtime = look_up_option(runtime, RUNTIMES, what="runtime")
-    if precision in (None, "auto"):
+    asked = precision not in (None, "auto")
+    if not asked:
         precision = default if runtime == "torch" else "fp32"
     precision = look_up_option(precision, PRECISIONS[runtime], what=f"precision of runtime {runtime}")
+    if runtime == "torch" and precision == "bf16" and not bf16_supported(device_type):
+        if not asked:
+            return runtime, "fp32"
+        raise InvalidArgumentError(
+            f"bf16 asked for, but this {device_type or 'default'} device has no native bfloat16 (CPU: "
+            f"{torch.backends.cpu.get_cpu_capability()}); emulated bf16 is about 100x slower than fp32",
+            fix="leave --precision out (fp32 is used here) or use a CPU with AVX-512 BF16/AMX or a GPU")
     return runtime, precision
 
 

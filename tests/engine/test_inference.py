@@ -101,3 +101,17 @@ def test_bad_arguments(pointwise):
         sliding_window(pointwise, img, window=(8, 8), num_classes=3)
     with pytest.raises(InvalidArgumentError, match="mirror axis"):
         sliding_window(pointwise, img, window=(8, 8, 8), num_classes=3, mirror_axes=(3,))
+
+
+def test_bf16_falls_back_to_fp32_on_a_cpu_without_native_bfloat16(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An AVX2-only CPU (AMD EPYC here) emulates bf16 about 100x slower than fp32: the planned bf16 of the shipped
+    hippocampus model must run (and be recorded) as fp32 there, and an explicit bf16 is refused with the reason."""
+    from deepmia.engine import runners
+
+    monkeypatch.setattr(runners, "bf16_supported", lambda device_type=None: False)
+    assert runners.resolve_precision("torch", None, "bf16", "cpu") == ("torch", "fp32")
+    with pytest.raises(InvalidArgumentError, match="no native bfloat16"):
+        runners.resolve_precision("torch", "bf16", "fp32", "cpu")
+    monkeypatch.setattr(runners, "bf16_supported", lambda device_type=None: True)
+    assert runners.resolve_precision("torch", None, "bf16", "cpu") == ("torch", "bf16")
+    assert runners.resolve_precision("onnx", None, "bf16", "cpu") == ("onnx", "fp32")

@@ -96,7 +96,7 @@ class Predictor(TaskPredictor):
             self.models.append(model.to(self.device).eval())
         self.members = [self.members[k] for k in chosen]
         self.folds = chosen
-        self.runtime, self.precision = resolve_precision(runtime, precision, "fp32")
+        self.runtime, self.precision = resolve_precision(runtime, precision, "fp32", self.device.type)
         if self.runtime != "torch" and self.mc_samples:
             raise InvalidArgumentError(f"MC dropout ({self.mc_samples} passes) needs the torch runtime: an exported "
                                        "network has no dropout", path=self.model_dir, fix="pass mc_dropout=0")

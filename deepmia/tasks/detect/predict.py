@@ -209,11 +209,12 @@ class Predictor(TaskPredictor):
         self.folds = resolve_folds(self.model_dir, folds, task=self.task)
         configure_threads(self.plan.schedule.threads)
         self.tta = self.plan.inference.tta and tta is not False
-        self.runtime, self.precision = resolve_precision(runtime, precision, self.plan.schedule.precision)
+        self.device = resolve_device(device)
+        self.runtime, self.precision = resolve_precision(runtime, precision, self.plan.schedule.precision,
+                                                         self.device.type)
         if not 0 <= min_score <= 1:
             raise InvalidArgumentError(f"min_score must be in [0, 1], got {min_score}")
         self.min_score = float(min_score)
-        self.device = resolve_device(device)
         self.detectors = load_fold_models(self.model_dir, self.folds, lambda: build_detector(self.plan),
                                           device=self.device)
         self.runners = use_runtime(self.onnx_networks, self.model_dir, self.runtime, self.precision)

@@ -85,7 +85,7 @@ class Predictor(TaskPredictor):
         elif model_dir is not None:
             raise InvalidArgumentError(f"--model is only used with --method learned, not {self.method}")
         default = self.model.plan.inference_precision if self.model is not None else "fp32"
-        self.runtime, self.precision = resolve_precision(runtime, precision, default)
+        self.runtime, self.precision = resolve_precision(runtime, precision, default, self.device.type)
         if self.runtime != "torch" and self.model is None:
             raise InvalidArgumentError(f"--runtime {self.runtime} runs a learned model's network; {self.method} "
                                        "registration has none", fix="leave out --runtime")

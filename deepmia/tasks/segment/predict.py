@@ -87,7 +87,8 @@ class Predictor(TaskPredictor):
         self.probabilities = probabilities
         self.tta = tta
         planned = self.plan.schedule.precision
-        self.runtime, self.precision = resolve_precision(runtime, precision, "bf16" if planned == "auto" else planned)
+        self.runtime, self.precision = resolve_precision(runtime, precision, "bf16" if planned == "auto" else planned,
+                                                         self.device.type)
         self.runners = use_runtime(self.onnx_networks, self.model_dir, self.runtime, self.precision)
         self.postprocess = postprocess
         self.overlap = self.plan.inference.overlap if overlap is None else overlap
