@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +32,7 @@ import torch
 
 from deepmia._validate import look_up_option
 from deepmia.engine.runtime import bf16_supported
-from deepmia.errors import InvalidArgumentError, MissingDependencyError
+from deepmia.errors import ExportError, InvalidArgumentError, MissingDependencyError
 
 __all__ = [
     "RUNTIMES",
@@ -285,7 +286,15 @@ class OpenVinoNetwork(_Runner):
         core = ov.Core()
         config = {"INFERENCE_PRECISION_HINT": self.hint, "INFERENCE_NUM_THREADS": self.threads,
                   "PERFORMANCE_HINT": "LATENCY"}
-        self.compiled = core.compile_model(core.read_model(str(self.path)), "CPU", config)
+        try:
+            self.compiled = core.compile_model(core.read_model(str(self.path)), "CPU", config)
+        except RuntimeError as exc:  # OpenVINO reports a network it cannot convert as a RuntimeError
+            failed = re.findall(r"^-- (\S+) with a message", str(exc), flags=re.M)
+            detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            raise ExportError(
+                f"OpenVINO cannot run this network ({', '.join(failed) or detail}): "
+                f"{_openvino_reason(str(exc)) or detail}", path=self.path,
+                fix="use --runtime onnx (ONNX Runtime runs it) or --runtime torch") from exc
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         """One inference (outputs copied out of OpenVINO's buffers)."""
@@ -317,6 +326,12 @@ class Recorder(torch.nn.Module):
             self.feeds.append({n: x.detach().float().cpu().numpy().copy()
                                for n, x in zip(self.input_names, inputs, strict=True)})
         return self.module(*inputs)
+
+
+def _openvino_reason(message: str) -> str:
+    """The line of an OpenVINO conversion report that says why an operator failed (e.g. GridSample's rank)."""
+    lines = [x.strip() for x in message.splitlines()]
+    return next((x for x in lines if " is only supported " in x or x.startswith("Unsupported")), "")
 
 
 def use_runtime(specs: Callable[[], Sequence[NetworkSpec]], model_dir: str | os.PathLike[str], runtime: str,
