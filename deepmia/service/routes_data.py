@@ -19,6 +19,7 @@ from deepmia.data.catalog.models import Instance, Patient, Series, Study
 
 from . import schemas
 from .accounts import Principal, audit
+from .preview import preview_of
 from .queries import available_models, model_info, series_of, studies_of, study_page
 from .security import require
 from .uploads import ingest, stage
@@ -102,8 +103,14 @@ def _series_files(request: Request, series_id: int) -> tuple[list[Path], bool, s
 @router.get("/series/{series_id}/image", tags=["data"], response_class=FileResponse,
             responses={200: {"content": {"application/octet-stream": {}}, "description": "the series as .nii.gz"}})
 def series_image(request: Request, who: Viewer, series_id: Id,
-                 format: Literal["nifti"] = "nifti") -> FileResponse:  # noqa: A002 - the API's parameter name
-    """The series as one NIfTI volume (``.nii.gz``) in its world geometry: what the viewer loads."""
+                 format: Literal["nifti"] = "nifti",  # noqa: A002 - the API's parameter name
+                 preview: bool = False) -> FileResponse:
+    """The series as one NIfTI volume (``.nii.gz``) in its world geometry: what the viewer loads.
+
+    With ``preview=true`` a volume of more than 4 M voxels comes block-averaged to at most that many (the viewer
+    draws it while the full volume loads); the ``X-Deepmia-Preview`` header gives the shrink factors per axis
+    (``4x4x2``), or ``none`` when the full volume itself was sent.
+    """
     files, dicom, key = _series_files(request, series_id)
     cache = Path(request.app.state.settings.data_dir) / "cache"
     target = cache / f"series-{series_id}-{key}.nii.gz"
@@ -121,8 +128,14 @@ def series_image(request: Request, who: Viewer, series_id: Id,
             os.replace(partial, target)
         finally:
             partial.unlink(missing_ok=True)
-    audit(_catalog(request), who.user, "view", f"series {series_id}", "image nifti")
-    return FileResponse(target, media_type="application/octet-stream", filename=f"series_{series_id}.nii.gz")
+    headers = {}
+    if preview:
+        cache.mkdir(parents=True, exist_ok=True)
+        target, factors = preview_of(target, cache / f"series-{series_id}-{key}-preview.nii.gz")
+        headers["X-Deepmia-Preview"] = "x".join(map(str, factors)) if factors else "none"
+    audit(_catalog(request), who.user, "view", f"series {series_id}", "image nifti" + (" preview" if preview else ""))
+    return FileResponse(target, media_type="application/octet-stream", filename=f"series_{series_id}.nii.gz",
+                        headers=headers)
 
 
 @router.get("/series/{series_id}/original", tags=["data"], response_class=FileResponse,

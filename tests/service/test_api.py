@@ -297,3 +297,45 @@ def test_cancelling_a_running_job_stops_it_and_the_pool_goes_on(server):
         assert job["state"] == "cancelled" and job["outputs"] == []
         after = c.post("/api/jobs", json={"kind": "quality", "series_id": hippo}).json()["id"]
         assert wait_job(c, after)["state"] == "done"  # a new worker took the cancelled one's place
+
+
+def test_a_big_volume_has_a_block_averaged_preview_covering_the_same_world_extent(server, tmp_path):
+    """The viewer draws ``preview=true`` first: a volume over 4 M voxels comes shrunk (factors in a header) with
+    the same world extent; a small one comes whole, marked ``none``."""
+    z, y, x = np.mgrid[0:48, 0:320, 0:320]
+    data = (x + 2 * y + 10 * z).astype(np.int16).transpose(2, 1, 0)  # 320 x 320 x 48 = 4.9 M voxels
+    affine = np.array([[-0.7, 0, 0, 120.0], [0, 0.7, 0, -80.0], [0, 0, 3.0, 15.0], [0, 0, 0, 1]])
+    nib.save(nib.Nifti1Image(data, affine), tmp_path / "big.nii.gz")
+    with server.client(server.tokens["annotator"]) as c, open(tmp_path / "big.nii.gz", "rb") as f:
+        up = c.post("/api/uploads", files={"files": ("big.nii.gz", f)})
+        assert up.status_code == 200, up.text
+        series_id = up.json()["series"][0]["id"]
+        small = c.get(f"/api/series/{series_id}/image", params={"preview": "true"})
+        whole = c.get(f"/api/series/{series_id}/image", params={"preview": "false"})
+        hcrop = c.get(f"/api/series/{_series_id(server.upload, 'HippoCrop')}/image", params={"preview": "true"})
+    assert small.status_code == whole.status_code == hcrop.status_code == 200
+    assert small.headers["x-deepmia-preview"] == "2x1x1" and hcrop.headers["x-deepmia-preview"] == "none"
+    (tmp_path / "small.nii.gz").write_bytes(small.content)
+    (tmp_path / "whole.nii.gz").write_bytes(whole.content)
+    a, b = nib.load(tmp_path / "whole.nii.gz"), nib.load(tmp_path / "small.nii.gz")
+    assert a.shape == (320, 320, 48) and b.shape == (160, 320, 48)
+
+    def corners(img):  # world position of the outer faces of the grid
+        lo = img.affine @ np.array([-0.5, -0.5, -0.5, 1])
+        hi = img.affine @ np.array([*(np.array(img.shape) - 0.5), 1])
+        return np.stack([lo[:3], hi[:3]])
+
+    np.testing.assert_allclose(corners(b), corners(a), atol=1e-3)
+    # each preview voxel is the mean of its 2-voxel block (the data are linear in x, so exactly the mid value)
+    np.testing.assert_allclose(np.asarray(b.dataobj)[10, 20, 5], np.asarray(a.dataobj)[20:22, 20, 5].mean(), atol=0.5)
+
+
+def test_a_saliency_map_is_refused_for_a_model_that_does_not_classify(server):
+    series_id = _series_id(server.upload, "HippoCrop")
+    with server.client(server.tokens["annotator"]) as c:
+        r = c.post("/api/jobs", json={"kind": "predict", "model": "hippocampus", "series_id": series_id,
+                                      "options": {"saliency": True}})
+        assert r.status_code == 422 and "classification" in r.json()["detail"]
+        r = c.post("/api/jobs", json={"kind": "predict", "model": "hippocampus", "series_id": series_id,
+                                      "options": {"report": "fr"}})
+        assert r.status_code == 422

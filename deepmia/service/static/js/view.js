@@ -61,10 +61,15 @@ export class View {
     this.nv.onLocationChange = (loc) => this.onLocation(loc)
   }
 
-  // Load a series as the base volume; every overlay is dropped.
+  // Load a series as the base volume; every overlay is dropped. A big volume opens progressively: the server's
+  // block-averaged preview (at most 4 M voxels) is drawn first, then the full volume replaces it, keeping the
+  // window and the crosshair. Resolves once the full volume is drawn.
   async openSeries(series) {
     const t0 = performance.now()
-    const buffer = await api(`/api/series/${series.id}/image`, { params: { format: 'nifti' }, as: 'buffer' })
+    const url = `/api/series/${series.id}/image`
+    const res = await api(url, { params: { format: 'nifti', preview: 'true' }, as: 'response' })
+    const shrink = res.headers.get('X-Deepmia-Preview') || 'none'
+    const buffer = await res.arrayBuffer()
     const t1 = performance.now()
     const vol = await NVImage.loadFromUrl({ url: buffer, name: `series_${series.id}.nii.gz` })
     const t2 = performance.now()
@@ -72,16 +77,36 @@ export class View {
     this.base = vol
     this.series = series
     this.autoWindow(false) // before adding: adding builds the textures once, with this window
-    const nvox = vol.hdr.dims[1] * vol.hdr.dims[2] * Math.max(1, vol.hdr.dims[3])
+    const factor = shrink === 'none' ? 1 : shrink.split('x').reduce((a, b) => a * Number(b), 1)
+    const nvox = vol.hdr.dims[1] * vol.hdr.dims[2] * Math.max(1, vol.hdr.dims[3]) * factor
     if (this.layoutName === 'multiplanar' && nvox > BIG_VOXELS) this.layout('mpr') // no CPU-costly 3D by default
+    await this.draw(vol)
+    const t3 = performance.now()
+    // performance.now() counts from the navigation start of this page
+    this.timings = { fetchStart: t0, fetched: t1, parsed: t2, firstDraw: t3, bytes: buffer.byteLength, preview: shrink }
+    if (shrink !== 'none') {
+      const full = await api(url, { params: { format: 'nifti' }, as: 'buffer' })
+      const big = await NVImage.loadFromUrl({ url: full, name: `series_${series.id}.nii.gz` })
+      if (this.series !== series) return this.base // another series was opened meanwhile
+      const where = this.crosshairMM()
+      big.cal_min = this.base.cal_min
+      big.cal_max = this.base.cal_max
+      this.nv.removeVolume(this.base)
+      this.base = big
+      await this.draw(big)
+      this.goTo(where)
+      Object.assign(this.timings, { fullDraw: performance.now(), fullBytes: full.byteLength })
+    } else {
+      this.timings.fullDraw = t3
+    }
+    this.nv.createOnLocationChange()
+    return this.base
+  }
+
+  async draw(vol) {
     this.nv.addVolume(vol)
     await new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve)))
     this.sync()
-    const t3 = performance.now()
-    // performance.now() counts from the navigation start of this page
-    this.timings = { fetchStart: t0, fetched: t1, parsed: t2, firstDraw: t3, bytes: buffer.byteLength }
-    this.nv.createOnLocationChange()
-    return vol
   }
 
   // wait until the GPU has done the queued work (reading one pixel back waits for it): the image is drawn
