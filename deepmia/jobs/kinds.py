@@ -157,6 +157,31 @@ def _detections(result: Any) -> list[dict[str, Any]]:
     return rows
 
 
+def _saliency_maps(results: list[tuple[str, Any]], predictor: Any, out: Path) -> list[dict[str, Any]]:
+    """Grad-CAM map of each classified input on its grid, ``<name>_saliency.nii.gz`` (kind ``saliency``)."""
+    from deepmia.io import image_stem, write_image
+    from deepmia.report.clinical.cases import saliency_of
+
+    outputs = []
+    for name, result in results:
+        path = out / f"{image_stem(name)}_saliency.nii.gz"
+        write_image(saliency_of(result, predictor), path)
+        outputs.append(_output(path, "saliency"))
+    return outputs
+
+
+def _report(results: list[tuple[str, Any]], options: dict[str, Any], model_dir: Any, predictor: Any,
+            ctx: JobContext) -> list[dict[str, Any]]:
+    """The clinical report (``report.html`` and ``report.pdf``) when ``options.report`` names its language."""
+    if not options.get("report"):
+        return []
+    from deepmia.report.clinical.render import report_files
+
+    ctx.log(f"report ({options['report']})")
+    html, pdf = report_files(results, ctx.out, model_dir=model_dir, lang=options["report"], predictor=predictor)
+    return [_output(html, "report_html"), _output(pdf, "report_pdf")]
+
+
 def run_predict(job: Claimed, ctx: JobContext) -> JobOutcome:
     """Predict a stored series with a model directory, as ``deepmia predict MODEL SERIES OUT`` does."""
     from deepmia.engine.batch import run_batch
@@ -186,6 +211,13 @@ def run_predict(job: Claimed, ctx: JobContext) -> JobOutcome:
         boxes = [row for _, r in report.results for row in _detections(r)]
         (ctx.out / "detections.json").write_text(json.dumps(boxes, indent=1) + "\n", encoding="utf-8")
         outputs.append(_output(ctx.out / "detections.json", "detections"))
+    if options.get("saliency") or options.get("report"):
+        from deepmia.report.clinical.folder import read_prediction_folder
+
+        folder = read_prediction_folder(ctx.out)  # the results again, with their images (the batch keeps none)
+        if options.get("saliency") and folder.task == "classify":
+            outputs += _saliency_maps(folder.cases, folder.predictor, ctx.out)
+        outputs += _report(folder.cases, options, folder.model_dir, folder.predictor, ctx)
     outputs.append(_output(report.record, "other"))
     summaries = [r.summary() for _, r in report.results]
     ctx.log(f"predicted {len(report.predicted)} input(s); {len(report.skipped)} skipped")
@@ -232,7 +264,8 @@ def run_register(job: Claimed, ctx: JobContext) -> JobOutcome:
     from deepmia.tasks import load_predictor
 
     moving_id = int(job.params["moving_series_id"])
-    predictor = load_predictor(job.params["model_dir"], device=(job.params.get("options") or {}).get("device", "cpu"))
+    options = job.params.get("options") or {}
+    predictor = load_predictor(job.params["model_dir"], device=options.get("device", "cpu"))
     if predictor.task != "register":
         raise InvalidArgumentError(f"model {job.params.get('model')} is a {predictor.task} model, not registration")
     fixed, moving = read_series_image(ctx.catalog, job.series_id), read_series_image(ctx.catalog, moving_id)
@@ -241,6 +274,7 @@ def run_register(job: Claimed, ctx: JobContext) -> JobOutcome:
     paths = result.write(ctx.out, "")
     kinds = {"warped.nii.gz": "warped", "warped_label.nii.gz": "label_map"}
     outputs = [_output(p, kinds.get(p.name, "other")) for p in paths]
+    outputs += _report([(f"series_{moving_id}", result)], options, job.params["model_dir"], None, ctx)
     return JobOutcome(outputs, {"summary": result.summary()})
 
 

@@ -18,7 +18,7 @@ from deepmia.jobs import FINAL, QueueFullError, cancel, submit
 
 from . import schemas
 from .accounts import Principal, audit, role_at_least
-from .queries import available_models
+from .queries import available_models, model_info
 from .routes_data import Id
 from .security import require
 
@@ -100,6 +100,9 @@ def create_job(request: Request, who: Annotator, body: schemas.JobRequest) -> sc
         if name not in models:
             raise HTTPException(status_code=404, detail="no model of that name (GET /api/models lists them)")
         params |= {"model": name, "model_dir": str(models[name])}
+        if params["options"].get("saliency") and model_info(name, models[name]).task != "classification":
+            raise HTTPException(status_code=422, detail=f"options.saliency needs a classification model; {name} "
+                                                        "is not one")
     try:
         job_id = submit(_catalog(request), body.kind, params, who.user, series_id=series_id,
                         max_active=settings.per_user_active)

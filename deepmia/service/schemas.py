@@ -85,12 +85,19 @@ class ModelInfo(BaseModel):
 
 
 class JobOptions(BaseModel):
-    """Options of a job: ``tta`` and ``device`` (predict, register), ``bias`` (quality), ``steps`` (process)."""
+    """Options of a job, each for some kinds only.
+
+    ``tta`` and ``device`` (predict, register), ``report`` (predict, register), ``saliency`` (predict with a
+    classification model), ``bias`` (quality), ``steps`` (process).
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     tta: bool | None = None
     device: Literal["cpu", "cuda", "auto"] | None = None
+    report: Literal["en", "zh"] | None = Field(
+        default=None, description="also write the clinical report (HTML and PDF) in this language")
+    saliency: bool | None = Field(default=None, description="classification: also write the Grad-CAM saliency map")
     bias: bool | None = None
     steps: list[Annotated[str, Field(max_length=500)]] | None = Field(default=None, max_length=100)
 

@@ -332,6 +332,102 @@ def test_clicking_a_bccd_detection_moves_the_crosshair_to_it(page, service, stud
     assert np.mean(np.abs(on - off).sum(axis=2) > 30) > 0.002
 
 
+def _set_range(page, selector: str, value: int) -> None:
+    """Move a slider as a user does: set its value and fire its input event."""
+    page.eval_on_selector(selector, "(e, v) => { e.value = v; e.dispatchEvent(new Event('input')) }", value)
+
+
+def _post(service, path: str, body: dict) -> dict:
+    import httpx
+
+    base, _, token = service
+    res = httpx.post(base + path, json=body, timeout=60, headers={"Authorization": f"Bearer {token}"})
+    assert res.status_code == 201, res.text
+    return res.json()
+
+
+def _wait_done(service, job_id: int) -> dict:
+    deadline = time.time() + JOB_TIMEOUT_MS / 1000
+    while time.time() < deadline:
+        job = _get(service, f"/api/jobs/{job_id}")
+        if job["state"] in ("done", "failed", "cancelled"):
+            assert job["state"] == "done", job
+            return job
+        time.sleep(1)
+    raise AssertionError(f"job {job_id} did not finish")
+
+
+def test_a_classification_shows_its_saliency_map_and_its_report(page, service, shared_data, tmp_path):
+    from PIL import Image as PILImage
+
+    xray = tmp_path / "pneumonia_test_0.png"
+    PILImage.fromarray(np.load(shared_data / "medmnist" / "pneumoniamnist.npz")["test_images"][0]).save(xray)
+    up = _upload(service, [xray])
+    _open_study(page, service, up["series"][0]["study_id"], up["series"][0]["id"])
+    page.click("[data-layout=axial]")
+    page.click("#run-open")
+    page.select_option("#run-model", "pneumoniamnist")
+    page.check("#run-saliency")
+    page.select_option("#run-report", "zh")
+    page.click("#run-submit")
+    page.wait_for_selector("#run-state:has-text('done')", timeout=JOB_TIMEOUT_MS)
+    page.click("#run-dialog button:has-text('Close')")
+    page.wait_for_selector("#overlays .overlay[data-kind=saliency]")
+    # the heat map is drawn over the image: switching it off changes many pixels
+    on = _canvas(page)
+    page.uncheck("#overlays .overlay[data-kind=saliency] .overlay-toggle")
+    off = _canvas(page)
+    assert np.mean(np.abs(on - off).sum(axis=2) > 30) > 0.02
+    # the report: HTML inline (in Chinese, as asked), the PDF to download
+    frame = page.frame_locator("#report iframe.report")
+    playwright_api.expect(frame.locator("body")).to_contain_text("分类结果", timeout=30_000)
+    href = page.get_attribute("#report-pdf", "href")
+    pdf = page.evaluate("async (u) => { const r = await fetch(u); return [r.status, (await r.text()).slice(0, 5)] }",
+                        href)
+    assert pdf == [200, "%PDF-"]
+
+
+def test_a_registration_blends_and_alternates_fixed_and_warped_in_a_checkerboard(page, service, shared_data):
+    images = shared_data / "hippocampus" / "images"
+    fixed = _upload(service, [images / "hippocampus_001.nii.gz"])["series"][0]
+    moving = _upload(service, [images / "hippocampus_067.nii.gz"])["series"][0]
+    job = _post(service, "/api/jobs", {"kind": "register", "model": "hippocampus_registration",
+                                       "series_id": fixed["id"], "moving_series_id": moving["id"],
+                                       "options": {"report": "en"}})
+    _wait_done(service, job["id"])
+    _open_study(page, service, fixed["study_id"], fixed["id"])
+    page.click("[data-layout=axial]")
+    page.click(f"#jobs li[data-job='{job['id']}']")
+    page.wait_for_selector("#overlays .overlay[data-kind=warped]")
+    slider = "#overlays .overlay[data-kind=warped] .overlay-opacity"
+    _set_range(page, slider, 0)
+    fixed_only = _canvas(page)
+    _set_range(page, slider, 100)
+    warped_only = _canvas(page)
+    _set_range(page, slider, 50)
+    blend = _canvas(page)
+    changed = np.abs(fixed_only - warped_only).sum(axis=2) > 30
+    assert changed.mean() > 0.01, "the warped image differs from the fixed one"
+    # the blend lies between the two where they differ
+    lo, hi = np.minimum(fixed_only, warped_only), np.maximum(fixed_only, warped_only)
+    between = ((blend >= lo - 12) & (blend <= hi + 12)).all(axis=2)
+    assert between[changed].mean() > 0.9
+    assert np.abs(blend - fixed_only)[changed].mean() > 5 and np.abs(blend - warped_only)[changed].mean() > 5
+    # checkerboard at full opacity: each block shows either the warped image or the fixed one
+    _set_range(page, slider, 100)
+    page.check("#overlays .overlay[data-kind=warped] .checkerboard")
+    board = _canvas(page)
+    like_fixed = np.abs(board - fixed_only).sum(axis=2) <= 30
+    like_warped = np.abs(board - warped_only).sum(axis=2) <= 30
+    assert like_fixed[changed].mean() > 0.2 and like_warped[changed].mean() > 0.2, "both images show in blocks"
+    assert (like_fixed | like_warped)[changed].mean() > 0.6  # the rest: block edges, interpolated on screen
+    page.uncheck("#overlays .overlay[data-kind=warped] .checkerboard")
+    assert np.abs(_canvas(page) - warped_only).mean() < 1
+    # the registration's report, with its checkerboard page
+    playwright_api.expect(page.frame_locator("#report iframe.report").locator("body")).to_contain_text(
+        "Checkerboard", timeout=30_000)
+
+
 def _ct_volume(shared_data: Path, target: Path) -> Path:
     """A 512x512x300 CT made from the shared example CT (trilinear resampling), int16 NIfTI."""
     import nibabel as nib
@@ -361,25 +457,32 @@ def test_a_512x512x300_ct_opens_and_the_time_to_its_first_image_is_recorded(page
         pg.goto(f"{service[0]}/study/{study_id}?series={series_id}")
         pg.wait_for_selector("body[data-ready=true]", timeout=300_000)
         timings = pg.evaluate("window.deepmiaViewer.view.timings")
-        runs.append({"open": attempt, "load_avg_1min": round(load, 1), **{k: round(v, 1) for k, v in timings.items()}})
+        runs.append({"open": attempt, "load_avg_1min": round(load, 1),
+                     **{k: round(v, 1) if isinstance(v, float) else v for k, v in timings.items()}})
         if attempt != "third":
             pg.close()
     dims = pg.evaluate("Array.from(window.deepmiaViewer.nv.volumes[0].hdr.dims.slice(1, 4))")
-    assert dims == [512, 512, 300]
+    assert dims == [512, 512, 300]  # the full volume replaced the preview drawn first
+    assert [r["preview"] for r in runs] == ["4x4x2"] * 3 and all(r["fullDraw"] >= r["firstDraw"] for r in runs)
+    assert pg.evaluate("window.deepmiaViewer.nv.volumes.length") == 1
     pg.select_option("#preset", "soft tissue")
     assert _canvas(pg).std() > 10, "the CT is drawn"
     # the first open includes the server's one-time NIfTI conversion of the upload (cached afterwards)
     cached = min(r["firstDraw"] for r in runs[1:])
+    cached_full = min(r["fullDraw"] for r in runs[1:])
     record = {
         "benchmark": "viewer_open",
         "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "what": "navigation to the study page -> first image of a 512x512x300 int16 CT drawn by NiiVue "
-                "(performance.now() once the GPU has finished the first frame: a 1-pixel readPixels)",
+                "(performance.now() once the GPU has finished the first frame: a 1-pixel readPixels). The first "
+                "image is the server's block-averaged preview (4x4x2 -> 128x128x150, same world extent); the full "
+                "volume replaces it when loaded (fullDraw)",
         "volume": {"shape": dims, "source": "ct_mr_examples/example_ct.nii.gz resampled (trilinear)",
-                   "nifti_gz_bytes": runs[-1]["bytes"]},
+                   "nifti_gz_bytes": runs[-1]["bytes"], "full_nifti_gz_bytes": runs[-1]["fullBytes"]},
         "runs_ms": runs,
         "first_open_ms": runs[0]["firstDraw"],
         "cached_open_ms": cached,
+        "cached_full_resolution_ms": cached_full,
         "goal_ms": 3000,
         "goal_met": cached < 3000,
         "browser": "chromium " + _chromium_version() + ", headless, WebGL2 on SwiftShader (CPU)",
@@ -387,9 +490,11 @@ def test_a_512x512x300_ct_opens_and_the_time_to_its_first_image_is_recorded(page
                    f"{min(r['load_avg_1min'] for r in runs)}-{max(r['load_avg_1min'] for r in runs)} during the runs",
         "command": "python -m pytest -q -n 0 tests/service/test_viewer_browser.py -k 512x512x300",
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "viewer_open.json").write_text(json.dumps(record, indent=2) + "\n")
-    (RESULTS / "viewer_open.md").write_text(_viewer_open_md(record))
+    if os.environ.get("DEEPMIA_RECORD_BENCHMARK") == "viewer_open":  # set by benchmarks/viewer_open.py
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / "viewer_open.json").write_text(json.dumps(record, indent=2) + "\n")
+        (RESULTS / "viewer_open.md").write_text(_viewer_open_md(record))
+    print(_viewer_open_md(record))
     # the 3 s goal is recorded, not asserted: on a shared CPU the time scales with the load. Asserted: no return of
     # the minutes-long open (NiiVue's 3D gradient on a CPU renderer, deferred by deepmia's patch)
     assert cached < 60_000, runs
@@ -398,15 +503,18 @@ def test_a_512x512x300_ct_opens_and_the_time_to_its_first_image_is_recorded(page
 def _viewer_open_md(record: dict) -> str:
     rows = "\n".join(f"| {r['open']} | {r['load_avg_1min']} | {r['fetched'] - r['fetchStart']:.0f} | "
                      f"{r['parsed'] - r['fetched']:.0f} | {r['firstDraw'] - r['parsed']:.0f} | {r['firstDraw']:.0f} |"
-                     for r in record["runs_ms"])
+                     f" {r['fullDraw']:.0f} |" for r in record["runs_ms"])
     met = "met" if record["goal_met"] else "NOT met on this run"
     return (
-        "| open | load avg (1 min) | download (ms) | decompress + parse (ms) | textures + first frame (ms) "
-        "| navigation -> first image (ms) |\n|---|---|---|---|---|---|\n" + rows + "\n\n"
-        f"512x512x300 int16 CT ({record['volume']['nifti_gz_bytes'] / 1e6:.0f} MB .nii.gz), {record['browser']}; "
-        f"{record['machine']}. The first open includes the server's one-time conversion of the upload to the "
-        f"cached NIfTI it serves. Goal: under {record['goal_ms']} ms for a cached open: {met} "
-        f"(best cached open {record['cached_open_ms']:.0f} ms). Command: `{record['command']}` "
+        "| open | load avg (1 min) | preview download (ms) | decompress + parse (ms) | textures + first frame (ms) "
+        "| navigation -> first image (ms) | navigation -> full resolution drawn (ms) |\n"
+        "|---|---|---|---|---|---|---|\n" + rows + "\n\n"
+        f"512x512x300 int16 CT ({record['volume']['full_nifti_gz_bytes'] / 1e6:.0f} MB .nii.gz; the first image is "
+        f"the server's block-averaged 4x4x2 preview, {record['volume']['nifti_gz_bytes'] / 1e6:.1f} MB, replaced by "
+        f"the full volume once that is loaded), {record['browser']}; {record['machine']}. The first open includes "
+        f"the server's one-time conversion of the upload to the cached NIfTI and its preview. Goal: first image "
+        f"under {record['goal_ms']} ms for a cached open: {met} (best cached open {record['cached_open_ms']:.0f} ms; "
+        f"full resolution {record['cached_full_resolution_ms']:.0f} ms). Command: `{record['command']}` "
         "(or `python benchmarks/viewer_open.py`).\n"
     )
 

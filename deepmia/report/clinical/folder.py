@@ -35,6 +35,13 @@ class Registration:
     summary: dict[str, Any]
     task: str = "register"
 
+    @classmethod
+    def of(cls, fixed: Image, moving: Image, after: Image, summary: dict[str, Any]) -> Registration:
+        """The pair with the moving image resampled onto the fixed grid as it was before alignment."""
+        from deepmia.processing.spatial_transform import SpatialTransform
+
+        return cls(fixed, SpatialTransform.identity(fixed.spatial_dims).apply(moving, reference=fixed), after, summary)
+
 
 @dataclass
 class PredictionFolder:
@@ -200,7 +207,6 @@ def _detect(folder: Path, name: str, image: Image, min_score: float) -> Any:
 
 def _registration(folder: Path, record: dict[str, Any]) -> Registration:
     from deepmia.io import read_image
-    from deepmia.processing.spatial_transform import SpatialTransform
 
     roles = {e["name"]: e for e in record["inputs"]}
     if "fixed" not in roles or "moving" not in roles:
@@ -211,8 +217,7 @@ def _registration(folder: Path, record: dict[str, Any]) -> Registration:
     if not warped_path.is_file():
         raise InvalidArgumentError("warped.nii.gz is missing", path=warped_path, fix=_NOT_A_FOLDER_FIX)
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-    before = SpatialTransform.identity(fixed.spatial_dims).apply(moving, reference=fixed)
-    return Registration(fixed, before, read_image(warped_path), summary)
+    return Registration.of(fixed, moving, read_image(warped_path), summary)
 
 
 def read_prediction_folder(folder: str | os.PathLike[str], *, model_dir: str | os.PathLike[str] | None = None,

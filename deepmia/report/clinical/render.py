@@ -19,7 +19,7 @@ from typing import Any
 from deepmia.errors import InvalidArgumentError, WriteError
 from deepmia.report.clinical.i18n import CJK_FONT, check_fonts, check_language, translations
 
-__all__ = ["FORMATS", "card_brief", "html_to_pdf", "render_html", "render_report", "results_report",
+__all__ = ["FORMATS", "card_brief", "html_to_pdf", "render_html", "render_report", "report_files", "results_report",
            "write_report"]
 
 #: Output formats, by file suffix.
@@ -172,6 +172,38 @@ def results_report(cases: Sequence[tuple[str, Any]], *, model_dir: str | os.Path
 
         predictor = load_predictor(model_dir, device="cpu")
     return _output(_data(cases, model_dir, lang, predictor=predictor, quality=quality), lang, fmt)
+
+
+def report_files(cases: Sequence[tuple[str, Any]], out_dir: str | os.PathLike[str], *, name: str = "report",
+                 model_dir: str | os.PathLike[str] | None = None, lang: str = "en", predictor: Any = None,
+                 quality: bool = True) -> tuple[Path, Path]:
+    """Write the report of task results held in memory as ``NAME.html`` and ``NAME.pdf`` (its pages built once).
+
+    A registration's case is a :class:`~deepmia.tasks.register.result.RegisterResult` or a registration read back
+    from its folder. Returns the two paths.
+
+    Raises:
+        InvalidArgumentError: An unknown language.
+        MissingDependencyError: A PDF in Chinese with no CJK font installed.
+        WriteError: A file cannot be written.
+    """
+    from deepmia.report.clinical.folder import Registration
+    from deepmia.tasks.register.result import RegisterResult
+
+    check_language(lang)
+    check_fonts(lang)
+    cases = [(c, Registration.of(r.fixed, r.moving, r.warped(), r.summary()))
+             if isinstance(r, RegisterResult) else (c, r) for c, r in cases]
+    html = render_html(_data(cases, model_dir, lang, predictor=predictor, quality=quality), lang)
+    out = Path(out_dir)
+    paths = (out / f"{name}.html", out / f"{name}.pdf")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        paths[0].write_text(html, encoding="utf-8")
+        paths[1].write_bytes(html_to_pdf(html))
+    except OSError as exc:
+        raise WriteError(f"could not write the report: {exc}", path=out) from exc
+    return paths
 
 
 def write_report(pred_dir: str | os.PathLike[str], out: str | os.PathLike[str], *, lang: str = "en",

@@ -27,12 +27,19 @@ export function follow(jobId, onUpdate) {
 
 const QUALITY = '__quality'
 
-// the job for the dialog's choice: a quality check, a registration (fixed = the series, moving) or a prediction
-export function jobRequest(models, name, seriesId, movingId) {
+// the job for the dialog's choice: a quality check, a registration (fixed = the series, moving) or a prediction;
+// extras: {report: 'en'|'zh'|'', saliency: bool} (saliency only for a classification model)
+export function jobRequest(models, name, seriesId, movingId, extras = {}) {
   if (name === QUALITY) return { kind: 'quality', series_id: seriesId }
   const task = models.find((m) => m.name === name)?.task
-  if (task === 'registration') return { kind: 'register', model: name, series_id: seriesId, moving_series_id: movingId }
-  return { kind: 'predict', model: name, series_id: seriesId }
+  const options = {}
+  if (extras.report) options.report = extras.report
+  if (extras.saliency && task === 'classification') options.saliency = true
+  const more = Object.keys(options).length ? { options } : {}
+  if (task === 'registration') {
+    return { kind: 'register', model: name, series_id: seriesId, moving_series_id: movingId, ...more }
+  }
+  return { kind: 'predict', model: name, series_id: seriesId, ...more }
 }
 
 export class RunDialog {
@@ -58,10 +65,17 @@ export class RunDialog {
     const state = el('p', { id: 'run-state', role: 'status' })
     const error = el('p', { class: 'error', role: 'alert', hidden: true })
     const card = el('pre', { class: 'card' })
+    const report = el('select', { id: 'run-report', name: 'report' },
+      el('option', { value: '' }, 'none'), el('option', { value: 'en' }, 'English'), el('option', { value: 'zh' }, '中文'))
+    const reportRow = el('label', {}, 'Report ', report)
+    const saliency = el('input', { id: 'run-saliency', type: 'checkbox', name: 'saliency' })
+    const saliencyRow = el('label', { hidden: true }, saliency, ' saliency map (Grad-CAM)')
     const showCard = () => {
       const m = models.find((x) => x.name === model.value)
       card.textContent = (m?.card_markdown || '').slice(0, 1500)
       movingRow.hidden = m?.task !== 'registration'
+      saliencyRow.hidden = m?.task !== 'classification'
+      reportRow.hidden = model.value === QUALITY
     }
     model.addEventListener('change', showCard)
     showCard()
@@ -69,7 +83,7 @@ export class RunDialog {
     const close = el('button', { type: 'button', onclick: () => this.dialog.close() }, 'Close')
     const form = el('form', { method: 'dialog' },
       el('h2', {}, 'Run a model'),
-      el('label', {}, 'Model ', model), el('label', {}, 'Series ', series), movingRow,
+      el('label', {}, 'Model ', model), el('label', {}, 'Series ', series), movingRow, reportRow, saliencyRow,
       el('details', {}, el('summary', {}, 'model card'), card),
       el('div', { class: 'buttons' }, submit, close), progress, state, error)
     form.addEventListener('submit', async (event) => {
@@ -77,7 +91,8 @@ export class RunDialog {
       error.hidden = true
       submit.disabled = true
       try {
-        const job = await api('/api/jobs', { json: jobRequest(models, model.value, Number(series.value), Number(moving.value)) })
+        const job = await api('/api/jobs', { json: jobRequest(models, model.value, Number(series.value), Number(moving.value),
+          { report: report.value, saliency: saliency.checked }) })
         progress.hidden = false
         const done = await follow(job.id, (j) => {
           progress.value = j.progress ?? 0
