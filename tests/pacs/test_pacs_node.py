@@ -173,8 +173,9 @@ def test_a_series_settles_only_after_no_new_instance_for_the_settle_time(make_no
     study, series = generate_uid(), generate_uid()
     marker = node.storage.routing / f"{series}.json"
     for n in range(1, 4):  # one association per instance, about 0.3 s apart: each gap shorter than the settle time
-        send_dicom([_instance(tmp_path / "in", study, series, n)], _address(node), calling_ae=SENDER, timeout=5)
-        last = time.monotonic()
+        instance = _instance(tmp_path / "in", study, series, n)
+        last = time.monotonic()  # the node receives the instance after this moment: it settles >= 3 s after it
+        send_dicom([instance], _address(node), calling_ae=SENDER, timeout=5)
         assert not marker.exists()
         time.sleep(0.3)
     _wait(marker.is_file, timeout=15)
