@@ -2,10 +2,12 @@
 (1 and 2 workers), outputs checked identical, and a run whose Ray worker node is killed (kill -9 of its raylet).
 
 Usage: python benchmarks/batch_ray.py [--data ../shared/data] [--cases 624] [--repeats 2]
-Writes benchmarks/results/batch_ray.json and batch_ray.md. Cases: PneumoniaMNIST test images written as PNG files
-(624); the Ray cluster is started the way users start one (``ray start --head`` + one ``ray start --address``
-worker node process, one CPU each). Runs are interleaved (every configuration once per round) and the machine's
-load average is recorded with each, since the machine is shared.
+       python benchmarks/batch_ray.py --model hippocampus --cases 48 --repeats 1 --runs loop,pool_2,ray_2 --no-kill
+Writes benchmarks/results/batch_ray.json and batch_ray.md (batch_ray_hippocampus.* for the hippocampus run). Cases:
+PneumoniaMNIST test images written as PNG files (624), or hippocampus MR volumes (links to the .nii.gz files,
+repeated under new names when more cases than files are asked for); the Ray cluster is started the way users start
+one (``ray start --head`` + one ``ray start --address`` worker node process, one CPU each). Runs are interleaved
+(every configuration once per round) and the machine's load average is recorded with each, since it is shared.
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 TABLES = ("predictions.csv", "measurements.csv")
-THREADS, CHUNK = 1, 64  # every worker (and the loop) on one torch thread; the loop's batch of 64 cases as the chunk
+THREADS = 1  # every worker (and the loop) on one torch thread
+CHUNKS = {"pneumoniamnist": 64, "hippocampus": 4}  # cases per chunk: the loop's batch of 64 images; 4 volumes
+CHUNK = CHUNKS["pneumoniamnist"]
 
 
 def write_pngs(npz: Path, dst: Path, n: int) -> Path:
@@ -34,6 +38,15 @@ def write_pngs(npz: Path, dst: Path, n: int) -> Path:
     images = np.load(npz)["test_images"]
     for i in range(n):
         Image.fromarray(images[i % len(images)]).save(dst / f"case_{i:05d}.png")
+    return dst
+
+
+def link_volumes(folder: Path, dst: Path, n: int) -> Path:
+    """``n`` cases linking to the hippocampus volumes in ``folder`` (repeated under new names past the last one)."""
+    dst.mkdir(parents=True, exist_ok=True)
+    files = sorted(folder.glob("*.nii.gz"))
+    for i in range(n):
+        (dst / f"case_{i:05d}.nii.gz").symlink_to(files[i % len(files)])
     return dst
 
 
@@ -138,20 +151,28 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=624)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--kill-only", action="store_true", help="Redo only the kill run (into the existing JSON).")
+    parser.add_argument("--model", choices=sorted(CHUNKS), default="pneumoniamnist")
+    parser.add_argument("--runs", default="loop,pool_1,pool_2,ray_1,ray_2", help="Configurations, comma-separated.")
+    parser.add_argument("--no-kill", action="store_true", help="Skip the run whose worker node is killed.")
     args = parser.parse_args()
-    model = "pneumoniamnist"
+    global CHUNK
+    model, CHUNK = args.model, CHUNKS[args.model]
     tmp = Path(tempfile.mkdtemp(prefix="batchbench"))
-    src = write_pngs(args.data / "medmnist" / "pneumoniamnist.npz", tmp / "cases", args.cases)
+    if model == "hippocampus":
+        src = link_volumes(args.data / "hippocampus" / "images", tmp / "cases", args.cases)
+    else:
+        src = write_pngs(args.data / "medmnist" / "pneumoniamnist.npz", tmp / "cases", args.cases)
     out_dir = REPO / "benchmarks" / "results"
+    name = "batch_ray" if model == "pneumoniamnist" else f"batch_ray_{model}"
     if args.kill_only:
-        result = json.loads((out_dir / "batch_ray.json").read_text())
+        result = json.loads((out_dir / f"{name}.json").read_text())
         sequential(model, src, tmp / "loop_0")
         result["kill_run"] = kill_run(model, src, tmp / "killed", tmp / "loop_0")
         result["kill_run"]["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-        (out_dir / "batch_ray.json").write_text(json.dumps(result, indent=1) + "\n")
-        (out_dir / "batch_ray.md").write_text(markdown(result))
+        (out_dir / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
+        (out_dir / f"{name}.md").write_text(markdown(result))
         return
-    runs: dict[str, list[dict[str, Any]]] = {k: [] for k in ("loop", "pool_1", "pool_2", "ray_1", "ray_2")}
+    runs: dict[str, list[dict[str, Any]]] = {k: [] for k in args.runs.split(",")}
     from deepmia.distributed.cluster import LocalCluster
 
     cluster = LocalCluster(worker_nodes=1, cpus=1, object_store_mb=300).start()
@@ -177,26 +198,38 @@ def main() -> None:
 
         ray.shutdown()
         cluster.stop()
-    killed = kill_run(model, src, tmp / "killed", tmp / "loop_0")
+    killed = None if args.no_kill else kill_run(model, src, tmp / "killed", tmp / "loop_0")
     print("kill", killed, flush=True)
     median = {k: statistics.median(x["cases_per_s"] for x in v) for k, v in runs.items()}
     result = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": platform.platform(),
-        "cpus": os.cpu_count(), "cases": args.cases, "model": model, "ray_cluster_start_s": round(cluster_s, 2),
+        "cpus": os.cpu_count(), "cpu": _cpu_name(), "cases": args.cases, "model": model, "chunk": CHUNK,
+        "ray_cluster_start_s": round(cluster_s, 2),
         "runs": runs, "median_cases_per_s": median,
         "speedup_vs_loop": {k: round(v / median["loop"], 2) for k, v in median.items()},
         "kill_run": killed,
     }
-    (out_dir / "batch_ray.json").write_text(json.dumps(result, indent=1) + "\n")
-    (out_dir / "batch_ray.md").write_text(markdown(result))
+    (out_dir / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
+    (out_dir / f"{name}.md").write_text(markdown(result))
+
+
+def _cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
 
 
 def markdown(r: dict[str, Any]) -> str:
+    what = {"pneumoniamnist": "PneumoniaMNIST test images as PNG, shipped `pneumoniamnist` classifier",
+            "hippocampus": "hippocampus MR volumes (.nii.gz, the dataset's images repeated under new names), shipped "
+                           "`hippocampus` segmentation model (sliding window, mirrored TTA, fp32)"}[r["model"]]
     lines = [
-        f"{r['cases']} PneumoniaMNIST test images as PNG, shipped `{r['model']}` classifier; {r['cpus']} CPUs shared "
+        f"{r['cases']} {what}; {r['cpus']} CPUs ({r.get('cpu', 'cpu not recorded')}) shared "
         f"with other users (load average before/after each run listed). One torch thread per worker and in the "
-        f"loop, chunks of 64 cases. Throughput: cases per second from the end of the first chunk to the last case "
-        f"(by the manifest's time stamps); start-up: from the call to the first finished case (process spawn or "
+        f"loop, chunks of {r.get('chunk', 64)} cases. Throughput: cases per second from the end of the first "
+        f"chunk to the last case (by the manifest's time stamps); start-up: from the call to the first finished "
+        f"case (process spawn or "
         f"actor start, model loading, the first chunk); median of "
         f"{len(r['runs']['loop'])} interleaved rounds. Ray cluster (`ray start --head` + one worker node, 1 CPU "
         f"each) started in {r['ray_cluster_start_s']} s, not counted.",
@@ -211,6 +244,8 @@ def markdown(r: dict[str, Any]) -> str:
         lines.append(f"| {name} | {r['median_cases_per_s'][name]:.1f} | {r['speedup_vs_loop'][name]:.2f} | "
                      f"{start:.1f} | {'yes' if same else 'NO'} | {loads} |")
     k = r["kill_run"]
+    if k is None:
+        return "\n".join([*lines, ""])
     lines += ["", f"Kill run (Ray, 2 workers, worker node's raylet killed with SIGKILL after "
                   f"{k['killed_raylet_after_cases']} cases, its actor predicting {k.get('in_flight_on_killed_node')} "
                   f"cases): {k['manifest_lines']} manifest lines for "

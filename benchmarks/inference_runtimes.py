@@ -37,6 +37,24 @@ BIG = [("monai", "fp32"), ("torch", "bf16"), ("onnx", "fp32"), ("openvino", "fp3
 THREADS = 2
 
 
+def _cpu() -> str:
+    """The CPU's model name and whether it runs bf16 natively (AVX-512 BF16 / AMX)."""
+    from deepmia.engine.runtime import bf16_supported
+
+    name = next((x.split(":", 1)[1].strip() for x in Path("/proc/cpuinfo").read_text().splitlines()
+                 if x.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else "?"
+    return f"{name}, native bf16: {'yes' if bf16_supported('cpu') else 'no'}"
+
+
+def _runnable(runtimes: list) -> list:
+    """The runtimes this CPU runs: without native bf16, torch runs fp32 and OpenVINO bf16 is left out (oneDNN would
+    emulate it about 100x slower; deepmia refuses an explicit bf16 there)."""
+    if _cpu().endswith("yes"):
+        return runtimes
+    kept = [("torch", "fp32") if r == ("torch", "bf16") else r for r in runtimes if r != ("openvino", "bf16")]
+    return list(dict.fromkeys(kept))
+
+
 def _deepmia(*args: str) -> None:
     subprocess.run([str(Path(sys.executable).parent / "deepmia"), *args], check=True, capture_output=True, text=True)
 
@@ -273,18 +291,20 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     started, load0 = time.time(), os.getloadavg()[0]
     paths = prepare(args.work, args.data, args.only + (["segment"] if args.big else []))
-    result = {"machine": f"{platform.machine()}, {os.cpu_count()}-core CPU, {THREADS} threads per runtime",
-              "date": time.strftime("%Y-%m-%d", time.gmtime()), "load_average_1min_start": load0}
+    machine = f"{platform.machine()}, {os.cpu_count()}-core CPU ({_cpu()}), {THREADS} threads per runtime"
+    result = {"machine": machine, "date": time.strftime("%Y-%m-%d", time.gmtime()), "load_average_1min_start": load0}
     for task, runtimes in [("segment", SEG), ("classify", CLS), ("detect", DET)]:
         if task in args.only:
-            result[task] = interleaved(args, paths, task, runtimes)
+            result[task] = interleaved(args, paths, task, _runnable(runtimes))
     if args.big:
-        result["big"] = [child(args, paths, "big", rt, p) for rt, p in BIG]
+        result["big"] = [child(args, paths, "big", rt, p) for rt, p in _runnable(BIG)]
     result["load_average_1min_end"] = os.getloadavg()[0]
     result["wall_s"] = time.time() - started
     previous = HERE / "results" / "inference_runtimes.json"  # tables not run now are kept from the last run
     old = json.loads(previous.read_text()) if previous.is_file() else {}
-    runs = {**old.get("runs", {}), **{k: {"date": result["date"], "wall_s": result["wall_s"],
+    for run in old.get("runs", {}).values():  # runs recorded before the machine was kept per run
+        run.setdefault("machine", f"{old.get('machine')} (CPU with native bf16: AMX)")
+    runs = {**old.get("runs", {}), **{k: {"date": result["date"], "wall_s": result["wall_s"], "machine": machine,
                                           "load_average_1min": [load0, result["load_average_1min_end"]]}
                                       for k in ("segment", "classify", "detect", "big") if k in result}}
     write({**{k: old.get(k, []) for k in ("segment", "classify", "detect", "big")}, **result, "runs": runs})
@@ -305,18 +325,23 @@ def write(result: dict) -> None:
     print("\n".join(lines))
 
 
+def _measured(result: dict, task: str) -> str:
+    run = result.get("runs", {}).get(task, {})
+    return f"measured {run.get('date', '?')} on {run.get('machine', result.get('machine'))}"
+
+
 def markdown(result: dict) -> list[str]:
     seg = result["segment"]
     lines = [
         "### Portable inference: one network, seven runtimes",
         "",
-        f"Machine: {result['machine']}; each runtime in its own process; runtimes interleaved over rounds "
-        "(A B C ... A B C ...; cases/s: the median of the rounds, each listed); mean 1-minute load average in "
+        'Each table names the machine it was measured on. Each runtime in its own process; runtimes interleaved over '
+        'rounds (A B C ... A B C ...; cases/s: the median of the rounds, each listed); mean 1-minute load average in '
         "the table (the 2 cores were shared with other engineers' jobs: above 2, every runtime ran slower than on an "
-        "idle machine, the ratios less so). CPU ms/case: CPU time of the worker process (both threads) per case, "
+        'idle machine, the ratios less so). CPU ms/case: CPU time of the worker process (both threads) per case, '
         "which other jobs' load changes much less than wall-clock time. Commands: `python "
-        "benchmarks/inference_runtimes.py --only segment` (runtimes one after another) and `... --parallel --rounds 1 "
-        "--det-cases 12 --only classify detect` (all runtimes of a round at once).",
+        'benchmarks/inference_runtimes.py --only segment` (runtimes one after another) and `... --parallel --rounds 1'
+        ' --det-cases 12 --only classify detect` (all runtimes of a round at once).',
         "",
     ]
     if seg:
@@ -324,7 +349,8 @@ def markdown(result: dict) -> list[str]:
         torch_row = next(r for r in seg if r["runtime"] == "torch")
         lines += [
             f"Segmentation, {base.get('cases', '?')} fold-0 validation volumes of hippocampus (`models/hippocampus` "
-            "fold 0, whole cases, window = plan patch, overlap 0.5, no mirroring, no post-processing):",
+            "fold 0, whole cases, window = plan patch, overlap 0.5, no mirroring, no post-processing); "
+            f"{_measured(result, 'segment')}:",
             "",
             "| runtime | precision | cases/s (rounds) | CPU ms/case | vs MONAI fp32 (wall / CPU) | mean Dice "
             "| Dice - torch | peak RSS MiB | load |",
@@ -347,7 +373,7 @@ def markdown(result: dict) -> list[str]:
         if not rows:
             continue
         base = rows[0]
-        lines += [f"{title}, {base.get('cases', '?')} images:", "",
+        lines += [f"{title}, {base.get('cases', '?')} images; {_measured(result, task)}:", "",
                   f"| runtime | precision | cases/s (rounds) | CPU ms/case | vs torch (wall / CPU) | {metric} "
                   "| peak RSS MiB | load |", "|---|---|---:|---:|---:|---:|---:|---:|"]
         for r, ratio in zip(rows, _ratio(rows, base), strict=True):
@@ -362,7 +388,8 @@ def markdown(result: dict) -> list[str]:
                          f"{r['peak_rss_mib']:.0f} | {r['load_mean']:.1f} |")
         lines.append("")
     if result.get("big"):
-        lines += ["512x512x300 synthetic volume (overlap 0), one run each:", "", "| runtime | precision | seconds | "
+        lines += [f"512x512x300 synthetic volume (overlap 0, no mirroring), one run each; {_measured(result, 'big')}:",
+                  "", "| runtime | precision | seconds | "
                   "peak RSS MiB |", "|---|---|---:|---:|"]
         lines += [f"| {b['runtime']} | {b['precision']} | {b.get('seconds', float('nan')):.1f} | "
                   f"{b.get('peak_rss_mib', float('nan')):.0f} |" for b in result["big"]]
