@@ -1,4 +1,9 @@
-"""A low-resolution preview of a big volume, drawn by the viewer while the full volume loads (progressive open).
+"""The volumes the viewer loads: a colour picture as an RGB NIfTI, and the preview of a big volume.
+
+Colour: a 3-channel 8-bit image (a JPEG of a blood smear, an RGB DICOM) is written as one NIfTI of type RGB24, which
+NiiVue draws in colour (as a 4D NIfTI of 3 volumes it would show the red channel in grey).
+
+Preview (progressive open): a low-resolution copy of a big volume, drawn while the full volume loads.
 
 A 512x512x300 CT is 79 M voxels: on a CPU renderer (WebGL on SwiftShader) NiiVue spends most of the open building
 its textures. The viewer first asks for a preview of at most ``PREVIEW_VOXELS`` voxels, made by averaging blocks of
@@ -18,8 +23,9 @@ import os
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-__all__ = ["PREVIEW_VOXELS", "preview_of", "shrink_factors"]
+__all__ = ["PREVIEW_VOXELS", "preview_of", "shrink_factors", "write_viewer_nifti"]
 
 PREVIEW_VOXELS = 4 * 1024 * 1024
 
@@ -65,3 +71,33 @@ def preview_of(source: Path, target: Path, limit: int = PREVIEW_VOXELS) -> tuple
         finally:
             partial.unlink(missing_ok=True)
     return target, factors
+
+
+def write_viewer_nifti(image: Any, target: Path) -> Path:
+    """Write a series image as the viewer's ``.nii.gz`` (atomically): RGB24 for 3-channel 8-bit pictures.
+
+    The geometry is the one :func:`deepmia.io.write_image` writes (the colour NIfTI copies its affine and codes).
+    """
+    import nibabel as nib
+    import numpy as np
+
+    from deepmia.io import write_image
+
+    partial = target.with_name(f".{uuid.uuid4().hex}{''.join(target.suffixes)}")
+    try:
+        write_image(image, partial)
+        if image.array.shape[0] == 3 and image.array.dtype == np.uint8:
+            plain = nib.load(partial)
+            data = np.asarray(plain.dataobj)  # x, y, z, channel
+            rgb = np.empty(data.shape[:3], dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+            for k, name in enumerate("RGB"):
+                rgb[name] = data[..., k]
+            colour = nib.Nifti1Image(rgb, plain.affine)
+            colour.set_qform(*plain.get_qform(coded=True))
+            colour.set_sform(*plain.get_sform(coded=True))
+            colour.header.set_xyzt_units(*plain.header.get_xyzt_units())
+            nib.save(colour, partial)
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+    return target

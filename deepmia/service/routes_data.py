@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-import uuid
 import zipfile
 from pathlib import Path
 from typing import Annotated, Literal
@@ -19,7 +18,7 @@ from deepmia.data.catalog.models import Instance, Patient, Series, Study
 
 from . import schemas
 from .accounts import Principal, audit
-from .preview import preview_of
+from .preview import preview_of, write_viewer_nifti
 from .queries import available_models, model_info, series_of, studies_of, study_page
 from .security import require
 from .uploads import ingest, stage
@@ -117,17 +116,10 @@ def series_image(request: Request, who: Viewer, series_id: Id,
     if not dicom and files[0].name.endswith(".nii.gz"):
         target = files[0]  # an uploaded NIfTI is served as stored: no conversion on the first open
     elif not target.is_file():
-        from deepmia.io import write_image
         from deepmia.jobs.kinds import read_files
 
-        image = read_files(files, dicom)
         cache.mkdir(parents=True, exist_ok=True)
-        partial = cache / f".{uuid.uuid4().hex}.nii.gz"
-        try:
-            write_image(image, partial)
-            os.replace(partial, target)
-        finally:
-            partial.unlink(missing_ok=True)
+        write_viewer_nifti(read_files(files, dicom), target)
     headers = {}
     if preview:
         cache.mkdir(parents=True, exist_ok=True)

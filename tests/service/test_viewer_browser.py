@@ -308,6 +308,9 @@ def test_a_quality_check_from_the_dialog_shows_its_flags(page, service, studies)
 def test_clicking_a_bccd_detection_moves_the_crosshair_to_it(page, service, studies):
     _open_study(page, service, *studies["bccd"])
     page.click("[data-layout=axial]")
+    # the blood smear (an RGB JPEG) is drawn in colour, not one channel in grey
+    smear = _canvas(page)
+    assert np.mean(np.abs(smear[..., 0] - smear[..., 2]) > 25) > 0.1
     _run_model(page, "bccd")
     rows = page.locator("#detections tbody tr")
     rows.first.wait_for()
@@ -450,7 +453,8 @@ def test_a_512x512x300_ct_opens_and_the_time_to_its_first_image_is_recorded(page
     study_id, series_id = up["series"][0]["study_id"], up["series"][0]["id"]
     runs = []
     pg = page
-    for attempt in ("first", "second", "third"):
+    recording = os.environ.get("DEEPMIA_RECORD_BENCHMARK") == "viewer_open"  # set by benchmarks/viewer_open.py
+    for attempt in ("first", "second", "third") if recording else ("first", "second"):
         # a new page each time: navigation start -> first image, as a clinician opening the study
         pg = page.context.new_page()
         load = os.getloadavg()[0]
@@ -459,11 +463,11 @@ def test_a_512x512x300_ct_opens_and_the_time_to_its_first_image_is_recorded(page
         timings = pg.evaluate("window.deepmiaViewer.view.timings")
         runs.append({"open": attempt, "load_avg_1min": round(load, 1),
                      **{k: round(v, 1) if isinstance(v, float) else v for k, v in timings.items()}})
-        if attempt != "third":
+        if attempt != ("third" if recording else "second"):
             pg.close()
     dims = pg.evaluate("Array.from(window.deepmiaViewer.nv.volumes[0].hdr.dims.slice(1, 4))")
     assert dims == [512, 512, 300]  # the full volume replaced the preview drawn first
-    assert [r["preview"] for r in runs] == ["4x4x2"] * 3 and all(r["fullDraw"] >= r["firstDraw"] for r in runs)
+    assert {r["preview"] for r in runs} == {"4x4x2"} and all(r["fullDraw"] >= r["firstDraw"] for r in runs)
     assert pg.evaluate("window.deepmiaViewer.nv.volumes.length") == 1
     pg.select_option("#preset", "soft tissue")
     assert _canvas(pg).std() > 10, "the CT is drawn"
@@ -490,7 +494,7 @@ def test_a_512x512x300_ct_opens_and_the_time_to_its_first_image_is_recorded(page
                    f"{min(r['load_avg_1min'] for r in runs)}-{max(r['load_avg_1min'] for r in runs)} during the runs",
         "command": "python -m pytest -q -n 0 tests/service/test_viewer_browser.py -k 512x512x300",
     }
-    if os.environ.get("DEEPMIA_RECORD_BENCHMARK") == "viewer_open":  # set by benchmarks/viewer_open.py
+    if recording:
         RESULTS.mkdir(parents=True, exist_ok=True)
         (RESULTS / "viewer_open.json").write_text(json.dumps(record, indent=2) + "\n")
         (RESULTS / "viewer_open.md").write_text(_viewer_open_md(record))
