@@ -62,11 +62,12 @@ class BatchJob:
         """The task's predictor for this model (each worker calls this once)."""
         from deepmia.tasks import load_predictor
 
-        if self.threads:
+        predictor = load_predictor(self.model_dir, **self.options)
+        if self.threads:  # after loading: a predictor may set torch's threads to every core (segmentation does)
             import torch
 
             torch.set_num_threads(self.threads)
-        return load_predictor(self.model_dir, **self.options)
+        return predictor
 
     def writers(self) -> list[Any]:
         """The extra per-result writers ``deepmia predict`` would use with the same flags."""
