@@ -166,14 +166,14 @@ def main() -> None:
     else:
         src = write_pngs(args.data / "medmnist" / "pneumoniamnist.npz", tmp / "cases", args.cases)
     out_dir = REPO / "benchmarks" / "results"
-    name = "batch_ray" if model == "pneumoniamnist" else f"batch_ray_{model}"
+    stem = "batch_ray" if model == "pneumoniamnist" else f"batch_ray_{model}"
     if args.kill_only:
-        result = json.loads((out_dir / f"{name}.json").read_text())
+        result = json.loads((out_dir / f"{stem}.json").read_text())
         sequential(model, src, tmp / "loop_0")
         result["kill_run"] = kill_run(model, src, tmp / "killed", tmp / "loop_0")
         result["kill_run"]["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-        (out_dir / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
-        (out_dir / f"{name}.md").write_text(markdown(result))
+        (out_dir / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
+        (out_dir / f"{stem}.md").write_text(markdown(result))
         return
     runs: dict[str, list[dict[str, Any]]] = {k: [] for k in args.runs.split(",")}
     from deepmia.distributed.cluster import LocalCluster
@@ -212,8 +212,8 @@ def main() -> None:
         "speedup_vs_loop": {k: round(v / median["loop"], 2) for k, v in median.items()},
         "kill_run": killed,
     }
-    (out_dir / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
-    (out_dir / f"{name}.md").write_text(markdown(result))
+    (out_dir / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
+    (out_dir / f"{stem}.md").write_text(markdown(result))
 
 
 def _cpu_name() -> str:
@@ -237,15 +237,16 @@ def markdown(r: dict[str, Any]) -> str:
         f"{len(r['runs']['loop'])} interleaved rounds. Ray cluster (`ray start --head` + one worker node, 1 CPU "
         f"each) started in {r['ray_cluster_start_s']} s, not counted.",
         "",
-        "| run | cases/s | x loop | start-up s | outputs identical | load before/after |",
-        "|---|---|---|---|---|---|",
+        "| run | cases/s | x loop | start-up s | whole run s | outputs identical | load before/after |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, runs in r["runs"].items():
         start = statistics.median(x["startup_s"] for x in runs)
         same = all(x.get("identical_to_loop", True) for x in runs)
         loads = ", ".join(f"{x['load_before']}/{x['load_after']}" for x in runs)
-        lines.append(f"| {name} | {r['median_cases_per_s'][name]:.1f} | {r['speedup_vs_loop'][name]:.2f} | "
-                     f"{start:.1f} | {'yes' if same else 'NO'} | {loads} |")
+        total = statistics.median(x["total_s"] for x in runs)
+        lines.append(f"| {name} | {r['median_cases_per_s'][name]:.3g} | {r['speedup_vs_loop'][name]:.2f} | "
+                     f"{start:.1f} | {total:.1f} | {'yes' if same else 'NO'} | {loads} |")
     k = r["kill_run"]
     if k is None:
         return "\n".join([*lines, ""])

@@ -123,7 +123,10 @@ def series_image(request: Request, who: Viewer, series_id: Id,
     headers = {}
     if preview:
         cache.mkdir(parents=True, exist_ok=True)
-        target, factors = preview_of(target, cache / f"series-{series_id}-{key}-preview.nii.gz")
+        try:
+            target, factors = preview_of(target, cache / f"series-{series_id}-{key}-preview.nii.gz")
+        except RuntimeError:  # a file SimpleITK cannot shrink (the viewer then loads it whole): no preview
+            factors = None
         headers["X-Deepmia-Preview"] = "x".join(map(str, factors)) if factors else "none"
     audit(_catalog(request), who.user, "view", f"series {series_id}", "image nifti" + (" preview" if preview else ""))
     return FileResponse(target, media_type="application/octet-stream", filename=f"series_{series_id}.nii.gz",
