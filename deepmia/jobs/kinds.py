@@ -157,17 +157,25 @@ def _detections(result: Any) -> list[dict[str, Any]]:
     return rows
 
 
-def _saliency_maps(results: list[tuple[str, Any]], predictor: Any, out: Path) -> list[dict[str, Any]]:
-    """Grad-CAM map of each classified input on its grid, ``<name>_saliency.nii.gz`` (kind ``saliency``)."""
+def _saliency_maps(results: list[tuple[str, Any]], predictor: Any,
+                   out: Path) -> tuple[list[dict[str, Any]], list[tuple[str, Any]]]:
+    """Grad-CAM map of each classified input on its grid, ``<name>_saliency.nii.gz`` (kind ``saliency``).
+
+    Returns the outputs and the results holding their maps (so that the report draws them, not computes them again).
+    """
+    from dataclasses import replace
+
     from deepmia.io import image_stem, write_image
     from deepmia.report.clinical.cases import saliency_of
 
-    outputs = []
+    outputs, explained = [], []
     for name, result in results:
         path = out / f"{image_stem(name)}_saliency.nii.gz"
-        write_image(saliency_of(result, predictor), path)
+        saliency = saliency_of(result, predictor)
+        write_image(saliency, path)
         outputs.append(_output(path, "saliency"))
-    return outputs
+        explained.append((name, replace(result, saliency=saliency)))
+    return outputs, explained
 
 
 def _report(results: list[tuple[str, Any]], options: dict[str, Any], model_dir: Any, predictor: Any,
@@ -215,9 +223,11 @@ def run_predict(job: Claimed, ctx: JobContext) -> JobOutcome:
         from deepmia.report.clinical.folder import read_prediction_folder
 
         folder = read_prediction_folder(ctx.out)  # the results again, with their images (the batch keeps none)
+        cases = folder.cases
         if options.get("saliency") and folder.task == "classify":
-            outputs += _saliency_maps(folder.cases, folder.predictor, ctx.out)
-        outputs += _report(folder.cases, options, folder.model_dir, folder.predictor, ctx)
+            maps, cases = _saliency_maps(cases, folder.predictor, ctx.out)
+            outputs += maps
+        outputs += _report(cases, options, folder.model_dir, folder.predictor, ctx)
     outputs.append(_output(report.record, "other"))
     summaries = [r.summary() for _, r in report.results]
     ctx.log(f"predicted {len(report.predicted)} input(s); {len(report.skipped)} skipped")
