@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import os
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,13 +64,18 @@ def preview_of(source: Path, target: Path, limit: int = PREVIEW_VOXELS) -> tuple
     factors = shrink_factors(shape, limit)
     if not target.is_file():
         small = sitk.BinShrink(reader.Execute(), factors)
-        partial = target.with_name(f".{uuid.uuid4().hex}{''.join(target.suffixes)}")
-        try:
-            sitk.WriteImage(small, str(partial), True)
-            os.replace(partial, target)
-        finally:
-            partial.unlink(missing_ok=True)
+        _atomically(target, lambda partial: sitk.WriteImage(small, str(partial), True))
     return target, factors
+
+
+def _atomically(target: Path, write: Callable[[Path], None]) -> None:
+    """``write`` a file beside ``target``, then rename it into place (no reader sees half a file)."""
+    partial = target.with_name(f".{uuid.uuid4().hex}{''.join(target.suffixes)}")
+    try:
+        write(partial)
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def write_viewer_nifti(image: Any, target: Path) -> Path:
@@ -83,8 +88,7 @@ def write_viewer_nifti(image: Any, target: Path) -> Path:
 
     from deepmia.io import write_image
 
-    partial = target.with_name(f".{uuid.uuid4().hex}{''.join(target.suffixes)}")
-    try:
+    def write(partial: Path) -> None:
         write_image(image, partial)
         if image.array.shape[0] == 3 and image.array.dtype == np.uint8:
             plain = nib.load(partial)
@@ -97,7 +101,6 @@ def write_viewer_nifti(image: Any, target: Path) -> Path:
             colour.set_sform(*plain.get_sform(coded=True))
             colour.header.set_xyzt_units(*plain.header.get_xyzt_units())
             nib.save(colour, partial)
-        os.replace(partial, target)
-    finally:
-        partial.unlink(missing_ok=True)
+
+    _atomically(target, write)
     return target
