@@ -70,19 +70,22 @@ def sequential(model: str, src: Path, out: Path) -> dict[str, Any]:
     stamps: list[float] = []
     report = run_batch(predictor, src, out, progress=lambda d, _t, _n: stamps.extend([time.time()] * (d - len(stamps))))
     return {"startup_s": round(stamps[0] - t0, 3), "total_s": round(time.time() - t0, 3),
-            "cases": len(report.predicted), "cases_per_s": round(steady(stamps, CHUNK), 2)}
+            "cases": len(report.predicted), "cases_per_s": round(steady(stamps, CHUNK), 4)}
 
 
 def batch(model: str, src: Path, out: Path, **kwargs: Any) -> dict[str, Any]:
     """``batch_predict`` with 1 torch thread per worker and chunks of 64; throughput from the manifest's stamps."""
     from deepmia.distributed import MANIFEST, batch_predict
+    from deepmia.distributed.manifest import STATE_DIR
 
     t0 = time.time()
     outcome = batch_predict(model, src, out, threads=THREADS, chunk=CHUNK, **kwargs)
     stamps = [json.loads(x)["finished_at"] for x in (out / MANIFEST).read_text().splitlines()]
     t = outcome.timings
+    marks = (out / STATE_DIR / "attempts").glob("*@w*")  # Ray's write tasks mark each case with their process
     return {"startup_s": round(min(stamps) - t0, 3), "connect_s": t["connect_s"], "total_s": t["total_s"],
-            "cases": t["cases"], "cases_per_s": round(steady(stamps, CHUNK), 2), "retried": len(outcome.retried)}
+            "cases": t["cases"], "cases_per_s": round(steady(stamps, CHUNK), 4), "retried": len(outcome.retried),
+            "write_task_processes": len({m.read_text() for m in marks}) or None}
 
 
 def identical(out: Path, reference: Path) -> bool:
@@ -207,13 +210,19 @@ def main() -> None:
     result = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": platform.platform(),
         "cpus": os.cpu_count(), "cpu": _cpu_name(), "cases": args.cases, "model": model, "chunk": CHUNK,
-        "ray_cluster_start_s": round(cluster_s, 2),
+        "ray_cluster_start_s": round(cluster_s, 2), "workers_per_cpu": _workers_per_cpu(),
         "runs": runs, "median_cases_per_s": median,
         "speedup_vs_loop": {k: round(v / median["loop"], 2) for k, v in median.items()},
         "kill_run": killed,
     }
     (out_dir / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
     (out_dir / f"{stem}.md").write_text(markdown(result))
+
+
+def _workers_per_cpu() -> int:
+    from deepmia.distributed.cluster import WORKERS_PER_CPU
+
+    return int(os.environ.get("RAY_num_workers_soft_limit", WORKERS_PER_CPU))  # the nodes have one CPU each
 
 
 def _cpu_name() -> str:
@@ -235,18 +244,22 @@ def markdown(r: dict[str, Any]) -> str:
         f"case (process spawn or "
         f"actor start, model loading, the first chunk); median of "
         f"{len(r['runs']['loop'])} interleaved rounds. Ray cluster (`ray start --head` + one worker node, 1 CPU "
-        f"each) started in {r['ray_cluster_start_s']} s, not counted.",
+        f"each{', ' + str(r['workers_per_cpu']) + ' worker processes kept per CPU' if r.get('workers_per_cpu') else ''}"
+        f") started in {r['ray_cluster_start_s']} s, not counted. Write-task processes: distinct processes that ran "
+        f"Ray's write tasks (from the attempt marks).",
         "",
-        "| run | cases/s | x loop | start-up s | whole run s | outputs identical | load before/after |",
-        "|---|---|---|---|---|---|---|",
+        "| run | cases/s | x loop | start-up s | whole run s | outputs identical | write-task processes "
+        "| load before/after |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, runs in r["runs"].items():
         start = statistics.median(x["startup_s"] for x in runs)
         same = all(x.get("identical_to_loop", True) for x in runs)
         loads = ", ".join(f"{x['load_before']}/{x['load_after']}" for x in runs)
         total = statistics.median(x["total_s"] for x in runs)
+        procs = ", ".join(str(x["write_task_processes"]) for x in runs if x.get("write_task_processes")) or "-"
         lines.append(f"| {name} | {r['median_cases_per_s'][name]:.3g} | {r['speedup_vs_loop'][name]:.2f} | "
-                     f"{start:.1f} | {total:.1f} | {'yes' if same else 'NO'} | {loads} |")
+                     f"{start:.1f} | {total:.1f} | {'yes' if same else 'NO'} | {procs} | {loads} |")
     k = r["kill_run"]
     if k is None:
         return "\n".join([*lines, ""])

@@ -2,6 +2,12 @@
 
 ``ray start --head`` starts the head node and ``ray start --address`` each worker node process.
 
+Each node keeps up to :data:`WORKERS_PER_CPU` worker processes per CPU alive between tasks (Ray's
+``num_workers_soft_limit``, set through the ``RAY_num_workers_soft_limit`` environment variable of ``ray start``;
+one the caller set wins). Ray's default is one per CPU: with a model actor holding a node's worker slot, every read
+and write task of ``deepmia batch predict`` then ran in a fresh Python process that imported Ray and the readers
+again, about 3 s of CPU per task (20 % of one core in a 2-CPU run; docs/scale.md).
+
 :meth:`LocalCluster.stop` ends only this cluster's processes, by their ids (``ray stop`` would end every Ray
 process of the user on the machine, other clusters included).
 
@@ -26,7 +32,10 @@ from pathlib import Path
 
 from deepmia.errors import InvalidArgumentError
 
-__all__ = ["LocalCluster", "free_port"]
+__all__ = ["LocalCluster", "free_port", "WORKERS_PER_CPU"]
+
+#: Worker processes a node keeps alive per CPU (Ray's ``num_workers_soft_limit``; its default is 1).
+WORKERS_PER_CPU = 4
 
 
 def free_port() -> int:
@@ -71,6 +80,7 @@ class LocalCluster:
 
     def _run(self, *args: str) -> None:
         env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+        env.setdefault("RAY_num_workers_soft_limit", str(WORKERS_PER_CPU * self.cpus))
         done = subprocess.run([self.ray, "start", *args, f"--num-cpus={self.cpus}",
                                f"--object-store-memory={self.store}", "--disable-usage-stats"],
                               capture_output=True, text=True, timeout=180, env=env)
