@@ -340,8 +340,9 @@ def markdown(result: dict) -> list[str]:
         "the table (the 2 cores were shared with other engineers' jobs: above 2, every runtime ran slower than on an "
         'idle machine, the ratios less so). CPU ms/case: CPU time of the worker process (both threads) per case, '
         "which other jobs' load changes much less than wall-clock time. Commands: `python "
-        'benchmarks/inference_runtimes.py --only segment` (runtimes one after another) and `... --parallel --rounds 1'
-        ' --det-cases 12 --only classify detect` (all runtimes of a round at once).',
+        'benchmarks/inference_runtimes.py --only segment` and `... --only detect --rounds 1` (runtimes one after '
+        'another), `... --parallel --rounds 1 --only classify` (all runtimes of a round at once), `... --big --only` '
+        '(the 512x512x300 volume).',
         "",
     ]
     if seg:

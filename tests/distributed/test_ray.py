@@ -25,6 +25,21 @@ def cluster():
         yield c
 
 
+def test_the_local_cluster_keeps_task_workers_alive_beside_a_model_actor(cluster):
+    """Ray keeps one worker process per CPU by default; beside a batch's model actor each read and write task then
+    started a fresh process (measured: 6 processes for 6 tasks of a 12-volume run, 3 s of CPU each; 2 with the
+    limit raised). Every node of LocalCluster runs with the higher limit."""
+    import os
+
+    from deepmia.distributed.cluster import WORKERS_PER_CPU
+
+    limit = os.environ.get("RAY_num_workers_soft_limit", str(WORKERS_PER_CPU * cluster.cpus))  # the caller's wins
+    assert len(cluster.raylets) == 2  # before the kill test below ends the worker node's raylet
+    for pid in cluster.raylets:
+        env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        assert f"RAY_num_workers_soft_limit={limit}".encode() in env
+
+
 def _ppid(pid: int) -> int | None:
     try:
         return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
@@ -139,14 +154,3 @@ def test_a_catalog_scan_on_ray_indexes_what_a_local_scan_indexes(cluster, shared
     assert found[0] == expected[0] and found[2] == expected[2]
     assert [s["series_uid"] for s in found[1]] == [s["series_uid"] for s in expected[1]]
 
-
-def test_the_local_cluster_keeps_task_workers_alive_beside_a_model_actor(cluster):
-    """Ray keeps one worker process per CPU by default; beside a batch's model actor each read and write task then
-    started a fresh process (measured: 6 processes for 6 tasks of a 12-volume run, 3 s of CPU each; 2 with the
-    limit raised). Every node of LocalCluster runs with the higher limit."""
-    from deepmia.distributed.cluster import WORKERS_PER_CPU
-
-    assert len(cluster.raylets) == 2
-    for pid in cluster.raylets:
-        env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-        assert f"RAY_num_workers_soft_limit={WORKERS_PER_CPU * cluster.cpus}".encode() in env
