@@ -210,19 +210,13 @@ def main() -> None:
     result = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": platform.platform(),
         "cpus": os.cpu_count(), "cpu": _cpu_name(), "cases": args.cases, "model": model, "chunk": CHUNK,
-        "ray_cluster_start_s": round(cluster_s, 2), "workers_per_cpu": _workers_per_cpu(),
+        "ray_cluster_start_s": round(cluster_s, 2), "workers_per_cpu": cluster.worker_limit // cluster.cpus,
         "runs": runs, "median_cases_per_s": median,
         "speedup_vs_loop": {k: round(v / median["loop"], 2) for k, v in median.items()},
         "kill_run": killed,
     }
     (out_dir / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
     (out_dir / f"{stem}.md").write_text(markdown(result))
-
-
-def _workers_per_cpu() -> int:
-    from deepmia.distributed.cluster import WORKERS_PER_CPU
-
-    return int(os.environ.get("RAY_num_workers_soft_limit", WORKERS_PER_CPU))  # the nodes have one CPU each
 
 
 def _cpu_name() -> str:

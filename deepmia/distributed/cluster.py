@@ -77,10 +77,12 @@ class LocalCluster:
         self.raylets: list[int] = []  # the head's first, then each worker node's
         self.ray = str(Path(sys.executable).parent / "ray")
         self.startup_s = 0.0
+        #: Worker processes each node keeps alive (``RAY_num_workers_soft_limit``; the caller's value wins).
+        self.worker_limit = int(os.environ.get("RAY_num_workers_soft_limit", WORKERS_PER_CPU * cpus))
 
     def _run(self, *args: str) -> None:
         env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-        env.setdefault("RAY_num_workers_soft_limit", str(WORKERS_PER_CPU * self.cpus))
+        env["RAY_num_workers_soft_limit"] = str(self.worker_limit)
         done = subprocess.run([self.ray, "start", *args, f"--num-cpus={self.cpus}",
                                f"--object-store-memory={self.store}", "--disable-usage-stats"],
                               capture_output=True, text=True, timeout=180, env=env)
