@@ -113,8 +113,11 @@ class PacsNode:
         """Stop listening and let the worker and courier finish their current step."""
         self._stop.set()
         if self._server is not None:
-            self._server.shutdown()
-            self._server = None
+            server, self._server = self._server, None
+            server.shutdown()  # accepts no new association
+            for assoc in server.active_associations:  # an idle peer would hold the exit for the network timeout
+                log.info("aborting the association from %s", assoc.requestor.ae_title)
+                assoc.abort()
         for thread in self._threads:
             thread.join(timeout=600)
         self._threads = []

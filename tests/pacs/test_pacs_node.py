@@ -183,6 +183,23 @@ def test_a_series_settles_only_after_no_new_instance_for_the_settle_time(make_no
     assert json.loads(marker.read_text())["instances"] == 3
 
 
+def test_stopping_aborts_an_idle_peer_association_instead_of_waiting_for_it(node):
+    import threading
+
+    from pynetdicom import AE
+    from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+    peer = AE(ae_title=SENDER)
+    peer.add_requested_context(Verification)
+    assoc = peer.associate("127.0.0.1", node.port, ae_title=node.config.ae_title)
+    assert assoc.is_established  # and left open, as a modality between studies
+    start = time.monotonic()
+    node.stop()
+    assert time.monotonic() - start < 20  # pynetdicom's network timeout (60 s) held it before
+    _wait(lambda: assoc.is_aborted, timeout=10)
+    assert not [t for t in threading.enumerate() if "AcceptorThread" in t.name and t.is_alive()]
+
+
 def test_listen_runs_as_a_command_until_interrupted(tmp_path):
     import signal
     import subprocess
