@@ -8,49 +8,19 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections import Counter
 from importlib import import_module
 from pathlib import Path
 
 import pydicom
 import pytest
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import func, select
 
 from deepmia.data.catalog import head_revision, open_catalog, scan
 from deepmia.data.catalog.models import Base, Instance, Job, Patient, ScanError, Series, Study
 from deepmia.errors import InvalidArgumentError
 
-PG_ENV = "DEEPMIA_TEST_POSTGRES_URL"
 scan_module = import_module("deepmia.data.catalog.scan")  # the module, not the function it exports
-
-
-def _postgres_url() -> str:
-    url = os.environ.get(PG_ENV)
-    if not url:
-        if os.environ.get("CI"):
-            pytest.fail(f"{PG_ENV} is not set in CI (.ci/postgres.sh should export it)")
-        pytest.skip(f"{PG_ENV} not set")
-    return url
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def db_url(request, tmp_path):
-    """A fresh, empty catalog database URL: a SQLite file, or a new database on the test PostgreSQL server."""
-    if request.param == "sqlite":
-        yield str(tmp_path / "catalog.sqlite")
-        return
-    server = _postgres_url()
-    name = f"deepmia_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield server.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 @pytest.fixture

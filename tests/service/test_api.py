@@ -12,7 +12,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from .conftest import Server, fresh_database, wait_job
+from .conftest import Server, wait_job
 
 pytestmark = pytest.mark.slow
 
@@ -48,14 +48,13 @@ def _predict_through_api(client, series_id: int) -> tuple[np.ndarray, np.ndarray
 
 
 @pytest.mark.parametrize("db", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def test_prediction_through_the_api_equals_the_cli_voxel_for_voxel(db, server, cli_label, hcrop, tmp_path):
+def test_prediction_through_the_api_equals_the_cli_voxel_for_voxel(db, server, cli_label, hcrop, tmp_path,
+                                                                    make_database):
     if db == "sqlite":
         srv, token, series_id = server, server.tokens["annotator"], _series_id(server.upload, "HippoCrop")
         run = srv
     else:
-        url_gen = fresh_database("postgres", tmp_path)
-        url = next(url_gen)
-        run = Server(tmp_path / "pg", url, workers=1).start()
+        run = Server(tmp_path / "pg", make_database("postgres"), workers=1).start()
         token = run.add_user("ann", "annotator")
         files = [("files", (p.name, p.read_bytes(), "application/dicom")) for p in sorted(hcrop.iterdir())]
         with run.client(token) as c:
@@ -73,7 +72,6 @@ def test_prediction_through_the_api_equals_the_cli_voxel_for_voxel(db, server, c
     finally:
         if run is not server:
             run.stop()
-            url_gen.close()
 
 
 def test_roles_a_viewer_reads_but_cannot_run_upload_or_download_originals(server):

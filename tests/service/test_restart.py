@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from deepmia.data.catalog import open_catalog
 from deepmia.data.catalog.models import Job, JobOutput
 
-from .conftest import Server, fresh_database, wait_job
+from .conftest import Server, wait_job
 
 pytestmark = pytest.mark.slow
 
@@ -30,10 +30,9 @@ def _worker_pids(server_pid: int) -> list[int]:
     return pids
 
 
-def test_jobs_survive_a_killed_server_and_finish_exactly_once(hcrop, tmp_path):
+def test_jobs_survive_a_killed_server_and_finish_exactly_once(hcrop, tmp_path, make_database):
     # SQLite only, to keep the suite short: the queue's guarded updates are tested on PostgreSQL in test_queue.py
-    urls = fresh_database("sqlite", tmp_path)
-    server = Server(tmp_path / "srv", next(urls), workers=2).start()
+    server = Server(tmp_path / "srv", make_database("sqlite"), workers=2).start()
     try:
         token = server.add_user("ann", "annotator")
         files = [("files", (p.name, p.read_bytes(), "application/dicom")) for p in sorted(hcrop.iterdir())]
@@ -66,4 +65,3 @@ def test_jobs_survive_a_killed_server_and_finish_exactly_once(hcrop, tmp_path):
         assert all(outputs[i] == 1 for i in ids)
     finally:
         server.stop()
-        urls.close()
