@@ -118,7 +118,7 @@ def test_the_results_arrive_in_orthanc_in_the_source_study_referencing_the_sourc
     client = DICOMwebClient(orthanc.dicomweb)
     series = client.search_for_series(study_instance_uid=round_trip.study_uid)
     by_modality = {s["00080060"]["Value"][0]: s["0020000E"]["Value"][0] for s in series}
-    assert {"SEG", "SR", "MR"} <= set(by_modality)
+    assert {"SEG", "SR", "DOC", "MR"} <= set(by_modality)  # DOC: the report as an Encapsulated PDF
     seg = client.retrieve_series(round_trip.study_uid, by_modality["SEG"])[0]
     assert seg.StudyInstanceUID == round_trip.study_uid
     assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == round_trip.source_series
@@ -127,6 +127,12 @@ def test_the_results_arrive_in_orthanc_in_the_source_study_referencing_the_sourc
     evidence = {s.SeriesInstanceUID for study in sr.CurrentRequestedProcedureEvidenceSequence
                 for s in study.ReferencedSeriesSequence}
     assert {round_trip.source_series, by_modality["SEG"]} <= evidence
+    report = client.retrieve_series(round_trip.study_uid, by_modality["DOC"])[0]
+    assert report.MIMETypeOfEncapsulatedDocument == "application/pdf"
+    assert bytes(report.EncapsulatedDocument).startswith(b"%PDF-")
+    source_sops = {i.ReferencedSOPInstanceUID for i in report.SourceInstanceSequence}
+    stored = client.search_for_instances(round_trip.study_uid, round_trip.source_series)
+    assert source_sops and source_sops <= {i["00080018"]["Value"][0] for i in stored}
 
 
 @pytest.mark.slow
