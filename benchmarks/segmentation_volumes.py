@@ -39,11 +39,12 @@ def icc_2_1(a: np.ndarray, b: np.ndarray) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
+    ap.add_argument("--model", default="hippocampus", help="Model name or directory (default: the shipped one).")
     args = ap.parse_args()
     from deepmia.io import read_image
     from deepmia.tasks import load_predictor
 
-    predictor = load_predictor("hippocampus")
+    predictor = load_predictor(args.model)
     cases = json.loads((predictor.model_dir / "split.json").read_text())["val"]
     names = {int(k): v for k, v in predictor.plan.labels.items() if int(k) != 0}
     model, ref = {n: [] for n in names.values()}, {n: [] for n in names.values()}
@@ -56,10 +57,12 @@ def main() -> None:
         for k, name in names.items():
             model[name].append(next(r["value"] for r in rows if r["target"] == name and r["quantity"] == "volume"))
             ref[name].append(int((label == k).sum()) * voxel_ml)
+    whole = " + ".join(names.values())  # the whole hippocampus: the split between its parts is a labelling convention
+    model[whole], ref[whole] = np.sum(list(model.values()), 0), np.sum(list(ref.values()), 0)
     seconds = time.perf_counter() - start
-    out = {"date": time.strftime("%Y-%m-%d"), "data": str(args.data / "hippocampus"), "cases": len(cases),
-           "machine": f"{platform.machine()}, 2-core CPU, no GPU", "seconds": round(seconds, 1), "structures": {}}
-    for name in names.values():
+    out = {"date": time.strftime("%Y-%m-%d"), "data": str(args.data / "hippocampus"), "cases": cases,
+           "model": str(predictor.model_dir), "machine": f"{platform.machine()}, 2-core CPU, no GPU", "seconds": round(seconds, 1), "structures": {}}
+    for name in model:
         m, r = np.asarray(model[name]), np.asarray(ref[name])
         diff = m - r
         out["structures"][name] = {
@@ -70,12 +73,13 @@ def main() -> None:
             "bias_ml": round(float(diff.mean()), 4),
             "limits_of_agreement_ml": [round(float(diff.mean() - 1.96 * diff.std(ddof=1)), 4),
                                        round(float(diff.mean() + 1.96 * diff.std(ddof=1)), 4)],
+            "model_ml": [round(float(v), 4) for v in m], "reference_ml": [round(float(v), 4) for v in r],
         }
     (HERE / "results" / "segmentation_volumes.json").write_text(json.dumps(out, indent=1) + "\n")
     _plot(model, ref, HERE / "results" / "segmentation_volumes_bland_altman.png")
-    md = [f"models/hippocampus on its {len(cases)} validation cases (never trained on), volumes from "
+    md = [f"{predictor.model_dir.name} on its {len(cases)} validation cases (never trained on), volumes from "
           "`Result.measurements()` (what the SR and the report carry) vs reference voxel count x voxel volume; "
-          f"{out['machine']}. Command: `python benchmarks/segmentation_volumes.py`. Bland-Altman plot: "
+          f"{out['machine']}. The last row sums both parts. Command: `python benchmarks/segmentation_volumes.py`. Bland-Altman plot: "
           "[segmentation_volumes_bland_altman.png](results/segmentation_volumes_bland_altman.png).", "",
           "| structure | reference mean mL | model mean mL | mean abs. error % | median abs. error % | ICC(2,1) | "
           "bias mL [95% limits] |", "|---|---|---|---|---|---|---|"]
