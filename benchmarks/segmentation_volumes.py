@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -61,7 +62,8 @@ def main() -> None:
     model[whole], ref[whole] = np.sum(list(model.values()), 0), np.sum(list(ref.values()), 0)
     seconds = time.perf_counter() - start
     out = {"date": time.strftime("%Y-%m-%d"), "data": str(args.data / "hippocampus"), "cases": cases,
-           "model": str(predictor.model_dir), "machine": f"{platform.machine()}, 2-core CPU, no GPU", "seconds": round(seconds, 1), "structures": {}}
+           "model": str(predictor.model_dir), "machine": f"{platform.machine()}, {os.cpu_count()}-core CPU, no GPU",
+           "seconds": round(seconds, 1), "structures": {}}
     for name in model:
         m, r = np.asarray(model[name]), np.asarray(ref[name])
         diff = m - r
@@ -77,9 +79,11 @@ def main() -> None:
         }
     (HERE / "results" / "segmentation_volumes.json").write_text(json.dumps(out, indent=1) + "\n")
     _plot(model, ref, HERE / "results" / "segmentation_volumes_bland_altman.png")
-    md = [f"{predictor.model_dir.name} on its {len(cases)} validation cases (never trained on), volumes from "
+    shown = args.model if "/" in args.model else f"models/{args.model}"
+    md = [f"{shown} on its {len(cases)} validation cases (never trained on), volumes from "
           "`Result.measurements()` (what the SR and the report carry) vs reference voxel count x voxel volume; "
-          f"{out['machine']}. The last row sums both parts. Command: `python benchmarks/segmentation_volumes.py`. Bland-Altman plot: "
+          f"{out['machine']}. The last row sums both parts. Command: `python benchmarks/segmentation_volumes.py`. "
+          "Bland-Altman plot: "
           "[segmentation_volumes_bland_altman.png](results/segmentation_volumes_bland_altman.png).", "",
           "| structure | reference mean mL | model mean mL | mean abs. error % | median abs. error % | ICC(2,1) | "
           "bias mL [95% limits] |", "|---|---|---|---|---|---|---|"]

@@ -27,6 +27,7 @@ from deepmia.io import read_image, write_image
 from deepmia.report.clinical import i18n, render_report
 from deepmia.report.clinical.encapsulated import ENCAPSULATED_PDF, report_dicom
 from deepmia.report.clinical.folder import read_prediction_folder
+from deepmia.tasks import resolve_model
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "deepmia" / "samples"
@@ -140,7 +141,9 @@ def test_the_hippocampus_page_holds_header_measurements_findings_and_card(hippo,
         assert f"<td>{name}</td><td>{volume:.3f}</td>" in html
         assert f"{name}: volume {volume:.2f} mL, largest diameter" in html
     assert html.count('<img class="structure"') == 2 and "Image quality" in html
-    assert "Dice" in html and "[0.883, 0.898]" in html and "Research use only" in html  # the card, with intervals
+    folds = json.loads((resolve_model("hippocampus") / "metrics.json").read_text())["folds"]
+    dice = folds["0"]["per_class"]["anterior"]["dice"]  # the card's first row, with its interval
+    assert "Dice" in html and f"[{dice['ci_low']:.3f}, {dice['ci_high']:.3f}]" in html and "Research use only" in html
     zh = hippo_html["zh"]
     assert "测量结果" in zh and "体积（mL）" in zh and "所见" in zh
 
