@@ -110,7 +110,7 @@ class PacsNode:
         return self
 
     def stop(self) -> None:
-        """Stop listening and let the worker and courier finish their current step."""
+        """Stop listening, abort the associations still open, and let the worker and courier finish their step."""
         self._stop.set()
         if self._server is not None:
             server, self._server = self._server, None

@@ -184,8 +184,8 @@ def test_a_series_settles_only_after_no_new_instance_for_the_settle_time(make_no
 
 
 def test_stopping_aborts_an_idle_peer_association_instead_of_waiting_for_it(node):
-    import threading
-
+    # before, the association stayed open and its (non-daemon) thread held the process's exit for pynetdicom's
+    # network timeout, 60 s: `deepmia pacs listen` did not end on Ctrl-C while a modality kept an association open
     from pynetdicom import AE
     from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
@@ -195,9 +195,8 @@ def test_stopping_aborts_an_idle_peer_association_instead_of_waiting_for_it(node
     assert assoc.is_established  # and left open, as a modality between studies
     start = time.monotonic()
     node.stop()
-    assert time.monotonic() - start < 20  # pynetdicom's network timeout (60 s) held it before
-    _wait(lambda: assoc.is_aborted, timeout=10)
-    assert not [t for t in threading.enumerate() if "AcceptorThread" in t.name and t.is_alive()]
+    assert time.monotonic() - start < 20  # the stop does not wait for the peer
+    _wait(lambda: assoc.is_aborted, timeout=10)  # the peer learns of it (A-ABORT)
 
 
 def test_listen_runs_as_a_command_until_interrupted(tmp_path):
