@@ -42,10 +42,17 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     ap.add_argument("--model", default="hippocampus", help="Model name or directory (default: the shipped one).")
     args = ap.parse_args()
+    from deepmia.errors import DeepmiaError
     from deepmia.io import read_image
     from deepmia.tasks import load_predictor
 
-    predictor = load_predictor(args.model)
+    try:
+        predictor = load_predictor(args.model)
+    except DeepmiaError as exc:
+        ap.error(str(exc))
+    if predictor.task != "segment":
+        ap.error(f"--model {args.model}: a {predictor.task} model; this compares a hippocampus segmentation model's "
+                 "volumes")
     cases = json.loads((predictor.model_dir / "split.json").read_text())["val"]
     names = {int(k): v for k, v in predictor.plan.labels.items() if int(k) != 0}
     model, ref = {n: [] for n in names.values()}, {n: [] for n in names.values()}
